@@ -1,0 +1,111 @@
+//! The operations surface every service exposes: `/health/livez`, `/health/readyz`, `/metrics`.
+//!
+//! Liveness only says the process answers. Readiness says the service can do its job now (NATS
+//! and ClickHouse reachable, stream and consumer in place); Kubernetes stops routing to, or
+//! waits on, a replica that is not ready. Metrics are Prometheus text from one registry.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use poem::http::StatusCode;
+use poem::listener::TcpListener;
+use poem::web::Data;
+use poem::{get, handler, EndpointExt, IntoResponse, Response, Route, Server};
+use prometheus::{Encoder, Registry, TextEncoder};
+use tokio_util::sync::CancellationToken;
+
+/// Shared readiness state: `None` when ready, otherwise why not.
+#[derive(Clone)]
+pub struct Health {
+    not_ready_reason: Arc<Mutex<Option<String>>>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            not_ready_reason: Arc::new(Mutex::new(Some("starting".to_string()))),
+        }
+    }
+}
+
+impl Health {
+    pub fn set_ready(&self) {
+        self.set(None);
+    }
+
+    pub fn set_not_ready(&self, reason: impl Into<String>) {
+        self.set(Some(reason.into()));
+    }
+
+    /// `Ok(())` when ready, or the reason it is not.
+    pub fn readiness(&self) -> Result<(), String> {
+        let guard = match self.not_ready_reason.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match guard.as_ref() {
+            None => Ok(()),
+            Some(reason) => Err(reason.clone()),
+        }
+    }
+
+    fn set(&self, reason: Option<String>) {
+        let mut guard = match self.not_ready_reason.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *guard = reason;
+    }
+}
+
+#[handler]
+fn livez() -> &'static str {
+    "ok"
+}
+
+#[handler]
+fn readyz(health: Data<&Health>) -> Response {
+    match health.readiness() {
+        Ok(()) => "ready".into_response(),
+        Err(reason) => Response::builder()
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .body(reason),
+    }
+}
+
+#[handler]
+fn metrics(registry: Data<&Registry>) -> Response {
+    render_metrics(&registry)
+}
+
+/// Prometheus text exposition of `registry`.
+pub fn render_metrics(registry: &Registry) -> Response {
+    let mut buffer = Vec::new();
+    let encoder = TextEncoder::new();
+    if let Err(error) = encoder.encode(&registry.gather(), &mut buffer) {
+        return Response::builder()
+            .status(StatusCode::INTERNAL_SERVER_ERROR)
+            .body(format!("cannot encode metrics: {error}"));
+    }
+    Response::builder()
+        .content_type(encoder.format_type())
+        .body(buffer)
+}
+
+/// Serves the admin routes on `listen` until `shutdown` is cancelled.
+pub async fn serve(
+    listen: SocketAddr,
+    health: Health,
+    registry: Registry,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let app = Route::new()
+        .at("/health/livez", get(livez))
+        .at("/health/readyz", get(readyz))
+        .at("/metrics", get(metrics))
+        .data(health)
+        .data(registry);
+    Server::new(TcpListener::bind(listen))
+        .run_with_graceful_shutdown(app, shutdown.cancelled_owned(), None)
+        .await
+}

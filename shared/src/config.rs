@@ -1,0 +1,301 @@
+//! Configuration, layered with figment: built-in defaults (`default.toml`, embedded), then an
+//! optional TOML file, then `STATSCACHE_*` environment variables.
+//!
+//! Environment keys use `__` between sections and `_` for the dashes of kebab-case keys, so
+//! `STATSCACHE_NATS__DUPLICATE_WINDOW=5m` sets `[nats] duplicate-window`. One struct serves all
+//! three services so that the stream, tables and plugins they share are configured in one place;
+//! each service reads only its own section besides the shared ones. Unknown keys are errors: a
+//! misspelt key must not silently fall back to a default.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// The defaults, also the commented example configuration (`shared/src/default.toml`).
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Config {
+    pub nats: NatsConfig,
+    pub clickhouse: ClickHouseConfig,
+    pub telemetry: TelemetryConfig,
+    pub ingestor: IngestorConfig,
+    pub worker: WorkerConfig,
+    pub api: ApiConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct NatsConfig {
+    pub url: String,
+    /// JetStream stream holding every fedmsg message.
+    pub stream: String,
+    /// Subjects are `<subject-prefix>.<escaped topic>`.
+    pub subject_prefix: String,
+    /// Dead letters go to `<dead-letter-prefix>.<service>`, kept in their own stream.
+    pub dead_letter_prefix: String,
+    pub dead_letter_stream: String,
+    pub storage: StorageKind,
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Bytes; -1 for unlimited.
+    pub max_bytes: i64,
+    pub replicas: usize,
+    #[serde(with = "humantime_serde")]
+    pub duplicate_window: Duration,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StorageKind {
+    File,
+    Memory,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ClickHouseConfig {
+    /// HTTP interface, e.g. `http://127.0.0.1:8123`.
+    pub url: String,
+    pub database: String,
+    pub user: String,
+    pub password: String,
+    #[serde(with = "humantime_serde")]
+    pub query_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct TelemetryConfig {
+    pub log_format: LogFormat,
+    /// A `tracing_subscriber::EnvFilter` directive; `RUST_LOG` wins when set.
+    pub log_filter: String,
+    /// OTLP/gRPC endpoint for traces, e.g. `http://otel-collector:4317`; empty disables export.
+    pub otlp_endpoint: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct IngestorConfig {
+    /// `/health/livez`, `/health/readyz` and `/metrics`.
+    pub admin_listen: SocketAddr,
+    /// Publishes awaiting a JetStream ack at once; more waits (backpressure on the sources).
+    pub max_in_flight: usize,
+    #[serde(with = "humantime_serde")]
+    pub publish_timeout: Duration,
+    /// Attempts per message before it is dead-lettered as unpublishable.
+    pub publish_attempts: u32,
+    pub zeromq: ZeroMqConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ZeroMqConfig {
+    /// fedmsg endpoints to SUB to (fedmsg's `endpoints` values), e.g. `tcp://hub.fedoraproject.org:9940`.
+    pub endpoints: Vec<String>,
+    /// Topic prefixes to subscribe to; `[""]` receives everything.
+    pub topic_prefixes: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub reconnect_min: Duration,
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct WorkerConfig {
+    pub admin_listen: SocketAddr,
+    /// Durable consumer shared by every worker replica.
+    pub consumer: String,
+    /// Most messages per ClickHouse write.
+    pub batch_size: usize,
+    /// Longest wait for a batch to fill before it is written anyway.
+    #[serde(with = "humantime_serde")]
+    pub batch_timeout: Duration,
+    /// JetStream redelivers a message not acked within this time; must exceed a batch's write.
+    #[serde(with = "humantime_serde")]
+    pub ack_wait: Duration,
+    /// Deliveries of a message before it is parked as a poison message.
+    pub max_deliver: i64,
+    /// Built-in plugins to leave out, by identifier.
+    pub disabled_plugins: Vec<String>,
+    /// Declarative plugins: statistics defined here, without code.
+    pub plugins: Vec<DeclarativePluginConfig>,
+}
+
+/// A statistic defined in the configuration file.
+///
+/// ```toml
+/// [[worker.plugins]]
+/// name = "Builds by owner"
+/// description = "Koji build state changes per build owner."
+/// kind = "count"
+/// topics = ["org.fedoraproject.*.buildsys.build.state.change"]
+/// key = "msg.owner"
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DeclarativePluginConfig {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub kind: StatisticKind,
+    /// NATS-style patterns over the topic: `*` one token, `>` the rest. Empty matches all.
+    #[serde(default)]
+    pub topics: Vec<String>,
+    /// Where the key comes from: `topic`, `category`, `usernames`, `packages`, or a dotted path
+    /// into the envelope such as `msg.owner`. Arrays give one key per element.
+    pub key: String,
+    /// For `distinct-count` and `latest`: the value counted or kept, same syntax as `key`.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// Only messages newer than now minus this are processed.
+    #[serde(default, with = "humantime_serde")]
+    pub backlog_delta: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StatisticKind {
+    /// Messages per key per bucket.
+    Count,
+    /// Distinct values per key per bucket.
+    DistinctCount,
+    /// The newest value per key, by (timestamp, msg_id).
+    Latest,
+}
+
+impl StatisticKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatisticKind::Count => "count",
+            StatisticKind::DistinctCount => "distinct-count",
+            StatisticKind::Latest => "latest",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    pub default_rows_per_page: u32,
+    pub max_rows_per_page: u32,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(#[from] Box<figment::Error>);
+
+impl Config {
+    /// Loads defaults, then `file` if given, then `STATSCACHE_*` variables.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = file {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(environment());
+        figment.extract().map_err(|e| ConfigError(Box::new(e)))
+    }
+
+    /// The defaults alone, for tests and tools.
+    pub fn defaults() -> Config {
+        match Figment::from(Toml::string(DEFAULT_TOML)).extract() {
+            Ok(config) => config,
+            Err(error) => panic!("the embedded default.toml is invalid: {error}"),
+        }
+    }
+}
+
+/// `STATSCACHE_A__B_C` becomes the key `a.b-c`. `STATSCACHE_CONFIG` names the file instead.
+fn environment() -> Env {
+    Env::prefixed("STATSCACHE_")
+        .ignore(&["config"])
+        .map(|key| key.as_str().replace("__", ".").replace('_', "-").into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse() {
+        let config = Config::defaults();
+        assert_eq!(config.nats.stream, "FEDMSG");
+        assert_eq!(config.api.max_rows_per_page, 100);
+    }
+
+    #[test]
+    fn file_then_environment_override_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "statscache.toml",
+                "[nats]\nstream = \"FROM_FILE\"\nduplicate-window = \"5m\"\n[worker]\nbatch-size = 7\n",
+            )?;
+            jail.set_env("STATSCACHE_WORKER__BATCH_SIZE", "9");
+            jail.set_env(
+                "STATSCACHE_INGESTOR__ZEROMQ__ENDPOINTS",
+                "[tcp://a:1, tcp://b:2]",
+            );
+            let config =
+                Config::load(Some(Path::new("statscache.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(config.nats.stream, "FROM_FILE");
+            assert_eq!(config.nats.duplicate_window, Duration::from_secs(300));
+            assert_eq!(config.worker.batch_size, 9);
+            assert_eq!(
+                config.ingestor.zeromq.endpoints,
+                vec!["tcp://a:1", "tcp://b:2"]
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", "[nats]\nstreem = \"typo\"\n")?;
+            let error = Config::load(Some(Path::new("bad.toml"))).expect_err("typo must fail");
+            assert!(error.to_string().contains("streem"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn declarative_plugins_parse() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "plugins.toml",
+                r#"
+                [[worker.plugins]]
+                name = "Builds by owner"
+                kind = "count"
+                topics = ["org.fedoraproject.*.buildsys.build.state.change"]
+                key = "msg.owner"
+                backlog-delta = "30d"
+                "#,
+            )?;
+            let config =
+                Config::load(Some(Path::new("plugins.toml"))).map_err(|e| e.to_string())?;
+            let plugin = &config.worker.plugins[0];
+            assert_eq!(plugin.kind, StatisticKind::Count);
+            assert_eq!(plugin.backlog_delta, Some(Duration::from_secs(30 * 86400)));
+            Ok(())
+        });
+    }
+}

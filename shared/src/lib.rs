@@ -1,0 +1,19 @@
+//! What the three statscache services share.
+//!
+//! - [`message`]: the fedmsg envelope, its validation and its identity (`msg_id` or content hash).
+//! - [`topic`]: fedmsg topics, their category, and the reversible mapping to NATS subjects.
+//! - [`config`]: figment configuration (defaults → TOML file → `STATSCACHE_*` environment).
+//! - [`nats`]: the JetStream streams, header names and dead letters.
+//! - [`schema`]: the ClickHouse tables (the interface analysts query) and their migrations.
+//! - [`telemetry`]: logs and OTLP traces; [`admin`]: health probes and Prometheus metrics.
+//! - [`shutdown`]: the signal-driven cancellation every service drains on; [`retry`]: backoff.
+
+pub mod admin;
+pub mod config;
+pub mod message;
+pub mod nats;
+pub mod retry;
+pub mod schema;
+pub mod shutdown;
+pub mod telemetry;
+pub mod topic;

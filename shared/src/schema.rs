@@ -1,0 +1,216 @@
+//! The ClickHouse schema: the documented, stable interface analysts query directly.
+//!
+//! Tables (in the configured database, `statscache` by default):
+//! - `messages`: every unique message (datanommer's role), for history and ad-hoc analysis.
+//! - `plugins`: the catalog of statistics the workers keep (identifier, kind, table...).
+//! - `stat_<plugin>`: one per plugin, the *facts* its statistic is computed from: one row per
+//!   (message, key, value). A count is `uniqExact(msg_id)`, a distinct count `uniqExact(value)`,
+//!   a latest value the row with the greatest (timestamp, msg_id).
+//!
+//! Why facts and not running counters: a redelivered, replayed or backfilled message writes the
+//! same fact rows again, and the statistic — computed over distinct identities — does not change.
+//! That is the exactly-once invariant, held by the storage itself instead of by bookkeeping that a
+//! crash could tear. `ReplacingMergeTree` later folds the duplicate rows away to save space;
+//! queries never depend on that having happened.
+//!
+//! Migrations are versioned and idempotent (`IF NOT EXISTS`), so several worker replicas may run
+//! them at once. The SQL sticks to what ClickHouse 18.16 (Debian) and current releases share: no
+//! DateTime64, no LowCardinality, no server-side query parameters.
+
+use crate::config::ClickHouseConfig;
+
+/// Name of the per-plugin fact table for a plugin identifier (`volume-by-topic` →
+/// `stat_volume_by_topic`).
+pub fn stat_table(identifier: &str) -> String {
+    let mut table = String::from("stat_");
+    for character in identifier.chars() {
+        if character.is_ascii_alphanumeric() {
+            table.push(character.to_ascii_lowercase());
+        } else {
+            table.push('_');
+        }
+    }
+    table
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error("database name {0:?} must be ASCII letters, digits and underscores")]
+    BadDatabaseName(String),
+    #[error("migration {version} ({description}) failed: {source}")]
+    Migration {
+        version: u32,
+        description: &'static str,
+        source: clickhouse::error::Error,
+    },
+    #[error("cannot create table {table}: {source}")]
+    CreateTable {
+        table: String,
+        source: clickhouse::error::Error,
+    },
+}
+
+/// A client for the configured database. Validation is off: it needs a setting ClickHouse 18.16
+/// lacks, and our row types are checked by the integration tests instead.
+pub fn client(config: &ClickHouseConfig) -> clickhouse::Client {
+    client_without_database(config).with_database(&config.database)
+}
+
+fn client_without_database(config: &ClickHouseConfig) -> clickhouse::Client {
+    clickhouse::Client::default()
+        .with_url(&config.url)
+        .with_user(&config.user)
+        .with_password(&config.password)
+        .with_validation(false)
+}
+
+/// One schema change. Statements must be idempotent.
+struct Migration {
+    version: u32,
+    description: &'static str,
+    statements: &'static [&'static str],
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "messages, plugin catalog",
+    statements: &[
+        "CREATE TABLE IF NOT EXISTS messages (
+            msg_id String,
+            topic String,
+            category String,
+            timestamp Float64,
+            time DateTime,
+            i UInt64,
+            username String,
+            usernames Array(String),
+            packages Array(String),
+            body String,
+            source String,
+            stream_sequence UInt64,
+            ingested_at DateTime
+        ) ENGINE = ReplacingMergeTree()
+        PARTITION BY toYYYYMM(time)
+        ORDER BY (time, msg_id)",
+        "CREATE TABLE IF NOT EXISTS plugins (
+            identifier String,
+            name String,
+            description String,
+            kind String,
+            table_name String,
+            topics Array(String),
+            backlog_delta_seconds UInt64,
+            updated_at DateTime
+        ) ENGINE = ReplacingMergeTree(updated_at)
+        ORDER BY identifier",
+    ],
+}];
+
+/// Creates the database and applies the migrations not yet recorded.
+pub async fn migrate(config: &ClickHouseConfig) -> Result<(), SchemaError> {
+    let database = &config.database;
+    if database.is_empty()
+        || !database
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(SchemaError::BadDatabaseName(database.clone()));
+    }
+    let create_database = format!("CREATE DATABASE IF NOT EXISTS {database}");
+    client_without_database(config)
+        .query(&create_database)
+        .execute()
+        .await
+        .map_err(|source| SchemaError::Migration {
+            version: 0,
+            description: "create database",
+            source,
+        })?;
+
+    let client = client(config);
+    let ledger = "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version UInt32, description String, applied_at DateTime
+        ) ENGINE = ReplacingMergeTree() ORDER BY version";
+    client
+        .query(ledger)
+        .execute()
+        .await
+        .map_err(|source| SchemaError::Migration {
+            version: 0,
+            description: "migration ledger",
+            source,
+        })?;
+    let applied: Vec<u32> = client
+        .query("SELECT DISTINCT version FROM schema_migrations")
+        .fetch_all()
+        .await
+        .map_err(|source| SchemaError::Migration {
+            version: 0,
+            description: "read ledger",
+            source,
+        })?;
+
+    for migration in MIGRATIONS {
+        if applied.contains(&migration.version) {
+            continue;
+        }
+        let failed = |source| SchemaError::Migration {
+            version: migration.version,
+            description: migration.description,
+            source,
+        };
+        for statement in migration.statements {
+            client.query(statement).execute().await.map_err(failed)?;
+        }
+        client
+            .query("INSERT INTO schema_migrations (version, description, applied_at) VALUES (?, ?, now())")
+            .bind(migration.version)
+            .bind(migration.description)
+            .execute()
+            .await
+            .map_err(failed)?;
+        tracing::info!(
+            version = migration.version,
+            description = migration.description,
+            "schema migrated"
+        );
+    }
+    Ok(())
+}
+
+/// Creates a plugin's fact table if it does not exist.
+pub async fn create_stat_table(
+    client: &clickhouse::Client,
+    table: &str,
+) -> Result<(), SchemaError> {
+    let statement = format!(
+        "CREATE TABLE IF NOT EXISTS {table} (
+            time DateTime,
+            timestamp Float64,
+            msg_id String,
+            key String,
+            value String
+        ) ENGINE = ReplacingMergeTree()
+        PARTITION BY toYYYYMM(time)
+        ORDER BY (key, time, msg_id, value)"
+    );
+    client
+        .query(&statement)
+        .execute()
+        .await
+        .map_err(|source| SchemaError::CreateTable {
+            table: table.to_string(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_tables_are_safe_identifiers() {
+        assert_eq!(stat_table("volume-by-topic"), "stat_volume_by_topic");
+        assert_eq!(stat_table("Weird name; DROP"), "stat_weird_name__drop");
+    }
+}
