@@ -1,1 +1,157 @@
+//! statscache-api: serves the statistics, and the message history, from ClickHouse.
+//! Stateless; run as many replicas as the load needs.
+//!
+//! - [`routes`]: the OpenAPI-described routes (`/api/`, `/api/<plugin>`).
+//! - [`statistics`]: the statistic queries over the plugins' fact tables.
+//! - [`params`]: parsing and bounds of query parameters; [`error`]: JSON errors.
+//! - [`app`] assembles the routes with `/openapi.json`, `/docs`, health probes and `/metrics`.
 
+pub mod error;
+pub mod params;
+pub mod routes;
+pub mod statistics;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use poem::http::StatusCode;
+use poem::listener::TcpListener;
+use poem::middleware::{NormalizePath, Tracing, TrailingSlash};
+use poem::web::Data;
+use poem::{get, handler, Endpoint, EndpointExt, IntoResponse, Response, Route, Server};
+use poem_openapi::OpenApiService;
+use prometheus::{HistogramOpts, HistogramVec, Registry};
+use statscache_shared::config::Config;
+use statscache_shared::{admin, schema};
+use tokio_util::sync::CancellationToken;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub clickhouse: clickhouse::Client,
+}
+
+#[derive(Clone)]
+struct Telemetry {
+    registry: Registry,
+    requests: HistogramVec,
+}
+
+/// The OpenAPI service, also used to write the spec snapshot.
+pub fn openapi(state: AppState) -> OpenApiService<routes::Api, ()> {
+    OpenApiService::new(
+        routes::Api { state },
+        "statscache",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description("Statistics of the Fedora message bus, computed by statscache plugins.")
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Result<impl Endpoint, prometheus::Error> {
+    let registry = Registry::new();
+    let requests = HistogramVec::new(
+        HistogramOpts::new(
+            "statscache_api_request_seconds",
+            "Request latency by route and status",
+        ),
+        &["route", "status"],
+    )?;
+    registry.register(Box::new(requests.clone()))?;
+    let telemetry = Telemetry { registry, requests };
+
+    let service = openapi(state.clone());
+    let spec = service.spec_endpoint();
+    let docs = service.swagger_ui();
+    let app = Route::new()
+        .at("/openapi.json", spec)
+        .nest("/docs", docs)
+        .at("/health/livez", get(livez))
+        .at("/health/readyz", get(readyz))
+        .at("/metrics", get(metrics))
+        .nest("/", service)
+        .data(state)
+        .data(telemetry.clone())
+        .around(move |endpoint, request| {
+            let telemetry = telemetry.clone();
+            async move {
+                let route = route_label(request.uri().path());
+                let started = Instant::now();
+                let response = match endpoint.call(request).await {
+                    Ok(response) => response.into_response(),
+                    Err(error) => error::render_poem_error(error),
+                };
+                let status = response.status().as_u16().to_string();
+                telemetry
+                    .requests
+                    .with_label_values(&[route, &status])
+                    .observe(started.elapsed().as_secs_f64());
+                Ok(response)
+            }
+        })
+        .with(NormalizePath::new(TrailingSlash::Trim))
+        .with(Tracing);
+    Ok(app)
+}
+
+/// A bounded set of labels: plugin names and ids must not explode the metric's cardinality.
+fn route_label(path: &str) -> &'static str {
+    if path == "/api/" || path == "/api" {
+        "/api/"
+    } else if path.starts_with("/api/") {
+        "/api/:plugin"
+    } else if path.starts_with("/health") {
+        "/health"
+    } else if path.starts_with("/docs") || path == "/openapi.json" {
+        "/docs"
+    } else if path == "/metrics" {
+        "/metrics"
+    } else {
+        "other"
+    }
+}
+
+#[handler]
+fn livez() -> &'static str {
+    "ok"
+}
+
+#[handler]
+async fn readyz(state: Data<&AppState>) -> Response {
+    let probe = state.clickhouse.query("SELECT 1").fetch_one::<u8>();
+    match tokio::time::timeout(std::time::Duration::from_secs(2), probe).await {
+        Ok(Ok(_)) => "ready".into_response(),
+        Ok(Err(error)) => Response::builder()
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .body(format!("clickhouse: {error}")),
+        Err(_) => Response::builder()
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .body("clickhouse: no answer within 2s"),
+    }
+}
+
+#[handler]
+fn metrics(telemetry: Data<&Telemetry>) -> Response {
+    admin::render_metrics(&telemetry.registry)
+}
+
+/// Serves the API until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> std::io::Result<()> {
+    let clickhouse = schema::client(&config.clickhouse).with_setting(
+        "max_execution_time",
+        config.clickhouse.query_timeout.as_secs().max(1).to_string(),
+    );
+    let listen = config.api.listen;
+    let request_timeout = config.api.request_timeout;
+    let state = AppState {
+        config: Arc::new(config),
+        clickhouse,
+    };
+    let app = app(state).map_err(std::io::Error::other)?;
+    tracing::info!(%listen, "api listening");
+    Server::new(TcpListener::bind(listen))
+        .idle_timeout(request_timeout)
+        .run_with_graceful_shutdown(app, shutdown.cancelled_owned(), Some(request_timeout))
+        .await
+}

@@ -1,1 +1,350 @@
+//! The test harness: real servers on free loopback ports, with throwaway data directories.
+//!
+//! - [`NatsServer`]: `nats-server -js`, stopped when dropped.
+//! - [`ClickHouseServer`]: `clickhouse-server` from a generated config, stopped when dropped.
+//! - [`Service`]: one of our binaries (`statscache-ingestor`, `-worker`, `-api`) as a process,
+//!   configured through `STATSCACHE_*` variables exactly as in production; killed when dropped.
+//! - [`publish_corpus`]: a real ZeroMQ publisher (Python pyzmq) sending fedmsg frames.
+//!
+//! Missing servers are installed by `deploy/local/install.sh`. Our binaries must be built first
+//! (`cargo build --bins`; `deploy/local/test.sh` does it), since a test cannot safely run cargo.
+//! Waiting helpers poll until a condition holds or a generous deadline passes: they never assert
+//! on how fast something happened.
 
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A test fixture file under `tests/fixtures`.
+pub fn fixture(name: &str) -> PathBuf {
+    repo_root().join("tests/fixtures").join(name)
+}
+
+/// Installs nats-server, clickhouse-server and pyzmq if any is missing (once per process).
+pub fn ensure_installed() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let script = repo_root().join("deploy/local/install.sh");
+        let status = Command::new("bash")
+            .arg(&script)
+            .status()
+            .expect("run deploy/local/install.sh");
+        assert!(status.success(), "deploy/local/install.sh failed");
+    });
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// Polls `condition` every 100 ms until it returns `Some`, or panics after `deadline`.
+pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut condition: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = condition().await {
+            return value;
+        }
+        if started.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A child process killed (and reaped) when dropped.
+struct Guarded(Child);
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub struct NatsServer {
+    pub url: String,
+    pub port: u16,
+    process: Guarded,
+    _data: TempDir,
+}
+
+impl NatsServer {
+    pub async fn start() -> NatsServer {
+        ensure_installed();
+        let data = TempDir::new().expect("nats data dir");
+        let port = free_port();
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(data.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        let server = NatsServer {
+            url: format!("nats://127.0.0.1:{port}"),
+            port,
+            process: Guarded(child),
+            _data: data,
+        };
+        let url = server.url.clone();
+        wait_for(
+            "nats-server to accept connections",
+            Duration::from_secs(30),
+            || {
+                let url = url.clone();
+                async move { async_nats::connect(url).await.ok().map(|_| ()) }
+            },
+        )
+        .await;
+        server
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.0.id()
+    }
+}
+
+pub struct ClickHouseServer {
+    pub url: String,
+    process: Guarded,
+    _data: TempDir,
+}
+
+impl ClickHouseServer {
+    pub async fn start() -> ClickHouseServer {
+        ensure_installed();
+        let data = TempDir::new().expect("clickhouse data dir");
+        let http_port = free_port();
+        let tcp_port = free_port();
+        let status = Command::new("bash")
+            .arg(repo_root().join("deploy/local/clickhouse-config.sh"))
+            .arg(data.path())
+            .arg(http_port.to_string())
+            .arg(tcp_port.to_string())
+            .status()
+            .expect("write clickhouse config");
+        assert!(status.success());
+        let child = Command::new("clickhouse-server")
+            .arg(format!(
+                "--config-file={}",
+                data.path().join("config.xml").display()
+            ))
+            .current_dir(data.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start clickhouse-server");
+        let url = format!("http://127.0.0.1:{http_port}");
+        let server = ClickHouseServer {
+            url: url.clone(),
+            process: Guarded(child),
+            _data: data,
+        };
+        let http = reqwest::Client::new();
+        wait_for(
+            "clickhouse-server to answer",
+            Duration::from_secs(60),
+            || {
+                let request = http.get(format!("{url}/?query=SELECT%201")).send();
+                async move {
+                    request
+                        .await
+                        .ok()
+                        .filter(|r| r.status().is_success())
+                        .map(|_| ())
+                }
+            },
+        )
+        .await;
+        server
+    }
+
+    /// A client for `database` (no validation, as the services use).
+    pub fn client(&self, database: &str) -> clickhouse::Client {
+        clickhouse::Client::default()
+            .with_url(&self.url)
+            .with_database(database)
+            .with_validation(false)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.0.id()
+    }
+}
+
+/// Where cargo put our binaries.
+fn binary(name: &str) -> PathBuf {
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => repo_root().join("target"),
+    };
+    let path = target.join("debug").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the services first with `cargo build --bins` (deploy/local/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// One of our services running as a process.
+pub struct Service {
+    process: Guarded,
+    pub name: &'static str,
+}
+
+impl Service {
+    /// Starts `statscache-<role>` with the given `STATSCACHE_*` variables (and arguments).
+    pub fn start(role: &'static str, env: &[(String, String)], args: &[&str]) -> Service {
+        let name = match role {
+            "ingestor" => "statscache-ingestor",
+            "worker" => "statscache-worker",
+            "api" => "statscache-api",
+            other => panic!("unknown role {other}"),
+        };
+        let mut command = Command::new(binary(name));
+        command
+            .args(args)
+            .env("RUST_LOG", "warn,statscache=info")
+            .stdout(Stdio::null());
+        if std::env::var_os("STATSCACHE_TEST_LOGS").is_none() {
+            command.stderr(Stdio::null());
+        }
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        Service {
+            process: Guarded(child),
+            name,
+        }
+    }
+
+    /// SIGKILL: the process gets no chance to finish anything.
+    pub fn kill(self) {
+        drop(self);
+    }
+
+    /// SIGTERM, then waits for the process to exit by itself; returns whether it exited cleanly.
+    pub fn terminate(mut self) -> bool {
+        let pid = self.process.0.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        match self.process.0.wait() {
+            Ok(status) => status.success(),
+            Err(_) => false,
+        }
+    }
+}
+
+/// Runs the pyzmq publisher: binds `endpoint`, waits for `subscribers`, sends every line of
+/// `files` as fedmsg frames (plus `single_frames` as one-frame messages). Returns its output.
+pub async fn publish_corpus(
+    endpoint: &str,
+    files: &[PathBuf],
+    subscribers: usize,
+    single_frames: &[&str],
+) -> String {
+    ensure_installed();
+    let mut command = tokio::process::Command::new("python3");
+    command
+        .arg(repo_root().join("tests/support/fedmsg_publish.py"))
+        .arg(endpoint);
+    for file in files {
+        command.arg(file);
+    }
+    command.args(["--subscribers", &subscribers.to_string()]);
+    for frame in single_frames {
+        command.args(["--single-frame", frame]);
+    }
+    let output = command.output().await.expect("run fedmsg_publish.py");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "publisher failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// A NATS server, a ClickHouse server and the configuration pointing services at them.
+pub struct Servers {
+    pub nats: NatsServer,
+    pub clickhouse: ClickHouseServer,
+    pub database: String,
+}
+
+impl Servers {
+    pub async fn start() -> Servers {
+        let (nats, clickhouse) = tokio::join!(NatsServer::start(), ClickHouseServer::start());
+        Servers {
+            nats,
+            clickhouse,
+            database: "statscache".to_string(),
+        }
+    }
+
+    /// `STATSCACHE_*` variables for a service: servers, free admin/api ports, plus `extra`.
+    pub fn env(&self, extra: &[(&str, String)]) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("STATSCACHE_NATS__URL".to_string(), self.nats.url.clone()),
+            (
+                "STATSCACHE_NATS__DUPLICATE_WINDOW".to_string(),
+                "2m".to_string(),
+            ),
+            (
+                "STATSCACHE_CLICKHOUSE__URL".to_string(),
+                self.clickhouse.url.clone(),
+            ),
+            (
+                "STATSCACHE_CLICKHOUSE__DATABASE".to_string(),
+                self.database.clone(),
+            ),
+            (
+                "STATSCACHE_INGESTOR__ADMIN_LISTEN".to_string(),
+                format!("127.0.0.1:{}", free_port()),
+            ),
+            (
+                "STATSCACHE_WORKER__ADMIN_LISTEN".to_string(),
+                format!("127.0.0.1:{}", free_port()),
+            ),
+            (
+                "STATSCACHE_WORKER__BATCH_TIMEOUT".to_string(),
+                "200ms".to_string(),
+            ),
+        ];
+        for (key, value) in extra {
+            env.push((key.to_string(), value.clone()));
+        }
+        env
+    }
+
+    pub fn client(&self) -> clickhouse::Client {
+        self.clickhouse.client(&self.database)
+    }
+}
+
+/// GETs `url` and parses JSON, or `None` if the request or parse fails.
+pub async fn get_json(url: &str) -> Option<serde_json::Value> {
+    let response = reqwest::get(url).await.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    response.json().await.ok()
+}

@@ -1,0 +1,87 @@
+//! Every error the API returns is JSON naming what went wrong, with the right status:
+//! 400 for a bad parameter (never a 500, unlike datagrepper), 404 for an unknown plugin,
+//! 503 when ClickHouse cannot be reached (the service recovers by itself when it returns).
+
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object};
+
+#[derive(Debug, Clone, Object)]
+pub struct ErrorBody {
+    /// A short machine-readable code: `bad_parameter`, `not_found`, `unavailable`.
+    pub error: String,
+    /// The parameter at fault, when there is one.
+    #[oai(skip_serializing_if_is_none)]
+    pub parameter: Option<String>,
+    /// What is wrong, for a person.
+    pub message: String,
+}
+
+#[derive(Debug, ApiResponse)]
+pub enum ApiError {
+    /// A parameter is invalid.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// No such plugin or message.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// ClickHouse is unreachable or failed.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+impl ApiError {
+    pub fn bad_parameter(parameter: &str, message: impl Into<String>) -> ApiError {
+        ApiError::BadRequest(Json(ErrorBody {
+            error: "bad_parameter".into(),
+            parameter: Some(parameter.to_string()),
+            message: message.into(),
+        }))
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::NotFound(Json(ErrorBody {
+            error: "not_found".into(),
+            parameter: None,
+            message: message.into(),
+        }))
+    }
+
+    pub fn unavailable(error: clickhouse::error::Error) -> ApiError {
+        tracing::warn!(%error, "ClickHouse query failed");
+        ApiError::Unavailable(Json(ErrorBody {
+            error: "unavailable".into(),
+            parameter: None,
+            message: "the statistics store is unavailable; try again shortly".into(),
+        }))
+    }
+}
+
+/// Turns any error poem produced itself (a parameter that is not a number, a route that does
+/// not exist) into the same JSON shape, so clients never have to parse plain text.
+pub fn render_poem_error(error: poem::Error) -> poem::Response {
+    use poem::IntoResponse;
+    let status = error.status();
+    if let Some(parse_error) = error.downcast_ref::<poem_openapi::error::ParseParamError>() {
+        let body = ErrorBody {
+            error: "bad_parameter".into(),
+            parameter: Some(parse_error.name.to_string()),
+            message: parse_error.reason.clone(),
+        };
+        return (poem::http::StatusCode::BAD_REQUEST, Json(body)).into_response();
+    }
+    if error.is_from_response() {
+        return error.into_response();
+    }
+    let code = match status {
+        poem::http::StatusCode::NOT_FOUND => "not_found",
+        poem::http::StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        status if status.is_client_error() => "bad_request",
+        _ => "internal",
+    };
+    let body = ErrorBody {
+        error: code.into(),
+        parameter: None,
+        message: error.to_string(),
+    };
+    (status, Json(body)).into_response()
+}

@@ -1,0 +1,381 @@
+//! The OpenAPI-described routes. Handlers validate parameters, call the query modules and
+//! render JSON, CSV or NDJSON.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use poem::http::HeaderMap;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::{Json, PlainText};
+use poem_openapi::{ApiResponse, Object, OpenApi, ResponseContent};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::params::{parse_time, Order, Page};
+use crate::statistics::{self, Bucket, StatisticQuery, StatisticRow};
+use crate::AppState;
+
+pub struct Api {
+    pub state: AppState,
+}
+
+/// A plugin as listed by `GET /api/`.
+#[derive(Debug, Clone, Object)]
+pub struct PluginDoc {
+    pub identifier: String,
+    pub name: String,
+    pub description: String,
+    /// `count`, `distinct-count` or `latest`.
+    pub kind: String,
+    /// The ClickHouse table holding the plugin's facts.
+    pub table: String,
+    /// Topic patterns the plugin processes (empty: all).
+    pub topics: Vec<String>,
+    /// Buckets the statistic can be requested in.
+    pub buckets: Vec<String>,
+    /// How far back the plugin keeps statistics, in seconds (0: no limit).
+    pub backlog_delta_seconds: u64,
+    /// When a worker last published this plugin's definition (epoch seconds).
+    pub updated_at: u32,
+}
+
+/// One row of a statistic.
+#[derive(Debug, Clone, Object)]
+pub struct StatisticRowDoc {
+    /// Bucket start (epoch seconds); absent for `bucket=all`.
+    #[oai(skip_serializing_if_is_none)]
+    pub bucket: Option<u32>,
+    pub key: String,
+    /// The count, for `count` and `distinct-count` statistics.
+    #[oai(skip_serializing_if_is_none)]
+    pub count: Option<u64>,
+    /// The latest value (JSON when the plugin stores JSON), for `latest` statistics.
+    #[oai(skip_serializing_if_is_none)]
+    pub value: Option<Value>,
+    #[oai(skip_serializing_if_is_none)]
+    pub timestamp: Option<f64>,
+    #[oai(skip_serializing_if_is_none)]
+    pub msg_id: Option<String>,
+}
+
+/// A page of a statistic.
+#[derive(Debug, Clone, Object)]
+pub struct StatisticPage {
+    pub plugin: String,
+    pub kind: String,
+    pub bucket: String,
+    pub start: f64,
+    pub end: f64,
+    pub page: u32,
+    pub rows_per_page: u32,
+    pub pages: u64,
+    pub total: u64,
+    pub rows: Vec<StatisticRowDoc>,
+}
+
+#[derive(ResponseContent)]
+pub enum StatisticBody {
+    Json(Json<StatisticPage>),
+    #[oai(content_type = "text/csv; charset=utf-8")]
+    Csv(PlainText<String>),
+    #[oai(content_type = "application/x-ndjson")]
+    Ndjson(PlainText<String>),
+}
+
+#[derive(ApiResponse)]
+pub enum StatisticResponse {
+    /// The statistic, in the requested format.
+    #[oai(status = 200)]
+    Ok(
+        StatisticBody,
+        #[oai(header = "ETag")] String,
+        #[oai(header = "Cache-Control")] String,
+    ),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Json,
+    Csv,
+    Ndjson,
+}
+
+fn negotiate(format: Option<&str>, headers: &HeaderMap) -> Result<Format, ApiError> {
+    if let Some(requested) = format {
+        return match requested.trim().to_ascii_lowercase().as_str() {
+            "json" => Ok(Format::Json),
+            "csv" => Ok(Format::Csv),
+            "ndjson" | "jsonl" => Ok(Format::Ndjson),
+            other => Err(ApiError::bad_parameter(
+                "format",
+                format!("{other:?} is not json, csv or ndjson"),
+            )),
+        };
+    }
+    let accept = headers
+        .get("accept")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    if accept.contains("text/csv") {
+        return Ok(Format::Csv);
+    }
+    if accept.contains("application/x-ndjson") {
+        return Ok(Format::Ndjson);
+    }
+    Ok(Format::Json)
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+fn row_doc(row: StatisticRow) -> StatisticRowDoc {
+    let value = row
+        .value
+        .map(|text| match serde_json::from_str::<Value>(&text) {
+            Ok(parsed) if parsed.is_object() || parsed.is_array() => parsed,
+            _ => Value::String(text),
+        });
+    StatisticRowDoc {
+        bucket: row.bucket,
+        key: row.key,
+        count: row.count,
+        value,
+        timestamp: row.timestamp,
+        msg_id: row.msg_id,
+    }
+}
+
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
+
+fn render_csv(page: &StatisticPage) -> String {
+    let mut out = String::from("bucket,key,count,value,timestamp,msg_id\n");
+    for row in &page.rows {
+        let bucket = row.bucket.map(|b| b.to_string()).unwrap_or_default();
+        let count = row.count.map(|c| c.to_string()).unwrap_or_default();
+        let value = match &row.value {
+            Some(Value::String(text)) => text.clone(),
+            Some(other) => other.to_string(),
+            None => String::new(),
+        };
+        let timestamp = row.timestamp.map(|t| t.to_string()).unwrap_or_default();
+        let msg_id = row.msg_id.clone().unwrap_or_default();
+        let fields = [
+            bucket,
+            csv_field(&row.key),
+            count,
+            csv_field(&value),
+            timestamp,
+            csv_field(&msg_id),
+        ];
+        out.push_str(&fields.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+fn render_ndjson(page: &StatisticPage) -> String {
+    let mut out = String::new();
+    for row in &page.rows {
+        let mut object = serde_json::Map::new();
+        if let Some(bucket) = row.bucket {
+            object.insert("bucket".into(), bucket.into());
+        }
+        object.insert("key".into(), row.key.clone().into());
+        if let Some(count) = row.count {
+            object.insert("count".into(), count.into());
+        }
+        if let Some(value) = &row.value {
+            object.insert("value".into(), value.clone());
+        }
+        if let Some(timestamp) = row.timestamp {
+            object.insert("timestamp".into(), timestamp.into());
+        }
+        if let Some(msg_id) = &row.msg_id {
+            object.insert("msg_id".into(), msg_id.clone().into());
+        }
+        out.push_str(&Value::Object(object).to_string());
+        out.push('\n');
+    }
+    out
+}
+
+fn etag(body: &str) -> String {
+    let digest = Sha256::digest(body.as_bytes());
+    let mut tag = String::from("\"");
+    for byte in &digest[..12] {
+        tag.push_str(&format!("{byte:02x}"));
+    }
+    tag.push('"');
+    tag
+}
+
+#[OpenApi]
+impl Api {
+    /// List the statistics (plugins) the workers keep.
+    #[oai(path = "/api/", method = "get")]
+    async fn list_plugins(&self) -> Result<Json<Vec<PluginDoc>>, ApiError> {
+        let catalog = statistics::catalog(&self.state.clickhouse).await?;
+        let mut plugins = Vec::with_capacity(catalog.len());
+        for row in catalog {
+            plugins.push(PluginDoc {
+                buckets: statistics::BUCKET_NAMES
+                    .iter()
+                    .map(|name| name.to_string())
+                    .collect(),
+                identifier: row.identifier,
+                name: row.name,
+                description: row.description,
+                kind: row.kind,
+                table: row.table_name,
+                topics: row.topics,
+                backlog_delta_seconds: row.backlog_delta_seconds,
+                updated_at: row.updated_at,
+            });
+        }
+        Ok(Json(plugins))
+    }
+
+    /// One statistic, bucketed in time, filtered by key, paginated.
+    ///
+    /// statscache's interval identifiers (`volume-by-topic-daily`) select the bucket too.
+    #[allow(clippy::too_many_arguments)]
+    #[oai(path = "/api/:plugin", method = "get")]
+    async fn statistic(
+        &self,
+        headers: &HeaderMap,
+        /// Plugin identifier, as listed by `/api/`.
+        plugin: Path<String>,
+        /// Range start: epoch seconds or ISO 8601 (default: the beginning).
+        start: Query<Option<String>>,
+        /// Range end: epoch seconds or ISO 8601 (default: now).
+        end: Query<Option<String>>,
+        /// statscache's name for `end`.
+        stop: Query<Option<String>>,
+        /// minute, hour, day, week, month or all (default: day for counts, all for latest).
+        bucket: Query<Option<String>>,
+        /// Only these keys (repeatable).
+        key: Query<Vec<String>>,
+        /// asc or desc by bucket (default desc).
+        order: Query<Option<String>>,
+        /// Page number, from 1.
+        page: Query<Option<i64>>,
+        /// Rows per page (default 25, at most 100).
+        rows_per_page: Query<Option<i64>>,
+        /// statscache's name for `rows_per_page`.
+        limit: Query<Option<i64>>,
+        /// json (default), csv or ndjson; `Accept: text/csv` also selects CSV.
+        format: Query<Option<String>>,
+    ) -> Result<StatisticResponse, ApiError> {
+        let format = negotiate(format.0.as_deref(), headers)?;
+        let (identifier, bucket_from_name) = statistics::split_interval_suffix(&plugin.0);
+        let catalog = statistics::catalog(&self.state.clickhouse).await?;
+        let Some(entry) = catalog.into_iter().find(|row| row.identifier == identifier) else {
+            return Err(ApiError::not_found(format!(
+                "no plugin named {:?}; see /api/",
+                plugin.0
+            )));
+        };
+        let Some(kind) = entry.kind() else {
+            return Err(ApiError::not_found(format!(
+                "plugin {identifier:?} has an unknown kind {:?}",
+                entry.kind
+            )));
+        };
+        let start_time = match start.0.as_deref() {
+            Some(raw) => parse_time("start", raw)?,
+            None => 0.0,
+        };
+        let end_time = match (end.0.as_deref(), stop.0.as_deref()) {
+            (Some(raw), _) => parse_time("end", raw)?,
+            (None, Some(raw)) => parse_time("stop", raw)?,
+            (None, None) => now(),
+        };
+        if end_time < start_time {
+            return Err(ApiError::bad_parameter("end", "end is before start"));
+        }
+        let bucket = match (bucket.0.as_deref(), bucket_from_name) {
+            (Some(raw), _) => Bucket::parse(raw)?,
+            (None, Some(from_name)) => from_name,
+            (None, None) if kind == statscache_shared::config::StatisticKind::Latest => Bucket::All,
+            (None, None) => Bucket::Day,
+        };
+        let rows = rows_per_page.0.or(limit.0);
+        let api_config = &self.state.config.api;
+        let page = Page::parse(
+            page.0,
+            rows,
+            api_config.default_rows_per_page,
+            api_config.max_rows_per_page,
+        )?;
+        let query = StatisticQuery {
+            start: start_time,
+            end: end_time,
+            bucket,
+            keys: key.0,
+            order: Order::parse(order.0.as_deref(), Order::Desc)?,
+            page,
+        };
+        let (rows, total) =
+            statistics::fetch(&self.state.clickhouse, &entry.table_name, kind, &query).await?;
+        let result = StatisticPage {
+            plugin: entry.identifier.clone(),
+            kind: entry.kind.clone(),
+            bucket: bucket.name().to_string(),
+            start: start_time,
+            end: end_time,
+            page: page.number,
+            rows_per_page: page.rows_per_page,
+            pages: page.pages(total),
+            total,
+            rows: rows.into_iter().map(row_doc).collect(),
+        };
+        let cache_control = "public, max-age=30".to_string();
+        let tag = etag(&format!(
+            "{format:?}|{}|{}",
+            result.total,
+            render_ndjson(&result)
+        ));
+        let body = match format {
+            Format::Json => StatisticBody::Json(Json(result)),
+            Format::Csv => StatisticBody::Csv(PlainText(render_csv(&result))),
+            Format::Ndjson => StatisticBody::Ndjson(PlainText(render_ndjson(&result))),
+        };
+        let response = StatisticResponse::Ok(body, tag, cache_control);
+        Ok(response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_are_quoted_when_needed() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+    }
+
+    #[test]
+    fn format_negotiation() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(negotiate(None, &headers).ok(), Some(Format::Json));
+        headers.insert("accept", "text/csv".parse().unwrap());
+        assert_eq!(negotiate(None, &headers).ok(), Some(Format::Csv));
+        assert_eq!(
+            negotiate(Some("ndjson"), &headers).ok(),
+            Some(Format::Ndjson)
+        );
+        assert!(negotiate(Some("xml"), &headers).is_err());
+    }
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what statscache-rs needs on a Debian machine, skipping what is already there:
+# nats-server and clickhouse-server (Debian packages), and pyzmq (PyPI) for the fedmsg
+# publisher used by the demo and the tests. The Rust toolchain itself is assumed present.
+set -euo pipefail
+missing=()
+command -v nats-server >/dev/null || missing+=(nats-server)
+command -v clickhouse-server >/dev/null || missing+=(clickhouse-server)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]} from Debian" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  if ! apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1; then
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+fi
+if ! python3 -c 'import zmq' 2>/dev/null; then
+  echo "installing pyzmq from PyPI" >&2
+  python3 -m pip install -q pyzmq 2>/dev/null || python3 -m pip install -q --break-system-packages pyzmq
+fi

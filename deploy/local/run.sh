@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Brings the whole pipeline up locally and feeds it the real fedmsg corpus:
+#   nats-server (JetStream) + clickhouse-server + statscache-worker + statscache-api
+#   + statscache-ingestor, then a real ZeroMQ publisher replaying tests/fixtures/fedmsg-real.jsonl.
+# Everything runs in the background with its data and logs under .local/; stop it with
+# deploy/local/stop.sh. Installs what is missing first.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$(pwd)
+state=$root/.local
+api_port=${STATSCACHE_DEMO_API_PORT:-8080}
+nats_port=${STATSCACHE_DEMO_NATS_PORT:-4222}
+ch_http=${STATSCACHE_DEMO_CLICKHOUSE_PORT:-8123}
+ch_tcp=${STATSCACHE_DEMO_CLICKHOUSE_TCP_PORT:-9000}
+fedmsg_port=${STATSCACHE_DEMO_FEDMSG_PORT:-9940}
+
+bash deploy/local/install.sh
+[ -f "$state/pids" ] && bash deploy/local/stop.sh
+echo "building the services (cargo build)..." >&2
+cargo build --workspace --bins --quiet
+mkdir -p "$state/logs"
+rm -rf "$state/nats" "$state/clickhouse"
+: > "$state/pids"
+start() { # name, command...
+  local name=$1; shift
+  "$@" >"$state/logs/$name.log" 2>&1 &
+  echo "$! $name" >> "$state/pids"
+}
+wait_http() { # url, what
+  for _ in $(seq 1 300); do curl -fsS "$1" >/dev/null 2>&1 && return 0; sleep 0.2; done
+  echo "$2 did not come up; see $state/logs" >&2; exit 1
+}
+
+start nats nats-server -js -a 127.0.0.1 -p "$nats_port" -m $((nats_port + 4000)) -sd "$state/nats"
+bash deploy/local/clickhouse-config.sh "$state/clickhouse" "$ch_http" "$ch_tcp"
+start clickhouse clickhouse-server --config-file="$state/clickhouse/config.xml"
+wait_http "http://127.0.0.1:$((nats_port + 4000))/healthz" "nats-server"
+wait_http "http://127.0.0.1:$ch_http/?query=SELECT%201" "clickhouse-server"
+
+export STATSCACHE_NATS__URL=nats://127.0.0.1:$nats_port
+export STATSCACHE_CLICKHOUSE__URL=http://127.0.0.1:$ch_http
+export STATSCACHE_INGESTOR__ZEROMQ__ENDPOINTS="[tcp://127.0.0.1:$fedmsg_port]"
+export STATSCACHE_INGESTOR__ADMIN_LISTEN=127.0.0.1:9101
+export STATSCACHE_WORKER__ADMIN_LISTEN=127.0.0.1:9102
+export STATSCACHE_API__LISTEN=127.0.0.1:$api_port
+bin=$root/target/debug
+start worker "$bin/statscache-worker"
+start api "$bin/statscache-api"
+wait_http "http://127.0.0.1:9102/health/readyz" "statscache-worker"
+wait_http "http://127.0.0.1:$api_port/health/readyz" "statscache-api"
+start ingestor "$bin/statscache-ingestor"
+
+corpus=tests/fixtures/fedmsg-real.jsonl
+echo "replaying $(wc -l < $corpus) real fedmsg messages over ZeroMQ (tcp://127.0.0.1:$fedmsg_port)..." >&2
+python3 tests/support/fedmsg_publish.py "tcp://127.0.0.1:$fedmsg_port" "$corpus" tests/fixtures/fedmsg-real-incomplete.jsonl >&2
+expected=$(wc -l < $corpus)
+for _ in $(seq 1 300); do
+  total=$(curl -fsS "http://127.0.0.1:$api_port/api/volume?bucket=all" 2>/dev/null \
+    | python3 -c 'import json,sys; rows=json.load(sys.stdin)["rows"]; print(rows[0]["count"] if rows else 0)' 2>/dev/null || echo 0)
+  [ "$total" = "$expected" ] && break
+  sleep 0.2
+done
+api=http://127.0.0.1:$api_port
+cat <<TXT
+
+statscache-rs is running; the corpus is in (volume: $total of $expected messages; the
+$(wc -l < tests/fixtures/fedmsg-real-incomplete.jsonl) messages without a timestamp were dead-lettered).
+
+  API:          $api/api/
+  volume:       curl '$api/api/volume?bucket=all'
+  by category:  curl '$api/api/volume-by-category?bucket=all&rows_per_page=100'
+  as CSV:       curl '$api/api/volume-by-topic-daily?format=csv'
+  releng:       curl '$api/api/releng-dashboard'
+  OpenAPI docs: $api/docs
+  metrics:      curl 127.0.0.1:9101/metrics (ingestor), 127.0.0.1:9102/metrics (worker)
+  logs:         $state/logs/
+  stop:         deploy/local/stop.sh
+TXT

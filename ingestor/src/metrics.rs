@@ -1,0 +1,79 @@
+//! The ingestor's Prometheus metrics.
+
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
+
+pub struct Metrics {
+    /// Messages received, by source.
+    pub received: IntCounterVec,
+    /// Messages stored in the stream (publish acked), by source.
+    pub relayed: IntCounterVec,
+    /// Publishes JetStream recognised as duplicates (same Nats-Msg-Id within its window).
+    pub duplicates: IntCounterVec,
+    /// Rejected input, by source and reason; each is on the dead-letter stream.
+    pub invalid: IntCounterVec,
+    /// Publishes sent again after a timeout or error.
+    pub publish_retries: IntCounterVec,
+    /// Errors of the sources themselves (disconnects, failed HTTP requests), by source.
+    pub source_errors: IntCounterVec,
+    /// Seconds from sending a publish to its ack.
+    pub publish_seconds: Histogram,
+    /// Publishes awaiting their ack.
+    pub in_flight: IntGauge,
+}
+
+impl Metrics {
+    pub fn new(registry: &Registry) -> Result<Metrics, prometheus::Error> {
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels)
+        };
+        let metrics = Metrics {
+            received: counter(
+                "statscache_ingestor_received_total",
+                "Messages received",
+                &["source"],
+            )?,
+            relayed: counter(
+                "statscache_ingestor_relayed_total",
+                "Messages acked by JetStream",
+                &["source"],
+            )?,
+            duplicates: counter(
+                "statscache_ingestor_duplicates_total",
+                "Publishes de-duplicated by JetStream",
+                &["source"],
+            )?,
+            invalid: counter(
+                "statscache_ingestor_invalid_total",
+                "Rejected input, dead-lettered",
+                &["source", "reason"],
+            )?,
+            publish_retries: counter(
+                "statscache_ingestor_publish_retries_total",
+                "Publishes retried",
+                &["source"],
+            )?,
+            source_errors: counter(
+                "statscache_ingestor_source_errors_total",
+                "Source failures",
+                &["source"],
+            )?,
+            publish_seconds: Histogram::with_opts(HistogramOpts::new(
+                "statscache_ingestor_publish_seconds",
+                "Time from publish to JetStream ack",
+            ))?,
+            in_flight: IntGauge::new(
+                "statscache_ingestor_in_flight",
+                "Publishes awaiting their ack",
+            )?,
+        };
+        registry.register(Box::new(metrics.received.clone()))?;
+        registry.register(Box::new(metrics.relayed.clone()))?;
+        registry.register(Box::new(metrics.duplicates.clone()))?;
+        registry.register(Box::new(metrics.invalid.clone()))?;
+        registry.register(Box::new(metrics.publish_retries.clone()))?;
+        registry.register(Box::new(metrics.source_errors.clone()))?;
+        registry.register(Box::new(metrics.publish_seconds.clone()))?;
+        registry.register(Box::new(metrics.in_flight.clone()))?;
+        Ok(metrics)
+    }
+}

@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""A real fedmsg publisher for tests and the demo: sends JSON Lines envelopes over ZeroMQ
+in fedmsg's wire format, the two-frame multipart [topic, json envelope].
+
+It binds an XPUB socket (a PUB that also sees subscriptions) and waits until the expected
+number of subscribers have subscribed, because a PUB silently drops what it sends before a
+subscription arrives. Lines that are not JSON objects with a topic are sent as-is with the
+topic frame "garbage", so the ingestor's handling of bad input can be exercised too.
+
+    fedmsg_publish.py ENDPOINT FILE [FILE...] [--subscribers N] [--raw-frames HEX,...]
+"""
+import argparse
+import json
+import sys
+import time
+
+import zmq
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("endpoint", help="e.g. tcp://127.0.0.1:9940")
+    parser.add_argument("files", nargs="+", help="JSON Lines files of envelopes")
+    parser.add_argument("--subscribers", type=int, default=1)
+    parser.add_argument("--wait", type=float, default=60.0, help="seconds to wait for subscribers")
+    parser.add_argument("--linger", type=float, default=2.0, help="seconds to keep the socket open after sending")
+    parser.add_argument("--single-frame", action="append", default=[], help="also send this text as a one-frame message")
+    args = parser.parse_args()
+
+    context = zmq.Context()
+    socket = context.socket(zmq.XPUB)
+    socket.setsockopt(zmq.SNDHWM, 0)
+    socket.bind(args.endpoint)
+    deadline = time.time() + args.wait
+    subscribed = 0
+    while subscribed < args.subscribers:
+        if socket.poll(timeout=max(0, int((deadline - time.time()) * 1000))) == 0:
+            print(f"only {subscribed} of {args.subscribers} subscribers after {args.wait}s", file=sys.stderr)
+            return 1
+        event = socket.recv()
+        if event[:1] == b"\x01":
+            subscribed += 1
+    sent = 0
+    for text in args.single_frame:
+        socket.send(text.encode())
+        sent += 1
+    for path in args.files:
+        with open(path, "rb") as lines:
+            for line in lines:
+                line = line.rstrip(b"\n")
+                if not line:
+                    continue
+                try:
+                    topic = json.loads(line)["topic"].encode()
+                except Exception:
+                    topic = b"garbage"
+                socket.send_multipart([topic, line])
+                sent += 1
+    time.sleep(args.linger)
+    print(f"published {sent} messages to {subscribed} subscribers", flush=True)
+    socket.close()
+    context.term()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,381 @@
+//! The worker's loop: fetch a bounded batch from the durable consumer, turn it into rows,
+//! write them, then ack.
+//!
+//! All worker replicas pull from the *same* durable consumer, so JetStream spreads the messages
+//! between them and a new replica takes a share at once. The order of operations is the
+//! at-least-once half of the exactly-once invariant:
+//!
+//! 1. rejected messages (undecodable, a plugin error) are first published to the dead-letter
+//!    stream, and only then acked;
+//! 2. the batch's rows are written to ClickHouse, retried until they are stored (while retrying,
+//!    the messages' ack deadlines are extended so JetStream does not count a redelivery);
+//! 3. only then are the messages acked.
+//!
+//! The other half — redelivered or duplicated messages not being counted twice — is the fact
+//! model of `statscache_shared::schema`.
+//!
+//! JetStream itself never drops a message for too many deliveries (`max_deliver` is unlimited on
+//! the consumer). Instead a message that keeps coming back — because processing it crashed a
+//! worker, say — is parked on the dead-letter stream once it reaches `[worker] max-deliver`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::consumer::pull;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy};
+use async_nats::jetstream::{self, AckKind};
+use futures::StreamExt;
+use statscache_shared::admin::Health;
+use statscache_shared::config::Config;
+use statscache_shared::message::Envelope;
+use statscache_shared::nats::{self, DeadLetter, HEADER_SOURCE, HEADER_STREAM_SEQUENCE};
+use statscache_shared::retry::backoff;
+use tokio_util::sync::CancellationToken;
+
+use crate::meta;
+use crate::metrics::Metrics;
+use crate::plugin::{Fact, Message, Plugin};
+use crate::sink::{self, Batch, FactRow, MessageRow};
+use crate::WorkerError;
+
+/// Everything the loop needs, built once at start-up.
+pub struct Consumer {
+    pub config: Config,
+    pub jetstream: jetstream::Context,
+    pub consumer: jetstream::consumer::Consumer<pull::Config>,
+    pub clickhouse: clickhouse::Client,
+    pub plugins: Vec<Box<dyn Plugin>>,
+    pub metrics: Arc<Metrics>,
+    pub health: Health,
+}
+
+/// The durable consumer's settings, shared by every replica.
+pub fn consumer_config(config: &Config) -> pull::Config {
+    pull::Config {
+        durable_name: Some(config.worker.consumer.clone()),
+        description: Some("statscache workers: every plugin, all replicas".to_string()),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: config.worker.ack_wait,
+        deliver_policy: DeliverPolicy::All,
+        filter_subject: format!("{}.>", config.nats.subject_prefix),
+        max_deliver: -1,
+        max_ack_pending: (config.worker.batch_size * 16) as i64,
+        ..Default::default()
+    }
+}
+
+impl Consumer {
+    /// Runs until `shutdown` is cancelled; the batch in flight is finished first.
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+        self.health.set_ready();
+        while !shutdown.is_cancelled() {
+            let fetched = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                fetched = self.fetch_batch() => fetched,
+            };
+            let messages = match fetched {
+                Ok(messages) => messages,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot fetch from JetStream; retrying");
+                    self.health.set_not_ready(format!("nats: {error}"));
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if messages.is_empty() {
+                continue;
+            }
+            self.handle_batch(messages, &shutdown).await?;
+        }
+        tracing::info!("worker stopped");
+        Ok(())
+    }
+
+    async fn fetch_batch(&self) -> Result<Vec<jetstream::Message>, WorkerError> {
+        let mut batch = self
+            .consumer
+            .batch()
+            .max_messages(self.config.worker.batch_size)
+            .expires(self.config.worker.batch_timeout)
+            .messages()
+            .await
+            .map_err(|e| WorkerError::Fetch(e.to_string()))?;
+        let mut messages = Vec::new();
+        while let Some(next) = batch.next().await {
+            match next {
+                Ok(message) => messages.push(message),
+                Err(error) => return Err(WorkerError::Fetch(error.to_string())),
+            }
+        }
+        Ok(messages)
+    }
+
+    async fn handle_batch(
+        &self,
+        messages: Vec<jetstream::Message>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), WorkerError> {
+        let started = Instant::now();
+        let mut batch = Batch::default();
+        let mut to_ack = Vec::with_capacity(messages.len());
+        let mut facts_per_plugin = vec![0usize; self.plugins.len()];
+        for message in messages {
+            self.metrics.received.inc();
+            match self.decode(&message).await? {
+                Decoded::Rejected => continue,
+                Decoded::Accepted(decoded) => {
+                    self.add_rows(&decoded, &message, &mut batch, &mut facts_per_plugin)
+                        .await?;
+                    to_ack.push(message);
+                }
+            }
+        }
+
+        if !self.write_until_stored(&batch, &to_ack, shutdown).await {
+            // Shutting down before the rows were stored: leave the messages unacked so that
+            // JetStream redelivers them to a replica that can store them.
+            return Ok(());
+        }
+        for (index, plugin) in self.plugins.iter().enumerate() {
+            if facts_per_plugin[index] > 0 {
+                plugin.on_batch_written(facts_per_plugin[index]);
+            }
+        }
+        for message in &to_ack {
+            if let Err(error) = message.ack().await {
+                // The rows are stored; a lost ack only means a harmless redelivery.
+                tracing::warn!(%error, "ack failed; the message will be redelivered and de-duplicated");
+            }
+            self.metrics.stored.inc();
+        }
+        if let Some(last) = to_ack.last() {
+            if let Ok(info) = last.info() {
+                self.metrics.pending.set(info.pending as i64);
+            }
+        }
+        self.metrics
+            .batch_seconds
+            .observe(started.elapsed().as_secs_f64());
+        tracing::debug!(messages = to_ack.len(), elapsed = ?started.elapsed(), "batch stored");
+        Ok(())
+    }
+
+    /// Decodes one delivery, parking it on the dead-letter stream when it cannot be used.
+    async fn decode(&self, message: &jetstream::Message) -> Result<Decoded, WorkerError> {
+        let (stream_sequence, delivered) = match message.info() {
+            Ok(info) => (info.stream_sequence, info.delivered),
+            Err(_) => (0, 1),
+        };
+        if delivered > 1 {
+            self.metrics.redelivered.inc();
+        }
+        if self.config.worker.max_deliver > 0 && delivered > self.config.worker.max_deliver {
+            let detail = format!("delivered {delivered} times without being stored");
+            self.park(message, stream_sequence, "poison", detail)
+                .await?;
+            return Ok(Decoded::Rejected);
+        }
+        let envelope = match Envelope::parse(&message.payload) {
+            Ok(envelope) => envelope,
+            Err(invalid) => {
+                self.park(
+                    message,
+                    stream_sequence,
+                    invalid.reason(),
+                    invalid.to_string(),
+                )
+                .await?;
+                return Ok(Decoded::Rejected);
+            }
+        };
+        let meta = meta::extract(&envelope);
+        let identity = envelope.identity();
+        Ok(Decoded::Accepted(Box::new(Message {
+            envelope,
+            identity,
+            meta,
+            stream_sequence,
+        })))
+    }
+
+    /// Dead-letters and acks (terminates) a message, so it is kept but never redelivered.
+    async fn park(
+        &self,
+        message: &jetstream::Message,
+        stream_sequence: u64,
+        reason: &str,
+        detail: String,
+    ) -> Result<(), WorkerError> {
+        tracing::warn!(stream_sequence, reason, %detail, "parking message on the dead-letter stream");
+        let letter = DeadLetter {
+            service: "worker",
+            reason,
+            detail,
+            payload: &message.payload,
+            headers: vec![(HEADER_STREAM_SEQUENCE, stream_sequence.to_string())],
+        };
+        nats::publish_dead_letter(&self.jetstream, &self.config.nats, letter)
+            .await
+            .map_err(WorkerError::DeadLetter)?;
+        self.metrics.dead_letters.with_label_values(&[reason]).inc();
+        if let Err(error) = message.ack_with(AckKind::Term).await {
+            tracing::warn!(%error, "cannot terminate a parked message; it may come back and be parked again");
+        }
+        Ok(())
+    }
+
+    async fn add_rows(
+        &self,
+        message: &Message,
+        delivery: &jetstream::Message,
+        batch: &mut Batch,
+        facts_per_plugin: &mut [usize],
+    ) -> Result<(), WorkerError> {
+        let envelope = &message.envelope;
+        let timestamp = envelope.event_time();
+        let time = timestamp as u32;
+        let source = delivery
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(HEADER_SOURCE))
+            .map(|value| value.as_str().to_string())
+            .unwrap_or_default();
+        batch.messages.push(MessageRow {
+            msg_id: message.identity.clone(),
+            topic: envelope.topic.clone(),
+            category: envelope.category().to_string(),
+            timestamp,
+            time,
+            i: envelope.i.unwrap_or_default(),
+            username: envelope.username.clone().unwrap_or_default(),
+            usernames: message.meta.usernames.clone(),
+            packages: message.meta.packages.clone(),
+            body: String::from_utf8_lossy(&delivery.payload).into_owned(),
+            source,
+            stream_sequence: message.stream_sequence,
+            ingested_at: now_seconds(),
+        });
+
+        let mut facts: Vec<Fact> = Vec::new();
+        for (index, plugin) in self.plugins.iter().enumerate() {
+            let info = plugin.info();
+            if !info.topics.matches(&envelope.topic)
+                || !within_backlog(info.backlog_delta, timestamp)
+            {
+                continue;
+            }
+            facts.clear();
+            self.metrics
+                .processed
+                .with_label_values(&[&info.identifier])
+                .inc();
+            if let Err(error) = plugin.process(message, &mut facts) {
+                // The message still counts for every other plugin; this plugin's failure is kept.
+                let detail = format!("plugin {}: {error}", info.identifier);
+                let letter = DeadLetter {
+                    service: "worker",
+                    reason: "plugin_error",
+                    detail,
+                    payload: &delivery.payload,
+                    headers: vec![(HEADER_STREAM_SEQUENCE, message.stream_sequence.to_string())],
+                };
+                nats::publish_dead_letter(&self.jetstream, &self.config.nats, letter)
+                    .await
+                    .map_err(WorkerError::DeadLetter)?;
+                self.metrics
+                    .dead_letters
+                    .with_label_values(&["plugin_error"])
+                    .inc();
+                continue;
+            }
+            facts.sort();
+            facts.dedup();
+            let rows = batch.facts.entry(info.table.clone()).or_default();
+            for fact in facts.drain(..) {
+                rows.push(FactRow {
+                    time,
+                    timestamp,
+                    msg_id: message.identity.clone(),
+                    key: fact.key,
+                    value: fact.value,
+                });
+                facts_per_plugin[index] += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `batch`, retrying until it is stored. Returns `false` if shutdown came first.
+    async fn write_until_stored(
+        &self,
+        batch: &Batch,
+        held: &[jetstream::Message],
+        shutdown: &CancellationToken,
+    ) -> bool {
+        if batch.is_empty() {
+            return true;
+        }
+        let max_wait = self.config.worker.ack_wait / 3;
+        let mut attempt = 0;
+        loop {
+            match sink::write(&self.clickhouse, batch).await {
+                Ok(()) => {
+                    if attempt > 0 {
+                        tracing::info!(attempt, "ClickHouse write succeeded after retries");
+                        self.health.set_ready();
+                    }
+                    for (table, rows) in &batch.facts {
+                        self.count_facts(table, rows.len());
+                    }
+                    return true;
+                }
+                Err(error) => {
+                    self.metrics.write_errors.inc();
+                    self.health.set_not_ready(format!("clickhouse: {error}"));
+                    tracing::warn!(%error, attempt, "ClickHouse write failed; retrying");
+                }
+            }
+            // Keep the messages ours while we retry: no redelivery, no delivery counted.
+            for message in held {
+                let _ = message.ack_with(AckKind::Progress).await;
+            }
+            let wait = backoff(attempt, Duration::from_millis(200), max_wait);
+            attempt += 1;
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    fn count_facts(&self, table: &str, rows: usize) {
+        for plugin in &self.plugins {
+            if plugin.info().table == table {
+                self.metrics
+                    .facts_stored
+                    .with_label_values(&[&plugin.info().identifier])
+                    .inc_by(rows as u64);
+            }
+        }
+    }
+}
+
+enum Decoded {
+    Accepted(Box<Message>),
+    Rejected,
+}
+
+fn now_seconds() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as u32)
+        .unwrap_or_default()
+}
+
+fn within_backlog(backlog_delta: Option<Duration>, timestamp: f64) -> bool {
+    let Some(delta) = backlog_delta else {
+        return true;
+    };
+    let oldest = f64::from(now_seconds()) - delta.as_secs_f64();
+    timestamp >= oldest
+}

@@ -1,0 +1,86 @@
+//! The worker's Prometheus metrics, registered once and passed to the tasks that update them.
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+pub struct Metrics {
+    /// Messages taken from the stream, whatever became of them.
+    pub received: IntCounter,
+    /// Messages whose rows were written and which were acked.
+    pub stored: IntCounter,
+    /// Messages that were delivered more than once (crash or timeout of a previous holder).
+    pub redelivered: IntCounter,
+    /// Messages handed to each plugin, by plugin.
+    pub processed: IntCounterVec,
+    /// Fact rows written, by plugin.
+    pub facts_stored: IntCounterVec,
+    /// Messages parked on the dead-letter stream, by reason.
+    pub dead_letters: IntCounterVec,
+    /// Batch writes to ClickHouse that failed (and were retried).
+    pub write_errors: IntCounter,
+    /// Seconds from fetching a batch to acking it.
+    pub batch_seconds: Histogram,
+    /// Messages in the stream the consumer has not delivered yet: the lag behind the head.
+    pub pending: IntGauge,
+}
+
+impl Metrics {
+    pub fn new(registry: &Registry) -> Result<Metrics, prometheus::Error> {
+        let metrics = Metrics {
+            received: IntCounter::new(
+                "statscache_worker_received_total",
+                "Messages received from JetStream",
+            )?,
+            stored: IntCounter::new(
+                "statscache_worker_stored_total",
+                "Messages stored and acked",
+            )?,
+            redelivered: IntCounter::new(
+                "statscache_worker_redelivered_total",
+                "Messages delivered again",
+            )?,
+            processed: IntCounterVec::new(
+                Opts::new(
+                    "statscache_worker_plugin_processed_total",
+                    "Messages processed by a plugin",
+                ),
+                &["plugin"],
+            )?,
+            facts_stored: IntCounterVec::new(
+                Opts::new(
+                    "statscache_worker_plugin_facts_stored_total",
+                    "Fact rows written for a plugin",
+                ),
+                &["plugin"],
+            )?,
+            dead_letters: IntCounterVec::new(
+                Opts::new(
+                    "statscache_worker_dead_letters_total",
+                    "Messages parked, by reason",
+                ),
+                &["reason"],
+            )?,
+            write_errors: IntCounter::new(
+                "statscache_worker_write_errors_total",
+                "Failed ClickHouse batch writes",
+            )?,
+            batch_seconds: Histogram::with_opts(HistogramOpts::new(
+                "statscache_worker_batch_seconds",
+                "Time from fetching a batch to acking it",
+            ))?,
+            pending: IntGauge::new(
+                "statscache_worker_pending_messages",
+                "Messages not yet delivered to the consumer",
+            )?,
+        };
+        registry.register(Box::new(metrics.received.clone()))?;
+        registry.register(Box::new(metrics.stored.clone()))?;
+        registry.register(Box::new(metrics.redelivered.clone()))?;
+        registry.register(Box::new(metrics.processed.clone()))?;
+        registry.register(Box::new(metrics.facts_stored.clone()))?;
+        registry.register(Box::new(metrics.dead_letters.clone()))?;
+        registry.register(Box::new(metrics.write_errors.clone()))?;
+        registry.register(Box::new(metrics.batch_seconds.clone()))?;
+        registry.register(Box::new(metrics.pending.clone()))?;
+        Ok(metrics)
+    }
+}

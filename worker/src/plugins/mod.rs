@@ -1,0 +1,63 @@
+//! The plugins a worker runs: the built-in ones (one file per family) and the declarative ones
+//! from the config file.
+
+mod builtin;
+pub mod declarative;
+mod releng;
+
+use std::collections::HashSet;
+
+use statscache_shared::config::WorkerConfig;
+
+use crate::plugin::Plugin;
+use declarative::{DeclarativePlugin, DefinitionError};
+
+/// The built-in plugins not disabled, then the declarative ones, checked for clashing identifiers.
+pub fn load(config: &WorkerConfig) -> Result<Vec<Box<dyn Plugin>>, DefinitionError> {
+    let mut plugins = Vec::new();
+    for plugin in builtin::builtin_plugins() {
+        if !config.disabled_plugins.contains(&plugin.info().identifier) {
+            plugins.push(plugin);
+        }
+    }
+    for definition in &config.plugins {
+        plugins.push(Box::new(DeclarativePlugin::from_config(definition)?));
+    }
+    let mut seen = HashSet::new();
+    for plugin in &plugins {
+        let identifier = &plugin.info().identifier;
+        if !seen.insert(identifier.clone()) {
+            return Err(DefinitionError {
+                plugin: plugin.info().name.clone(),
+                problem: format!("identifier {identifier:?} is already used by another plugin"),
+            });
+        }
+    }
+    Ok(plugins)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use statscache_shared::config::Config;
+
+    #[test]
+    fn builtins_have_the_statscache_identifiers() {
+        let plugins = load(&Config::defaults().worker).unwrap();
+        let identifiers: Vec<&str> = plugins
+            .iter()
+            .map(|p| p.info().identifier.as_str())
+            .collect();
+        assert_eq!(
+            identifiers,
+            [
+                "volume",
+                "volume-by-category",
+                "volume-by-topic",
+                "volume-by-user",
+                "volume-by-package",
+                "releng-dashboard"
+            ]
+        );
+    }
+}

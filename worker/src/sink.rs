@@ -1,0 +1,78 @@
+//! Batched writes to ClickHouse: one INSERT per table per batch, never one per message.
+//!
+//! A batch holds the `messages` rows and every plugin's fact rows for the same set of JetStream
+//! messages. The caller acks those messages only after [`write`] returns `Ok`, so a crash
+//! anywhere in between leads to redelivery and the same rows being written again — which the
+//! fact model makes harmless (see `statscache_shared::schema`).
+
+use std::collections::BTreeMap;
+
+use clickhouse::Row;
+use serde::Serialize;
+
+/// A row of the `messages` table; field order matches the table.
+#[derive(Debug, Clone, Row, Serialize)]
+pub struct MessageRow {
+    pub msg_id: String,
+    pub topic: String,
+    pub category: String,
+    pub timestamp: f64,
+    pub time: u32,
+    pub i: u64,
+    pub username: String,
+    pub usernames: Vec<String>,
+    pub packages: Vec<String>,
+    pub body: String,
+    pub source: String,
+    pub stream_sequence: u64,
+    pub ingested_at: u32,
+}
+
+/// A row of a `stat_<plugin>` table; field order matches the table.
+#[derive(Debug, Clone, Row, Serialize)]
+pub struct FactRow {
+    pub time: u32,
+    pub timestamp: f64,
+    pub msg_id: String,
+    pub key: String,
+    pub value: String,
+}
+
+/// The rows produced by one batch of messages.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub messages: Vec<MessageRow>,
+    /// Fact rows by table name.
+    pub facts: BTreeMap<String, Vec<FactRow>>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty() && self.facts.values().all(Vec::is_empty)
+    }
+}
+
+/// Writes every table of `batch`. Idempotent: writing the same batch twice changes no statistic.
+pub async fn write(
+    client: &clickhouse::Client,
+    batch: &Batch,
+) -> Result<(), clickhouse::error::Error> {
+    for (table, rows) in &batch.facts {
+        if rows.is_empty() {
+            continue;
+        }
+        let mut insert = client.insert::<FactRow>(table).await?;
+        for row in rows {
+            insert.write(row).await?;
+        }
+        insert.end().await?;
+    }
+    if !batch.messages.is_empty() {
+        let mut insert = client.insert::<MessageRow>("messages").await?;
+        for row in &batch.messages {
+            insert.write(row).await?;
+        }
+        insert.end().await?;
+    }
+    Ok(())
+}
