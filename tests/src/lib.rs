@@ -11,6 +11,8 @@
 //! Waiting helpers poll until a condition holds or a generous deadline passes: they never assert
 //! on how fast something happened.
 
+pub mod corpus;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

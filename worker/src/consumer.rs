@@ -47,6 +47,10 @@ pub struct Consumer {
     pub plugins: Vec<Box<dyn Plugin>>,
     pub metrics: Arc<Metrics>,
     pub health: Health,
+    /// Fault injection for the crash-consistency tests: abort the process after this many
+    /// batches were written, before acking them. Set only by `FAULT_INJECTION_WORKER_ABORT_AFTER_WRITES`.
+    pub abort_after_writes: Option<u64>,
+    pub batches_written: std::sync::atomic::AtomicU64,
 }
 
 /// The durable consumer's settings, shared by every replica.
@@ -136,6 +140,7 @@ impl Consumer {
             // JetStream redelivers them to a replica that can store them.
             return Ok(());
         }
+        self.abort_if_injected();
         for (index, plugin) in self.plugins.iter().enumerate() {
             if facts_per_plugin[index] > 0 {
                 plugin.on_batch_written(facts_per_plugin[index]);
@@ -345,6 +350,20 @@ impl Consumer {
                 _ = shutdown.cancelled() => return false,
                 _ = tokio::time::sleep(wait) => {}
             }
+        }
+    }
+
+    fn abort_if_injected(&self) {
+        let Some(limit) = self.abort_after_writes else {
+            return;
+        };
+        let written = self
+            .batches_written
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        if written >= limit {
+            tracing::error!(written, "fault injection: aborting between write and ack");
+            std::process::abort();
         }
     }
 

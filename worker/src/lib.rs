@@ -47,6 +47,17 @@ pub enum WorkerError {
     Admin(std::io::Error),
 }
 
+/// See [`consumer::Consumer::abort_after_writes`]: a test-only fault, off unless the variable is set.
+fn fault_injection_abort_after_writes() -> Option<u64> {
+    let raw = std::env::var("FAULT_INJECTION_WORKER_ABORT_AFTER_WRITES").ok()?;
+    let limit = raw.trim().parse().ok()?;
+    tracing::warn!(
+        limit,
+        "fault injection enabled: the worker will abort after {limit} batch writes"
+    );
+    Some(limit)
+}
+
 /// Runs the worker until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), WorkerError> {
     let registry = prometheus::Registry::new();
@@ -106,6 +117,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
         plugins,
         metrics,
         health,
+        abort_after_writes: fault_injection_abort_after_writes(),
+        batches_written: std::sync::atomic::AtomicU64::new(0),
     };
     worker.run(shutdown.clone()).await?;
     shutdown.cancel();

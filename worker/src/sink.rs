@@ -57,19 +57,19 @@ pub async fn write(
     client: &clickhouse::Client,
     batch: &Batch,
 ) -> Result<(), clickhouse::error::Error> {
+    if !batch.messages.is_empty() {
+        let mut insert = client.insert::<MessageRow>("messages").await?;
+        for row in &batch.messages {
+            insert.write(row).await?;
+        }
+        insert.end().await?;
+    }
     for (table, rows) in &batch.facts {
         if rows.is_empty() {
             continue;
         }
         let mut insert = client.insert::<FactRow>(table).await?;
         for row in rows {
-            insert.write(row).await?;
-        }
-        insert.end().await?;
-    }
-    if !batch.messages.is_empty() {
-        let mut insert = client.insert::<MessageRow>("messages").await?;
-        for row in &batch.messages {
             insert.write(row).await?;
         }
         insert.end().await?;

@@ -1,0 +1,90 @@
+//! The real corpus, independent reference statistics computed from it, and ways to feed it in.
+//!
+//! The references here are computed from the corpus files with plain code written for the tests
+//! — never with the plugins' code — so that a test compares two independent computations.
+
+use std::collections::BTreeMap;
+
+use async_nats::jetstream;
+use async_nats::HeaderMap;
+use serde_json::Value;
+use statscache_shared::message::Envelope;
+use statscache_shared::topic::topic_to_subject;
+
+use crate::fixture;
+
+/// The envelopes of `tests/fixtures/fedmsg-real.jsonl`, as raw lines.
+pub fn real_lines() -> Vec<String> {
+    let text = std::fs::read_to_string(fixture("fedmsg-real.jsonl")).expect("read the corpus");
+    text.lines().map(str::to_string).collect()
+}
+
+/// Messages per key, where `key_of` gives the keys of one parsed envelope.
+pub fn reference_counts(key_of: impl Fn(&Value) -> Vec<String>) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    for line in real_lines() {
+        let message: Value = serde_json::from_str(&line).expect("corpus line");
+        let mut keys = key_of(&message);
+        keys.sort();
+        keys.dedup();
+        for key in keys {
+            *counts.entry(key).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+/// The category as statscache keyed it: the 4th topic token.
+pub fn category_of(message: &Value) -> Vec<String> {
+    let topic = message["topic"].as_str().unwrap_or("");
+    vec![topic.split('.').nth(3).unwrap_or("").to_string()]
+}
+
+pub fn topic_of(message: &Value) -> Vec<String> {
+    vec![message["topic"].as_str().unwrap_or("").to_string()]
+}
+
+/// Publishes `lines` straight into the stream, as an operator replay would. With `msg_id`
+/// the `Nats-Msg-Id` header is set (JetStream de-duplicates within its window); without it,
+/// every copy is stored, as a backfill arriving after the window would be.
+pub async fn publish_to_stream(nats_url: &str, lines: &[String], msg_id: bool) {
+    let client = async_nats::connect(nats_url)
+        .await
+        .expect("connect to NATS");
+    let jetstream = jetstream::new(client);
+    let mut acks = Vec::with_capacity(lines.len());
+    for line in lines {
+        let envelope = Envelope::parse(line.as_bytes()).expect("corpus envelope");
+        let mut headers = HeaderMap::new();
+        if msg_id {
+            headers.insert("Nats-Msg-Id", envelope.identity().as_str());
+        }
+        headers.insert("Statscache-Source", "test");
+        let subject = topic_to_subject("fedmsg", &envelope.topic);
+        let ack = jetstream
+            .publish_with_headers(subject, headers, line.clone().into())
+            .await
+            .expect("publish");
+        acks.push(ack);
+    }
+    for ack in acks {
+        ack.await.expect("publish ack");
+    }
+}
+
+/// A whole statistic from the API (`bucket=all`), key → count, following every page.
+pub async fn served_counts(api: &str, plugin: &str) -> Option<BTreeMap<String, u64>> {
+    let mut counts = BTreeMap::new();
+    let mut page: u64 = 1;
+    loop {
+        let url = format!("{api}/api/{plugin}?bucket=all&rows_per_page=100&page={page}");
+        let body = crate::get_json(&url).await?;
+        for row in body["rows"].as_array()? {
+            counts.insert(row["key"].as_str()?.to_string(), row["count"].as_u64()?);
+        }
+        if page >= body["pages"].as_u64()? {
+            return Some(counts);
+        }
+        page += 1;
+    }
+}

@@ -1,0 +1,280 @@
+//! The worker's exactly-once statistics, against real nats-server and clickhouse-server:
+//! duplicates, crashes between write and ack, several replicas, declarative plugins.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use statscache_tests::corpus::{
+    category_of, publish_to_stream, real_lines, reference_counts, served_counts, topic_of,
+};
+use statscache_tests::{free_port, wait_for, Servers, Service};
+
+const CORPUS_SIZE: u64 = 324;
+
+struct Stack {
+    servers: Servers,
+    api: String,
+    _api_service: Service,
+}
+
+impl Stack {
+    async fn start() -> Stack {
+        let servers = Servers::start().await;
+        let api_port = free_port();
+        let env = servers.env(&[("STATSCACHE_API__LISTEN", format!("127.0.0.1:{api_port}"))]);
+        let api_service = Service::start("api", &env, &[]);
+        Stack {
+            servers,
+            api: format!("http://127.0.0.1:{api_port}"),
+            _api_service: api_service,
+        }
+    }
+
+    /// A worker with its own admin port; returns it and its metrics URL.
+    async fn worker(&self, extra: &[(&str, String)], args: &[&str]) -> (Service, String) {
+        let admin = free_port();
+        let mut settings = vec![(
+            "STATSCACHE_WORKER__ADMIN_LISTEN",
+            format!("127.0.0.1:{admin}"),
+        )];
+        settings.extend(extra.iter().cloned());
+        let worker = Service::start("worker", &self.servers.env(&settings), args);
+        let ready = format!("http://127.0.0.1:{admin}/health/readyz");
+        wait_for("the worker to be ready", Duration::from_secs(60), || {
+            let ready = ready.clone();
+            async move {
+                reqwest::get(&ready)
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(|_| ())
+            }
+        })
+        .await;
+        (worker, format!("http://127.0.0.1:{admin}/metrics"))
+    }
+
+    /// Waits until the plugin serves `expected`, then returns what it serves.
+    async fn wait_for_statistic(
+        &self,
+        plugin: &str,
+        expected: &BTreeMap<String, u64>,
+    ) -> BTreeMap<String, u64> {
+        let api = self.api.clone();
+        wait_for(
+            &format!("{plugin} to reach its reference"),
+            Duration::from_secs(120),
+            || {
+                let api = api.clone();
+                async move {
+                    served_counts(&api, plugin)
+                        .await
+                        .filter(|served| served == expected)
+                }
+            },
+        )
+        .await
+    }
+
+    /// Messages in the `messages` table, counted by identity.
+    async fn distinct_messages(&self) -> u64 {
+        self.servers
+            .client()
+            .query("SELECT uniqExact(msg_id) FROM messages")
+            .fetch_one()
+            .await
+            .expect("count messages")
+    }
+}
+
+fn total_reference() -> BTreeMap<String, u64> {
+    BTreeMap::from([(String::new(), CORPUS_SIZE)])
+}
+
+/// A counter's value from Prometheus text, 0 if absent.
+async fn metric(url: &str, name: &str) -> u64 {
+    let Ok(response) = reqwest::get(url).await else {
+        return 0;
+    };
+    let text = response.text().await.unwrap_or_default();
+    for line in text.lines() {
+        if let Some(value) = line
+            .strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix(' '))
+        {
+            return value.trim().parse::<f64>().unwrap_or(0.0) as u64;
+        }
+    }
+    0
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn duplicates_and_a_crash_between_write_and_ack_change_no_statistic() {
+    let stack = Stack::start().await;
+    // This worker aborts right after its first batch is written, before acking it.
+    // A short ack wait so that what the crashed worker held comes back quickly.
+    let ack_wait = ("STATSCACHE_WORKER__ACK_WAIT", "2s".to_string());
+    let (crashing, _) = stack
+        .worker(
+            &[
+                ("FAULT_INJECTION_WORKER_ABORT_AFTER_WRITES", "1".to_string()),
+                ack_wait.clone(),
+            ],
+            &[],
+        )
+        .await;
+    let lines = real_lines();
+    // The corpus twice: once de-duplicated by JetStream, once more as a late backfill would
+    // arrive (outside the duplicate window), then the first half a third time.
+    publish_to_stream(&stack.servers.nats.url, &lines, true).await;
+    publish_to_stream(&stack.servers.nats.url, &lines, true).await;
+    publish_to_stream(&stack.servers.nats.url, &lines, false).await;
+    publish_to_stream(&stack.servers.nats.url, &lines[..lines.len() / 2], false).await;
+
+    // The crashed worker wrote rows it never acked; a fresh worker gets them redelivered.
+    wait_for(
+        "the fault-injected worker to abort",
+        Duration::from_secs(60),
+        || {
+            let client = stack.servers.client();
+            async move {
+                let stored: u64 = client
+                    .query("SELECT count() FROM messages")
+                    .fetch_one()
+                    .await
+                    .ok()?;
+                (stored > 0).then_some(())
+            }
+        },
+    )
+    .await;
+    crashing.kill();
+    let (_worker, metrics) = stack.worker(&[ack_wait], &[]).await;
+    wait_for(
+        "the unacked batch to be redelivered",
+        Duration::from_secs(60),
+        || {
+            let metrics = metrics.clone();
+            async move {
+                (metric(&metrics, "statscache_worker_redelivered_total").await > 0).then_some(())
+            }
+        },
+    )
+    .await;
+
+    stack.wait_for_statistic("volume", &total_reference()).await;
+    let by_category = reference_counts(category_of);
+    assert_eq!(
+        stack
+            .wait_for_statistic("volume-by-category", &by_category)
+            .await,
+        by_category
+    );
+    let by_topic = reference_counts(topic_of);
+    assert_eq!(
+        stack.wait_for_statistic("volume-by-topic", &by_topic).await,
+        by_topic
+    );
+    wait_for(
+        "every message in the messages table",
+        Duration::from_secs(60),
+        || async { (stack.distinct_messages().await == CORPUS_SIZE).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_replicas_share_the_work_and_agree_with_one() {
+    let stack = Stack::start().await;
+    let small_batches = [("STATSCACHE_WORKER__BATCH_SIZE", "8".to_string())];
+    let mut workers = Vec::new();
+    for _ in 0..3 {
+        workers.push(stack.worker(&small_batches, &[]).await);
+    }
+    let lines = real_lines();
+    for _ in 0..3 {
+        publish_to_stream(&stack.servers.nats.url, &lines, false).await;
+    }
+    stack.wait_for_statistic("volume", &total_reference()).await;
+    let by_category = reference_counts(category_of);
+    assert_eq!(
+        stack
+            .wait_for_statistic("volume-by-category", &by_category)
+            .await,
+        by_category
+    );
+    wait_for("every message to be acked", Duration::from_secs(60), || {
+        let urls: Vec<String> = workers.iter().map(|(_, url)| url.clone()).collect();
+        async move {
+            let mut stored = 0;
+            for url in &urls {
+                stored += metric(url, "statscache_worker_stored_total").await;
+            }
+            (stored == 3 * CORPUS_SIZE).then_some(())
+        }
+    })
+    .await;
+    for (_, url) in &workers {
+        let stored = metric(url, "statscache_worker_stored_total").await;
+        assert!(stored > 0, "a replica processed nothing: {url}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_declarative_plugin_from_the_config_file_keeps_its_statistic() {
+    let stack = Stack::start().await;
+    let config = tempfile::NamedTempFile::new().expect("config file");
+    std::fs::write(
+        config.path(),
+        r#"
+[[worker.plugins]]
+name = "Git pushes by branch"
+description = "Commits received per branch"
+kind = "count"
+topics = ["org.fedoraproject.*.git.receive.>"]
+key = "msg.commit.branch"
+
+[[worker.plugins]]
+name = "Compose branches per environment"
+kind = "distinct-count"
+topics = ["*.*.*.compose.>"]
+key = "topic"
+value = "msg.branch"
+"#,
+    )
+    .expect("write config");
+    let config_path = config.path().to_string_lossy().into_owned();
+    let (_worker, _) = stack.worker(&[], &["--config", &config_path]).await;
+    publish_to_stream(&stack.servers.nats.url, &real_lines(), true).await;
+
+    let pushes = reference_counts(|message| {
+        let topic = message["topic"].as_str().unwrap_or("");
+        let tokens: Vec<&str> = topic.split('.').collect();
+        let is_git_receive = tokens.len() > 5
+            && tokens[0] == "org"
+            && tokens[1] == "fedoraproject"
+            && tokens[3] == "git"
+            && tokens[4] == "receive";
+        match message["msg"]["commit"]["branch"].as_str() {
+            Some(branch) if is_git_receive => vec![branch.to_string()],
+            _ => vec![],
+        }
+    });
+    assert!(!pushes.is_empty());
+    assert_eq!(
+        stack
+            .wait_for_statistic("git-pushes-by-branch", &pushes)
+            .await,
+        pushes
+    );
+
+    let plugins = statscache_tests::get_json(&format!("{}/api/", stack.api))
+        .await
+        .expect("plugins");
+    let listed = plugins
+        .as_array()
+        .expect("array")
+        .iter()
+        .any(|p| p["identifier"] == "compose-branches-per-environment");
+    assert!(listed, "{plugins}");
+}
