@@ -43,7 +43,7 @@ pub enum SchemaError {
         description: &'static str,
         source: clickhouse::error::Error,
     },
-    #[error("cannot create table {table}: {source}")]
+    #[error("cannot create or drop table {table}: {source}")]
     CreateTable {
         table: String,
         source: clickhouse::error::Error,
@@ -196,6 +196,18 @@ pub async fn create_stat_table(
     );
     client
         .query(&statement)
+        .execute()
+        .await
+        .map_err(|source| SchemaError::CreateTable {
+            table: table.to_string(),
+            source,
+        })
+}
+
+/// Drops a plugin's fact table (for `statscache-worker replay --rebuild`).
+pub async fn drop_stat_table(client: &clickhouse::Client, table: &str) -> Result<(), SchemaError> {
+    client
+        .query(&format!("DROP TABLE IF EXISTS {table}"))
         .execute()
         .await
         .map_err(|source| SchemaError::CreateTable {

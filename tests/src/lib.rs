@@ -210,16 +210,42 @@ pub struct Service {
     pub name: &'static str,
 }
 
+/// The executable of a role (`ingestor`, `worker`, `api`).
+fn role_binary(role: &str) -> PathBuf {
+    match role {
+        "ingestor" => binary("statscache-ingestor"),
+        "worker" => binary("statscache-worker"),
+        "api" => binary("statscache-api"),
+        other => panic!("unknown role {other}"),
+    }
+}
+
+/// Runs a one-off command of a role (`worker replay ...`) to completion; returns its output.
+pub async fn run_command(
+    role: &str,
+    env: &[(String, String)],
+    args: &[&str],
+) -> std::process::Output {
+    let mut command = tokio::process::Command::new(role_binary(role));
+    command.args(args).env("RUST_LOG", "warn");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("run {role} {args:?}: {e}"))
+}
+
 impl Service {
     /// Starts `statscache-<role>` with the given `STATSCACHE_*` variables (and arguments).
     pub fn start(role: &'static str, env: &[(String, String)], args: &[&str]) -> Service {
         let name = match role {
             "ingestor" => "statscache-ingestor",
             "worker" => "statscache-worker",
-            "api" => "statscache-api",
-            other => panic!("unknown role {other}"),
+            _ => "statscache-api",
         };
-        let mut command = Command::new(binary(name));
+        let mut command = Command::new(role_binary(role));
         command
             .args(args)
             .env("RUST_LOG", "warn,statscache=info")

@@ -7,7 +7,7 @@ use std::time::Duration;
 use statscache_tests::corpus::{
     category_of, publish_to_stream, real_lines, reference_counts, served_counts, topic_of,
 };
-use statscache_tests::{free_port, wait_for, Servers, Service};
+use statscache_tests::{free_port, run_command, wait_for, Servers, Service};
 
 const CORPUS_SIZE: u64 = 324;
 
@@ -277,4 +277,64 @@ value = "msg.branch"
         .iter()
         .any(|p| p["identifier"] == "compose-branches-per-environment");
     assert!(listed, "{plugins}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_added_later_is_filled_by_a_replay_and_a_rebuild_changes_nothing() {
+    let stack = Stack::start().await;
+    let (_worker, _) = stack.worker(&[], &[]).await;
+    publish_to_stream(&stack.servers.nats.url, &real_lines(), true).await;
+    let by_category = reference_counts(category_of);
+    stack
+        .wait_for_statistic("volume-by-category", &by_category)
+        .await;
+
+    // A statistic defined after the messages arrived: the running worker never saw them.
+    let config = tempfile::NamedTempFile::new().expect("config file");
+    std::fs::write(
+        config.path(),
+        "[[worker.plugins]]\nname = \"Messages per category\"\nkind = \"count\"\nkey = \"category\"\n",
+    )
+    .expect("write config");
+    let config_path = config.path().to_string_lossy().into_owned();
+    let env = stack.servers.env(&[]);
+    let args = [
+        "--config",
+        config_path.as_str(),
+        "replay",
+        "--plugin",
+        "messages-per-category",
+        "--from-sequence",
+        "1",
+    ];
+    let output = run_command("worker", &env, &args).await;
+    assert!(
+        output.status.success(),
+        "replay failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        served_counts(&stack.api, "messages-per-category").await,
+        Some(by_category.clone())
+    );
+
+    // Rebuilding a built-in from the stream gives the same statistic.
+    let rebuild = [
+        "replay",
+        "--plugin",
+        "volume-by-category",
+        "--from-sequence",
+        "1",
+        "--rebuild",
+    ];
+    let output = run_command("worker", &env, &rebuild).await;
+    assert!(
+        output.status.success(),
+        "rebuild failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        served_counts(&stack.api, "volume-by-category").await,
+        Some(by_category)
+    );
 }

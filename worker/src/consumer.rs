@@ -73,26 +73,56 @@ impl Consumer {
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), WorkerError> {
         self.health.set_ready();
         while !shutdown.is_cancelled() {
-            let fetched = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                fetched = self.fetch_batch() => fetched,
-            };
-            let messages = match fetched {
-                Ok(messages) => messages,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot fetch from JetStream; retrying");
-                    self.health.set_not_ready(format!("nats: {error}"));
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-            if messages.is_empty() {
+            let Some(messages) = self.next_batch(&shutdown).await else {
                 continue;
-            }
+            };
             self.handle_batch(messages, &shutdown).await?;
         }
         tracing::info!("worker stopped");
         Ok(())
+    }
+
+    /// Processes the stream up to `last_sequence` (inclusive), then returns the number of
+    /// messages stored. Used by `statscache-worker replay` with an ephemeral consumer.
+    pub async fn replay(
+        &self,
+        shutdown: CancellationToken,
+        last_sequence: u64,
+    ) -> Result<u64, WorkerError> {
+        let mut stored = 0;
+        while !shutdown.is_cancelled() {
+            let Some(messages) = self.next_batch(&shutdown).await else {
+                continue;
+            };
+            let batch_size = messages.len() as u64;
+            let Some(highest) = self.handle_batch(messages, &shutdown).await? else {
+                continue;
+            };
+            stored += batch_size;
+            tracing::info!(sequence = highest, last_sequence, stored, "replay progress");
+            if highest >= last_sequence {
+                break;
+            }
+        }
+        Ok(stored)
+    }
+
+    /// The next non-empty batch, or `None` (after a pause if fetching failed).
+    async fn next_batch(&self, shutdown: &CancellationToken) -> Option<Vec<jetstream::Message>> {
+        let fetched = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            fetched = self.fetch_batch() => fetched,
+        };
+        match fetched {
+            Ok(messages) if messages.is_empty() => None,
+            Ok(messages) => Some(messages),
+            Err(error) => {
+                tracing::warn!(%error, "cannot fetch from JetStream; retrying");
+                self.health.set_not_ready(format!("nats: {error}"));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                None
+            }
+        }
     }
 
     async fn fetch_batch(&self) -> Result<Vec<jetstream::Message>, WorkerError> {
@@ -114,17 +144,23 @@ impl Consumer {
         Ok(messages)
     }
 
+    /// Stores one batch and acks it; returns the highest stream sequence it held, or `None`
+    /// if shutdown interrupted the write (nothing acked).
     async fn handle_batch(
         &self,
         messages: Vec<jetstream::Message>,
         shutdown: &CancellationToken,
-    ) -> Result<(), WorkerError> {
+    ) -> Result<Option<u64>, WorkerError> {
         let started = Instant::now();
         let mut batch = Batch::default();
         let mut to_ack = Vec::with_capacity(messages.len());
         let mut facts_per_plugin = vec![0usize; self.plugins.len()];
+        let mut highest_sequence = 0;
         for message in messages {
             self.metrics.received.inc();
+            if let Ok(info) = message.info() {
+                highest_sequence = highest_sequence.max(info.stream_sequence);
+            }
             match self.decode(&message).await? {
                 Decoded::Rejected => continue,
                 Decoded::Accepted(decoded) => {
@@ -138,7 +174,7 @@ impl Consumer {
         if !self.write_until_stored(&batch, &to_ack, shutdown).await {
             // Shutting down before the rows were stored: leave the messages unacked so that
             // JetStream redelivers them to a replica that can store them.
-            return Ok(());
+            return Ok(None);
         }
         self.abort_if_injected();
         for (index, plugin) in self.plugins.iter().enumerate() {
@@ -162,7 +198,7 @@ impl Consumer {
             .batch_seconds
             .observe(started.elapsed().as_secs_f64());
         tracing::debug!(messages = to_ack.len(), elapsed = ?started.elapsed(), "batch stored");
-        Ok(())
+        Ok(Some(highest_sequence))
     }
 
     /// Decodes one delivery, parking it on the dead-letter stream when it cannot be used.

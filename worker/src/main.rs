@@ -25,6 +25,31 @@ enum Command {
     Migrate,
     /// List the plugins this configuration runs.
     Plugins,
+    /// Re-run plugins over a range of the stream (safe: statistics never count a message twice).
+    Replay {
+        /// Plugin identifier (repeatable; see `plugins`).
+        #[arg(long = "plugin", required = true)]
+        plugins: Vec<String>,
+        /// Start at this stream sequence.
+        #[arg(long, conflicts_with = "since")]
+        from_sequence: Option<u64>,
+        /// Start with messages that reached the stream at or after this time
+        /// (epoch seconds or RFC 3339, e.g. 2026-11-01T00:00:00Z).
+        #[arg(long)]
+        since: Option<String>,
+        /// Drop the plugins' facts first, to rebuild a statistic whose logic changed.
+        #[arg(long)]
+        rebuild: bool,
+    },
+}
+
+fn parse_since(raw: &str) -> anyhow::Result<f64> {
+    if let Ok(seconds) = raw.trim().parse::<f64>() {
+        return Ok(seconds);
+    }
+    let parsed = chrono::DateTime::parse_from_rfc3339(raw.trim())
+        .with_context(|| format!("{raw:?} is neither epoch seconds nor RFC 3339"))?;
+    Ok(parsed.timestamp() as f64)
 }
 
 #[tokio::main]
@@ -43,6 +68,30 @@ async fn main() -> anyhow::Result<()> {
             schema::migrate(&config.clickhouse)
                 .await
                 .context("migration failed")?;
+        }
+        Command::Replay {
+            plugins,
+            from_sequence,
+            since,
+            rebuild,
+        } => {
+            let start = match (from_sequence, since) {
+                (Some(sequence), _) => statscache_worker::ReplayStart::Sequence(sequence),
+                (None, Some(raw)) => {
+                    statscache_worker::ReplayStart::ArrivedSince(parse_since(&raw)?)
+                }
+                (None, None) => statscache_worker::ReplayStart::Sequence(1),
+            };
+            let request = statscache_worker::ReplayRequest {
+                plugins,
+                start,
+                rebuild,
+            };
+            let shutdown = shutdown::on_signals();
+            let stored = statscache_worker::replay(config, shutdown, request)
+                .await
+                .context("replay failed")?;
+            eprintln!("replayed {stored} messages");
         }
         Command::Plugins => {
             for plugin in statscache_worker::plugins::load(&config.worker)? {
