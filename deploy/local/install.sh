@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what statscache-rs needs on a Debian machine, skipping what is already there:
-# nats-server and clickhouse-server (Debian packages), and pyzmq (PyPI) for the fedmsg
-# publisher used by the demo and the tests. The Rust toolchain itself is assumed present.
+# nats-server and clickhouse-server (Debian packages), pyzmq (PyPI) for the fedmsg publisher
+# used by the demo and the tests, and PyYAML (PyPI) for the Kubernetes manifest validator.
+# The Rust toolchain itself is assumed present.
 set -euo pipefail
 missing=()
 command -v nats-server >/dev/null || missing+=(nats-server)
@@ -14,7 +15,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
 fi
-if ! python3 -c 'import zmq' 2>/dev/null; then
-  echo "installing pyzmq from PyPI" >&2
-  python3 -m pip install -q pyzmq 2>/dev/null || python3 -m pip install -q --break-system-packages pyzmq
-fi
+# pyzmq: the real ZeroMQ publisher of the demo and the tests; PyYAML: the manifest validator.
+for module_package in zmq:pyzmq yaml:pyyaml; do
+  module=${module_package%%:*}; package=${module_package#*:}
+  if ! python3 -c "import $module" 2>/dev/null; then
+    echo "installing $package from PyPI" >&2
+    python3 -m pip install -q "$package" 2>/dev/null || python3 -m pip install -q --break-system-packages "$package"
+  fi
+done

@@ -8,4 +8,6 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # The end-to-end tests run the real binaries: build them before the tests start.
 cargo build --workspace --bins
+# The Kubernetes manifests: config keys, probes, resources (loads each pod's config with the real binary).
+python3 deploy/kubernetes/validate.py
 cargo test --workspace -- --test-threads=2

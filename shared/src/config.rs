@@ -99,6 +99,7 @@ pub struct IngestorConfig {
     #[serde(with = "humantime_serde")]
     pub publish_timeout: Duration,
     pub zeromq: ZeroMqConfig,
+    pub datagrepper: DatagrepperConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,6 +113,94 @@ pub struct ZeroMqConfig {
     pub reconnect_min: Duration,
     #[serde(with = "humantime_serde")]
     pub reconnect_max: Duration,
+}
+
+/// History from datagrepper's `/raw`: the start-up backfill of the downtime, and the
+/// `statscache-ingestor backfill` command.
+///
+/// datagrepper is slow on big ranges and pages by OFFSET, so a range is fetched as windows of
+/// `window`, a few at once (`parallelism`), at most `requests-per-second` overall, each page
+/// tried `attempts` times. Values that datagrepper or the backfill cannot work with are rejected
+/// when the configuration is loaded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DatagrepperConfig {
+    /// datagrepper's base URL (the part before `/raw`), e.g.
+    /// `https://apps.fedoraproject.org/datagrepper`. Empty disables the start-up backfill.
+    pub url: String,
+    /// Messages per `/raw` page; datagrepper refuses more than 100.
+    #[serde(deserialize_with = "rows_per_page")]
+    pub rows_per_page: u32,
+    /// Length of the windows a range is split into (aligned to multiples of it since the epoch);
+    /// whole seconds, since datagrepper's bounds are.
+    #[serde(
+        serialize_with = "humantime_serde::serialize",
+        deserialize_with = "window_length"
+    )]
+    pub window: Duration,
+    /// Windows fetched at once.
+    #[serde(deserialize_with = "at_least_one")]
+    pub parallelism: u32,
+    /// Requests per second to datagrepper, across all windows fetched at once.
+    #[serde(deserialize_with = "positive_rate")]
+    pub requests_per_second: f64,
+    /// A request not answered in full within this time is tried again.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Tries of one page before its window is reported failed.
+    #[serde(deserialize_with = "at_least_one")]
+    pub attempts: u32,
+    /// At start-up, backfill from the newest message in the stream, but at most this far back;
+    /// `0s` disables the start-up backfill.
+    #[serde(with = "humantime_serde")]
+    pub startup_max_backfill: Duration,
+    /// Only these topics (datagrepper's repeatable `topic` filter); empty: all.
+    pub topics: Vec<String>,
+    /// Only these categories (datagrepper's repeatable `category` filter); empty: all.
+    pub categories: Vec<String>,
+    /// JetStream key-value bucket recording completed windows, so a backfill run again does not
+    /// fetch them again.
+    pub progress_bucket: String,
+}
+
+/// datagrepper answers `rows_per_page` above 100 with an error, and 0 would never progress.
+fn rows_per_page<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let rows = u32::deserialize(deserializer)?;
+    if !(1..=100).contains(&rows) {
+        return Err(serde::de::Error::custom(format!(
+            "rows-per-page must be between 1 and 100 (datagrepper's limit), not {rows}"
+        )));
+    }
+    Ok(rows)
+}
+
+/// Windows are whole seconds: at least one, fractions dropped.
+fn window_length<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let length: Duration = humantime_serde::deserialize(deserializer)?;
+    if length.as_secs() == 0 {
+        return Err(serde::de::Error::custom(format!(
+            "window must be at least 1s, not {length:?}"
+        )));
+    }
+    Ok(Duration::from_secs(length.as_secs()))
+}
+
+fn at_least_one<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let value = u32::deserialize(deserializer)?;
+    if value == 0 {
+        return Err(serde::de::Error::custom("must be at least 1"));
+    }
+    Ok(value)
+}
+
+fn positive_rate<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    let rate = f64::deserialize(deserializer)?;
+    if !rate.is_finite() || rate <= 0.0 {
+        return Err(serde::de::Error::custom(format!(
+            "must be a positive number of requests per second, not {rate}"
+        )));
+    }
+    Ok(rate)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -222,10 +311,12 @@ impl Config {
     }
 }
 
-/// `STATSCACHE_A__B_C` becomes the key `a.b-c`. `STATSCACHE_CONFIG` names the file instead.
+/// `STATSCACHE_A__B_C` becomes the key `a.b-c`. Every key lives in a section, so only variables
+/// with a `__` are configuration: `STATSCACHE_CONFIG` (the file) and the `STATSCACHE_API_PORT`
+/// style variables Kubernetes injects for a Service named `statscache-api` are left alone.
 fn environment() -> Env {
     Env::prefixed("STATSCACHE_")
-        .ignore(&["config"])
+        .filter(|key| key.as_str().contains("__"))
         .map(|key| key.as_str().replace("__", ".").replace('_', "-").into())
 }
 
@@ -273,6 +364,38 @@ mod tests {
             jail.create_file("bad.toml", "[nats]\nstreem = \"typo\"\n")?;
             let error = Config::load(Some(Path::new("bad.toml"))).expect_err("typo must fail");
             assert!(error.to_string().contains("streem"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn datagrepper_settings_are_validated() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("STATSCACHE_INGESTOR__DATAGREPPER__ROWS_PER_PAGE", "10");
+            jail.set_env("STATSCACHE_INGESTOR__DATAGREPPER__WINDOW", "90d");
+            jail.set_env(
+                "STATSCACHE_INGESTOR__DATAGREPPER__REQUESTS_PER_SECOND",
+                "50",
+            );
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            let datagrepper = &config.ingestor.datagrepper;
+            assert_eq!(datagrepper.rows_per_page, 10);
+            assert_eq!(datagrepper.window, Duration::from_secs(90 * 86400));
+            assert_eq!(datagrepper.requests_per_second, 50.0);
+            for (key, value, complaint) in [
+                ("ROWS_PER_PAGE", "101", "between 1 and 100"),
+                ("ROWS_PER_PAGE", "0", "between 1 and 100"),
+                ("PARALLELISM", "0", "at least 1"),
+                ("ATTEMPTS", "0", "at least 1"),
+                ("REQUESTS_PER_SECOND", "0", "positive"),
+                ("WINDOW", "500ms", "at least 1s"),
+            ] {
+                let variable = format!("STATSCACHE_INGESTOR__DATAGREPPER__{key}");
+                jail.clear_env();
+                jail.set_env(&variable, value);
+                let error = Config::load(None).expect_err("invalid value must fail");
+                assert!(error.to_string().contains(complaint), "{variable}: {error}");
+            }
             Ok(())
         });
     }
