@@ -338,3 +338,117 @@ async fn a_plugin_added_later_is_filled_by_a_replay_and_a_rebuild_changes_nothin
         Some(by_category)
     );
 }
+
+/// The corpus lines whose usernames and packages fedmsg.meta's own tests state (and which the
+/// offline port can reproduce), with those expectations.
+fn lines_with_meta_expectations() -> Vec<(String, Vec<String>, Vec<String>)> {
+    let expectations =
+        std::fs::read_to_string(statscache_tests::fixture("fedmsg-real-meta-expected.jsonl"))
+            .expect("expectations");
+    let mut selected = Vec::new();
+    for (line, expectation) in real_lines().into_iter().zip(expectations.lines()) {
+        let expectation: serde_json::Value =
+            serde_json::from_str(expectation).expect("expectation line");
+        let origin = expectation["origin"].as_str().unwrap_or("");
+        let needs_fas = statscache_worker::meta::KNOWN_DIFFERENCES
+            .iter()
+            .any(|(class, _)| origin.ends_with(class));
+        let names = |field: &str| -> Option<Vec<String>> {
+            let list = expectation[field].as_array()?;
+            Some(
+                list.iter()
+                    .filter_map(|name| name.as_str().map(str::to_string))
+                    .collect(),
+            )
+        };
+        if let (Some(usernames), Some(packages), false) =
+            (names("usernames"), names("packages"), needs_fas)
+        {
+            selected.push((line, usernames, packages));
+        }
+    }
+    selected
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_builtin_statistic_equals_an_independent_reference() {
+    let stack = Stack::start().await;
+    let (_worker, _) = stack.worker(&[], &[]).await;
+    let selected = lines_with_meta_expectations();
+    let lines: Vec<String> = selected.iter().map(|(line, _, _)| line.clone()).collect();
+    publish_to_stream(&stack.servers.nats.url, &lines, true).await;
+
+    let mut by_user = BTreeMap::new();
+    let mut by_package = BTreeMap::new();
+    let mut by_category = BTreeMap::new();
+    let mut by_topic = BTreeMap::new();
+    for (line, usernames, packages) in &selected {
+        let message: serde_json::Value = serde_json::from_str(line).expect("line");
+        for (counts, keys) in [
+            (&mut by_user, usernames.clone()),
+            (&mut by_package, packages.clone()),
+            (&mut by_category, category_of(&message)),
+            (&mut by_topic, topic_of(&message)),
+        ] {
+            let mut keys = keys;
+            keys.sort();
+            keys.dedup();
+            for key in keys {
+                *counts.entry(key).or_insert(0u64) += 1;
+            }
+        }
+    }
+    let total = BTreeMap::from([(String::new(), lines.len() as u64)]);
+    assert_eq!(stack.wait_for_statistic("volume", &total).await, total);
+    assert_eq!(
+        stack
+            .wait_for_statistic("volume-by-category", &by_category)
+            .await,
+        by_category
+    );
+    assert_eq!(
+        stack.wait_for_statistic("volume-by-topic", &by_topic).await,
+        by_topic
+    );
+    assert_eq!(
+        stack.wait_for_statistic("volume-by-user", &by_user).await,
+        by_user
+    );
+    assert_eq!(
+        stack
+            .wait_for_statistic("volume-by-package", &by_package)
+            .await,
+        by_package
+    );
+
+    // The release-engineering dashboard: the newest event per slot, read off the corpus by hand
+    // (bodhi composes of 2019-06 and a fedimg publish).
+    let page = statscache_tests::get_json(&format!(
+        "{}/api/releng-dashboard?rows_per_page=100",
+        stack.api
+    ))
+    .await
+    .expect("releng dashboard");
+    let mut statuses = BTreeMap::new();
+    for row in page["rows"].as_array().expect("rows") {
+        let key = row["key"].as_str().expect("key").to_string();
+        statuses.insert(
+            key,
+            row["value"]["status"].as_str().unwrap_or("").to_string(),
+        );
+    }
+    for (slot, status) in [
+        ("updates/f29-updates-testing", "complete"),
+        ("updates/dist-6E-epel-testing", "sync.done"),
+        (
+            "image/eu-west-2/Fedora-Atomic-27-20180507.0.x86_64",
+            "publish",
+        ),
+    ] {
+        assert_eq!(
+            statuses.get(slot).map(String::as_str),
+            Some(status),
+            "{slot} in {statuses:?}"
+        );
+    }
+}
