@@ -30,6 +30,8 @@ def main():
     context = zmq.Context()
     socket = context.socket(zmq.XPUB)
     socket.setsockopt(zmq.SNDHWM, 0)
+    # Pass every subscription up, not only the first per topic: each subscriber is counted.
+    socket.setsockopt(zmq.XPUB_VERBOSE, 1)
     socket.bind(args.endpoint)
     deadline = time.time() + args.wait
     subscribed = 0

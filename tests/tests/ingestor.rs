@@ -1,0 +1,214 @@
+//! The ingestor against a real ZeroMQ publisher and a real nats-server: bad input of every kind
+//! is counted and dead-lettered while good messages keep flowing; replicas do not duplicate.
+
+use std::io::Write;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use statscache_shared::topic::subject_to_topic;
+use statscache_tests::{fixture, free_port, publish_corpus, wait_for, NatsServer, Service};
+
+async fn stream_messages(jetstream: &jetstream::Context, name: &str) -> u64 {
+    let Ok(mut stream) = jetstream.get_stream(name).await else {
+        return 0;
+    };
+    stream
+        .info()
+        .await
+        .map(|info| info.state.messages)
+        .unwrap_or(0)
+}
+
+fn ingestor_env(nats: &NatsServer, endpoints: &[String], admin: u16) -> Vec<(String, String)> {
+    vec![
+        ("STATSCACHE_NATS__URL".to_string(), nats.url.clone()),
+        (
+            "STATSCACHE_INGESTOR__ZEROMQ__ENDPOINTS".to_string(),
+            format!("[{}]", endpoints.join(",")),
+        ),
+        (
+            "STATSCACHE_INGESTOR__ADMIN_LISTEN".to_string(),
+            format!("127.0.0.1:{admin}"),
+        ),
+    ]
+}
+
+async fn metrics(admin: u16) -> String {
+    let response = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+        .await
+        .expect("metrics");
+    response.text().await.expect("metrics body")
+}
+
+async fn wait_subscribed(admin: u16) {
+    let url = format!("http://127.0.0.1:{admin}/health/readyz");
+    wait_for("the ingestor to be ready", Duration::from_secs(60), || {
+        let url = url.clone();
+        async move {
+            reqwest::get(&url)
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+                .map(|_| ())
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_is_counted_and_dead_lettered_and_good_messages_still_flow() {
+    let nats = NatsServer::start().await;
+    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    let admin = free_port();
+    let _ingestor = Service::start(
+        "ingestor",
+        &ingestor_env(&nats, std::slice::from_ref(&endpoint), admin),
+        &[],
+    );
+    wait_subscribed(admin).await;
+
+    let mut input = tempfile::NamedTempFile::new().expect("input file");
+    let giant = format!(
+        r#"{{"topic":"org.fedoraproject.prod.big.payload","msg":{{"blob":"{}"}},"timestamp":1600000000}}"#,
+        "x".repeat(2 * 1024 * 1024)
+    );
+    let lines: Vec<Vec<u8>> = vec![
+        b"{not json".to_vec(),
+        br#"{"topic": 5, "msg": {}, "timestamp": 1600000000}"#.to_vec(),
+        br#"{"topic": "org.fedoraproject.prod.bodhi.update", "msg": {}}"#.to_vec(),
+        b"\xff\xfe{\"topic\": \"org.fedoraproject.prod.a.b\"}".to_vec(),
+        giant.into_bytes(),
+        // Valid, with a topic NATS could not use as a subject as it is: it must flow, escaped.
+        br#"{"topic":"org.fedoraproject.prod.odd topic.with *.and >","msg":{},"timestamp":1600000000,"msg_id":"2026-odd"}"#.to_vec(),
+        br#"{"topic":"org.fedoraproject.prod.git.receive","msg":{},"timestamp":1600000001,"msg_id":"2026-good-after"}"#.to_vec(),
+    ];
+    for line in &lines {
+        input.write_all(line).expect("write");
+        input.write_all(b"\n").expect("write");
+    }
+    input.flush().expect("flush");
+    let output = publish_corpus(
+        &endpoint,
+        &[input.path().to_path_buf()],
+        1,
+        &["a lonely frame"],
+    )
+    .await;
+    assert!(output.contains("published 8"), "{output}");
+
+    let client = async_nats::connect(&nats.url).await.expect("nats");
+    let jetstream = jetstream::new(client);
+    wait_for(
+        "six dead letters and two messages",
+        Duration::from_secs(60),
+        || {
+            let jetstream = jetstream.clone();
+            async move {
+                let dead = stream_messages(&jetstream, "STATSCACHE_DEAD_LETTER").await;
+                let relayed = stream_messages(&jetstream, "FEDMSG").await;
+                (dead == 6 && relayed == 2).then_some(())
+            }
+        },
+    )
+    .await;
+
+    let text = metrics(admin).await;
+    for reason in [
+        "not_json",
+        "wrong_shape",
+        "missing_timestamp",
+        "not_utf8",
+        "too_large",
+        "bad_frames",
+    ] {
+        let line =
+            format!(r#"statscache_ingestor_invalid_total{{reason="{reason}",source="zeromq"}} 1"#);
+        assert!(text.contains(&line), "missing {line} in\n{text}");
+    }
+
+    // Every dead letter says why, and the odd topic is stored under a subject that maps back.
+    let stream = jetstream
+        .get_stream("STATSCACHE_DEAD_LETTER")
+        .await
+        .expect("dead letters");
+    let mut reasons = Vec::new();
+    for sequence in 1..=6 {
+        let message = stream.get_raw_message(sequence).await.expect("dead letter");
+        let reason = message
+            .headers
+            .get("Statscache-Reason")
+            .map(|value| value.to_string());
+        reasons.push(reason.unwrap_or_default());
+    }
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        [
+            "bad_frames",
+            "missing_timestamp",
+            "not_json",
+            "not_utf8",
+            "too_large",
+            "wrong_shape"
+        ]
+    );
+    let messages = jetstream.get_stream("FEDMSG").await.expect("messages");
+    let odd = messages.get_raw_message(1).await.expect("odd message");
+    assert_eq!(
+        subject_to_topic("fedmsg", odd.subject.as_str()).expect("subject maps back"),
+        "org.fedoraproject.prod.odd topic.with *.and >"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_on_the_same_endpoint_store_each_message_once() {
+    let nats = NatsServer::start().await;
+    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    let (first_admin, second_admin) = (free_port(), free_port());
+    let endpoints = [endpoint.clone()];
+    let _first = Service::start(
+        "ingestor",
+        &ingestor_env(&nats, &endpoints, first_admin),
+        &[],
+    );
+    let _second = Service::start(
+        "ingestor",
+        &ingestor_env(&nats, &endpoints, second_admin),
+        &[],
+    );
+    wait_subscribed(first_admin).await;
+    wait_subscribed(second_admin).await;
+
+    let output = publish_corpus(&endpoint, &[fixture("fedmsg-real.jsonl")], 2, &[]).await;
+    assert!(
+        output.contains("published 324 messages to 2 subscribers"),
+        "{output}"
+    );
+
+    let client = async_nats::connect(&nats.url).await.expect("nats");
+    let jetstream = jetstream::new(client);
+    wait_for(
+        "both replicas to have relayed everything",
+        Duration::from_secs(60),
+        || async {
+            let mut acked = 0;
+            for admin in [first_admin, second_admin] {
+                for line in metrics(admin).await.lines() {
+                    let value = line
+                        .strip_prefix(r#"statscache_ingestor_relayed_total{source="zeromq"} "#)
+                        .or_else(|| {
+                            line.strip_prefix(
+                                r#"statscache_ingestor_duplicates_total{source="zeromq"} "#,
+                            )
+                        });
+                    acked += value
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .unwrap_or(0);
+                }
+            }
+            (acked == 2 * 324).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(stream_messages(&jetstream, "FEDMSG").await, 324);
+}
