@@ -452,3 +452,55 @@ async fn every_builtin_statistic_equals_an_independent_reference() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_undecodable_message_in_the_stream_is_parked_and_the_rest_is_counted() {
+    let stack = Stack::start().await;
+    let (_worker, metrics) = stack.worker(&[], &[]).await;
+    // Written straight to the stream (an operator's mistake, another publisher): not an envelope.
+    let client = async_nats::connect(&stack.servers.nats.url)
+        .await
+        .expect("nats");
+    let jetstream = async_nats::jetstream::new(client);
+    let ack = jetstream
+        .publish(
+            "fedmsg.org.fedoraproject.prod.garbage",
+            "definitely not json".into(),
+        )
+        .await
+        .expect("publish garbage");
+    ack.await.expect("garbage ack");
+    publish_to_stream(&stack.servers.nats.url, &real_lines(), true).await;
+
+    stack.wait_for_statistic("volume", &total_reference()).await;
+    wait_for("the garbage to be parked", Duration::from_secs(60), || {
+        let metrics = metrics.clone();
+        async move {
+            let parked = metric(
+                &metrics,
+                r#"statscache_worker_dead_letters_total{reason="not_json"}"#,
+            )
+            .await;
+            (parked == 1).then_some(())
+        }
+    })
+    .await;
+    let mut dead_letters = jetstream
+        .get_stream("STATSCACHE_DEAD_LETTER")
+        .await
+        .expect("dead letters");
+    assert_eq!(dead_letters.info().await.expect("info").state.messages, 1);
+    let parked = dead_letters
+        .get_raw_message(1)
+        .await
+        .expect("parked message");
+    assert_eq!(parked.subject.as_str(), "statscache.dead-letter.worker");
+    assert_eq!(&parked.payload[..], b"definitely not json");
+    assert_eq!(
+        parked
+            .headers
+            .get("Statscache-Stream-Sequence")
+            .map(|v| v.to_string()),
+        Some("1".to_string())
+    );
+}
