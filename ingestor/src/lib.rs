@@ -1,11 +1,14 @@
 //! statscache-ingestor: relays every fedmsg message into NATS JetStream, once and in order.
 //!
 //! Stateless: any number of replicas may run on the same endpoints; JetStream's `Nats-Msg-Id`
-//! de-duplication keeps one copy of each message.
+//! de-duplication keeps one copy of each message. What a backfill needs to resume is kept in
+//! JetStream too.
 //!
-//! - [`source`]: the trait every input implements; [`sources`]: one folder per input (ZeroMQ).
+//! - [`source`]: the trait every input implements; [`sources`]: one folder per input (ZeroMQ,
+//!   datagrepper history).
 //! - [`relay`]: validation, dead letters, ordered publishing with bounded in-flight acks.
 //! - [`metrics`]: Prometheus metrics.
+//! - [`run`]: the service; [`backfill`]: the one-off `backfill` command.
 
 pub mod metrics;
 pub mod relay;
@@ -17,10 +20,11 @@ use std::sync::Arc;
 use statscache_shared::admin::{self, Health};
 use statscache_shared::config::Config;
 use statscache_shared::nats;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::source::Source;
+use crate::sources::datagrepper::{self, Backfill, BackfillError, Filters, Progress, Window};
 
 /// Messages buffered between the sources and the relay.
 const CHANNEL_CAPACITY: usize = 1024;
@@ -33,6 +37,44 @@ pub enum IngestorError {
     Metrics(#[from] prometheus::Error),
     #[error("admin server: {0}")]
     Admin(std::io::Error),
+    #[error(transparent)]
+    Backfill(#[from] BackfillError),
+}
+
+/// Connects to NATS and declares the streams: what both the service and a backfill need.
+async fn connect_jetstream(
+    config: &Config,
+) -> Result<async_nats::jetstream::Context, IngestorError> {
+    let client = nats::connect(&config.nats, "statscache-ingestor").await?;
+    let jetstream = async_nats::jetstream::ContextBuilder::new()
+        .timeout(config.ingestor.publish_timeout)
+        .build(client);
+    nats::ensure_streams(&jetstream, &config.nats).await?;
+    Ok(jetstream)
+}
+
+/// The bucket recording completed backfill windows, or `None` (with a warning) if it cannot be
+/// opened: backfills then fetch every window, which is slower but just as correct.
+async fn open_progress_store(
+    jetstream: &async_nats::jetstream::Context,
+    config: &Config,
+) -> Option<datagrepper::ProgressStore> {
+    let bucket = &config.ingestor.datagrepper.progress_bucket;
+    match datagrepper::ProgressStore::open(jetstream, &config.nats, bucket).await {
+        Ok(store) => Some(store),
+        Err(error) => {
+            tracing::warn!(%error, "backfills will not skip windows completed earlier");
+            None
+        }
+    }
+}
+
+/// The filters configured under `[ingestor.datagrepper]`.
+fn configured_filters(config: &Config) -> Filters {
+    Filters {
+        topics: config.ingestor.datagrepper.topics.clone(),
+        categories: config.ingestor.datagrepper.categories.clone(),
+    }
 }
 
 /// Runs the configured sources and the relay until `shutdown` is cancelled.
@@ -49,11 +91,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
     ));
 
     health.set_not_ready("connecting to NATS");
-    let client = nats::connect(&config.nats, "statscache-ingestor").await?;
-    let jetstream = async_nats::jetstream::ContextBuilder::new()
-        .timeout(config.ingestor.publish_timeout)
-        .build(client);
-    nats::ensure_streams(&jetstream, &config.nats).await?;
+    let jetstream = connect_jetstream(&config).await?;
+    let relay = Arc::new(relay::Relay {
+        config: config.clone(),
+        jetstream: jetstream.clone(),
+        metrics: metrics.clone(),
+        health: health.clone(),
+    });
 
     let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
@@ -63,8 +107,30 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
             metrics.clone(),
         )));
     }
-    if sources.is_empty() {
-        tracing::warn!("no source configured: set [ingestor.zeromq] endpoints");
+    let datagrepper_config = &config.ingestor.datagrepper;
+    let mut backfill_task = None;
+    if !datagrepper_config.url.is_empty() {
+        let progress_store = open_progress_store(&jetstream, &config).await;
+        let backfill = Backfill::new(
+            datagrepper_config,
+            configured_filters(&config),
+            relay.clone(),
+            progress_store,
+            watch::Sender::new(Progress::default()),
+        )?;
+        tracing::info!(url = %datagrepper_config.url, "starting the datagrepper backfill and reconciliation");
+        backfill_task = Some(tokio::spawn(datagrepper::run_in_service(
+            backfill,
+            jetstream.clone(),
+            config.nats.clone(),
+            datagrepper_config.clone(),
+            shutdown.clone(),
+        )));
+    }
+    if sources.is_empty() && backfill_task.is_none() {
+        tracing::warn!(
+            "no source configured: set [ingestor.zeromq] endpoints or [ingestor.datagrepper] url"
+        );
     }
     let mut source_tasks = tokio::task::JoinSet::new();
     for source in sources {
@@ -73,19 +139,71 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
     }
     drop(sender);
 
-    let relay = Arc::new(relay::Relay {
-        config: config.clone(),
-        jetstream,
-        metrics,
-        health: health.clone(),
-    });
     health.set_ready();
     relay.run(receiver).await;
     while source_tasks.join_next().await.is_some() {}
+    if let Some(task) = backfill_task {
+        if let Err(join_error) = task.await {
+            tracing::error!(%join_error, "the datagrepper task failed");
+        }
+    }
     tracing::info!("ingestor stopped");
     shutdown.cancel();
     match admin_server.await {
         Ok(result) => result.map_err(IngestorError::Admin),
         Err(join_error) => Err(IngestorError::Admin(std::io::Error::other(join_error))),
     }
+}
+
+/// What the `backfill` command asks for.
+#[derive(Debug, Clone)]
+pub struct BackfillRequest {
+    /// Epoch seconds, both included.
+    pub range: Window,
+    /// Filters instead of the configured ones, if given.
+    pub filters: Option<Filters>,
+    /// Fetch windows recorded complete too (their messages are de-duplicated, not doubled).
+    pub refetch: bool,
+}
+
+/// Runs one backfill through the relay and returns when every window is stored (`Ok`) or
+/// some failed (an error naming them), publishing [`Progress`] on `progress` as it goes.
+pub async fn backfill(
+    config: Config,
+    request: BackfillRequest,
+    progress: watch::Sender<Progress>,
+    shutdown: CancellationToken,
+) -> Result<Progress, IngestorError> {
+    if config.ingestor.datagrepper.url.is_empty() {
+        return Err(IngestorError::Backfill(BackfillError::Url {
+            url: String::new(),
+            detail: "set [ingestor.datagrepper] url".to_string(),
+        }));
+    }
+    let config = Arc::new(config);
+    let registry = prometheus::Registry::new();
+    let metrics = Arc::new(metrics::Metrics::new(&registry)?);
+    let jetstream = connect_jetstream(&config).await?;
+    let relay = Arc::new(relay::Relay {
+        config: config.clone(),
+        jetstream: jetstream.clone(),
+        metrics,
+        health: Health::default(),
+    });
+    let progress_store = open_progress_store(&jetstream, &config).await;
+    let filters = match request.filters {
+        Some(filters) => filters,
+        None => configured_filters(&config),
+    };
+    let backfill = Backfill::new(
+        &config.ingestor.datagrepper,
+        filters,
+        relay,
+        progress_store,
+        progress,
+    )?;
+    let report = backfill
+        .run(request.range, !request.refetch, &shutdown)
+        .await?;
+    Ok(report)
 }

@@ -1,16 +1,20 @@
 //! The `statscache-ingestor` binary: see the library for what it does.
 
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use statscache_ingestor::sources::datagrepper::{parse_time, Filters, Progress, Window};
+use statscache_ingestor::BackfillRequest;
 use statscache_shared::config::Config;
 use statscache_shared::{shutdown, telemetry};
+use tokio::sync::watch;
 
 #[derive(Parser)]
 #[command(
     version,
-    about = "statscache ingestor: fedmsg (ZeroMQ) → NATS JetStream"
+    about = "statscache ingestor: fedmsg (ZeroMQ) and datagrepper history → NATS JetStream"
 )]
 struct Cli {
     /// TOML configuration file (defaults, then this file, then STATSCACHE_* variables).
@@ -24,20 +28,146 @@ struct Cli {
 enum Command {
     /// Relay the configured sources into JetStream (the default).
     Run,
+    /// Fetch a time range from datagrepper ([ingestor.datagrepper] url) into JetStream, then
+    /// exit: 0 when every window is stored, 1 if any failed (they are named).
+    ///
+    /// Windows recorded complete by an earlier backfill are skipped, so a backfill that failed
+    /// or was stopped is resumed by running it again. Messages already in the stream are not
+    /// stored twice.
+    Backfill {
+        /// Start of the range (included): epoch seconds or ISO 8601, e.g. 2019-08-06T00:00:00Z.
+        #[arg(long, value_parser = parse_time)]
+        start: f64,
+        /// End of the range (included): epoch seconds or ISO 8601.
+        #[arg(long, value_parser = parse_time)]
+        end: f64,
+        /// Only this topic (repeatable); with --topic or --category, the configured filters
+        /// are replaced.
+        #[arg(long = "topic")]
+        topics: Vec<String>,
+        /// Only this category (repeatable).
+        #[arg(long = "category")]
+        categories: Vec<String>,
+        /// Fetch windows recorded complete as well.
+        #[arg(long)]
+        refetch: bool,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config = Config::load(cli.config.as_deref())?;
+    let mut config = Config::load(cli.config.as_deref())?;
+    let command = cli.command.unwrap_or(Command::Run);
+    if matches!(command, Command::Backfill { .. }) {
+        // Every window goes through a relay run of its own, which logs its end at info: the
+        // progress line already says so.
+        config
+            .telemetry
+            .log_filter
+            .push_str(",statscache_ingestor::relay=warn");
+    }
     let _telemetry = telemetry::init("statscache-ingestor", &config.telemetry)?;
-    match cli.command.unwrap_or(Command::Run) {
+    match command {
         Command::Run => {
             let shutdown = shutdown::on_signals();
             statscache_ingestor::run(config, shutdown)
                 .await
                 .context("ingestor failed")?;
         }
+        Command::Backfill {
+            start,
+            end,
+            topics,
+            categories,
+            refetch,
+        } => {
+            if end <= start {
+                anyhow::bail!("--end must be after --start");
+            }
+            let filters = if topics.is_empty() && categories.is_empty() {
+                None
+            } else {
+                Some(Filters { topics, categories })
+            };
+            let request = BackfillRequest {
+                range: Window::covering(start, end),
+                filters,
+                refetch,
+            };
+            let shutdown = shutdown::on_signals();
+            let (progress, progress_updates) = watch::channel(Progress::default());
+            let printer = tokio::spawn(print_progress(progress_updates));
+            let outcome = statscache_ingestor::backfill(config, request, progress, shutdown).await;
+            // The sender is gone with the backfill: the printer prints the last state and ends.
+            let _ = printer.await;
+            let report = outcome.context("backfill failed")?;
+            eprintln!(
+                "backfill complete: {} windows ({} fetched, {} already complete), {} messages relayed, {} failed requests retried",
+                report.windows, report.complete, report.skipped, report.messages, report.failed_requests
+            );
+        }
     }
     Ok(())
+}
+
+/// Prints a progress bar on stderr whenever a window finishes: redrawn in place on a terminal,
+/// one line per update otherwise (logs).
+async fn print_progress(mut updates: watch::Receiver<Progress>) {
+    let terminal = std::io::stderr().is_terminal();
+    while updates.changed().await.is_ok() {
+        let progress = updates.borrow_and_update().clone();
+        let line = progress_line(&progress);
+        let mut stderr = std::io::stderr().lock();
+        let written = if terminal {
+            write!(stderr, "\r{line}")
+        } else {
+            writeln!(stderr, "{line}")
+        };
+        if written.is_err() {
+            return;
+        }
+        let _ = stderr.flush();
+    }
+    if terminal {
+        eprintln!();
+    }
+}
+
+const BAR_WIDTH: usize = 30;
+
+fn progress_line(progress: &Progress) -> String {
+    let finished = progress.finished();
+    let filled = (finished * BAR_WIDTH)
+        .checked_div(progress.windows)
+        .unwrap_or(BAR_WIDTH);
+    let mut bar = "#".repeat(filled.min(BAR_WIDTH));
+    bar.push_str(&"-".repeat(BAR_WIDTH - filled.min(BAR_WIDTH)));
+    format!(
+        "[{bar}] {finished}/{} windows ({} failed) | {} messages | {} failed requests retried",
+        progress.windows, progress.failed, progress.messages, progress.failed_requests
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_progress_bar_fills_with_finished_windows() {
+        let progress = Progress {
+            windows: 4,
+            complete: 1,
+            skipped: 1,
+            failed: 0,
+            messages: 120,
+            failed_requests: 3,
+        };
+        assert_eq!(
+            progress_line(&progress),
+            "[###############---------------] 2/4 windows (0 failed) | 120 messages | 3 failed requests retried"
+        );
+        let nothing_to_do = Progress::default();
+        assert!(progress_line(&nothing_to_do).starts_with(&format!("[{}]", "#".repeat(30))));
+    }
 }

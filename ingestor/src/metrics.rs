@@ -1,6 +1,6 @@
 //! The ingestor's Prometheus metrics.
 
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 pub struct Metrics {
     /// Messages received, by source.
@@ -19,6 +19,20 @@ pub struct Metrics {
     pub publish_seconds: Histogram,
     /// Publishes awaiting their ack.
     pub in_flight: IntGauge,
+    /// datagrepper windows by outcome: `complete` (fetched and stored), `skipped` (recorded
+    /// complete earlier), `verified` (reconciliation found the stream holds it already),
+    /// `failed` (a page failed every attempt, or the window stayed short of its total).
+    pub backfill_windows: IntCounterVec,
+    /// datagrepper page requests by outcome: `ok`, or why they failed (`server_error`,
+    /// `timeout`, `connect`, `bad_body`, ...); a failed request is tried again.
+    pub backfill_pages: IntCounterVec,
+    /// Distinct messages fetched from datagrepper and handed to the relay.
+    pub backfill_messages: IntCounter,
+    /// Pagings of a window that found fewer distinct messages than its total: the window is
+    /// paged again, then split, rather than accepted with a hole.
+    pub backfill_short_windows: IntCounter,
+    /// Windows of the running backfills not finished yet.
+    pub backfill_windows_remaining: IntGauge,
 }
 
 impl Metrics {
@@ -65,8 +79,35 @@ impl Metrics {
                 "statscache_ingestor_in_flight",
                 "Publishes awaiting their ack",
             )?,
+            backfill_windows: counter(
+                "statscache_ingestor_backfill_windows_total",
+                "datagrepper backfill windows by outcome",
+                &["outcome"],
+            )?,
+            backfill_pages: counter(
+                "statscache_ingestor_backfill_pages_total",
+                "datagrepper page requests by outcome",
+                &["outcome"],
+            )?,
+            backfill_messages: IntCounter::new(
+                "statscache_ingestor_backfill_messages_total",
+                "Distinct messages fetched from datagrepper and handed to the relay",
+            )?,
+            backfill_short_windows: IntCounter::new(
+                "statscache_ingestor_backfill_short_windows_total",
+                "Pagings of a window that found fewer distinct messages than its total",
+            )?,
+            backfill_windows_remaining: IntGauge::new(
+                "statscache_ingestor_backfill_windows_remaining",
+                "datagrepper backfill windows not finished yet",
+            )?,
         };
         registry.register(Box::new(metrics.received.clone()))?;
+        registry.register(Box::new(metrics.backfill_windows.clone()))?;
+        registry.register(Box::new(metrics.backfill_pages.clone()))?;
+        registry.register(Box::new(metrics.backfill_messages.clone()))?;
+        registry.register(Box::new(metrics.backfill_short_windows.clone()))?;
+        registry.register(Box::new(metrics.backfill_windows_remaining.clone()))?;
         registry.register(Box::new(metrics.relayed.clone()))?;
         registry.register(Box::new(metrics.duplicates.clone()))?;
         registry.register(Box::new(metrics.invalid.clone()))?;

@@ -115,8 +115,8 @@ pub struct ZeroMqConfig {
     pub reconnect_max: Duration,
 }
 
-/// History from datagrepper's `/raw`: the start-up backfill of the downtime, and the
-/// `statscache-ingestor backfill` command.
+/// History from datagrepper's `/raw`: the start-up backfill of the downtime, the continuous
+/// reconciliation of closed windows, and the `statscache-ingestor backfill` command.
 ///
 /// datagrepper is slow on big ranges and pages by OFFSET, so a range is fetched as windows of
 /// `window`, a few at once (`parallelism`), at most `requests-per-second` overall, each page
@@ -126,7 +126,8 @@ pub struct ZeroMqConfig {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct DatagrepperConfig {
     /// datagrepper's base URL (the part before `/raw`), e.g.
-    /// `https://apps.fedoraproject.org/datagrepper`. Empty disables the start-up backfill.
+    /// `https://apps.fedoraproject.org/datagrepper`. Empty disables the start-up backfill and
+    /// reconciliation.
     pub url: String,
     /// Messages per `/raw` page; datagrepper refuses more than 100.
     #[serde(deserialize_with = "rows_per_page")]
@@ -154,6 +155,13 @@ pub struct DatagrepperConfig {
     /// `0s` disables the start-up backfill.
     #[serde(with = "humantime_serde")]
     pub startup_max_backfill: Duration,
+    /// While running, compare each closed window with datagrepper's total and backfill it when
+    /// the stream holds fewer messages (what ZeroMQ lost).
+    pub reconcile: bool,
+    /// How long after a window closes it is reconciled: datanommer stores messages with a
+    /// delay, and late messages still arrive live.
+    #[serde(with = "humantime_serde")]
+    pub reconcile_grace: Duration,
     /// Only these topics (datagrepper's repeatable `topic` filter); empty: all.
     pub topics: Vec<String>,
     /// Only these categories (datagrepper's repeatable `category` filter); empty: all.

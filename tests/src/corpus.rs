@@ -52,7 +52,9 @@ pub async fn publish_to_stream(nats_url: &str, lines: &[String], msg_id: bool) {
         .await
         .expect("connect to NATS");
     let jetstream = jetstream::new(client);
-    let mut acks = Vec::with_capacity(lines.len());
+    // Acks are awaited in a sliding window: each pending ack holds one of the context's
+    // in-flight permits, so holding them all would stall the publishing.
+    let mut acks = std::collections::VecDeque::new();
     for line in lines {
         let envelope = Envelope::parse(line.as_bytes()).expect("corpus envelope");
         let mut headers = HeaderMap::new();
@@ -65,7 +67,12 @@ pub async fn publish_to_stream(nats_url: &str, lines: &[String], msg_id: bool) {
             .publish_with_headers(subject, headers, line.clone().into())
             .await
             .expect("publish");
-        acks.push(ack);
+        acks.push_back(ack);
+        if acks.len() >= 256 {
+            if let Some(oldest) = acks.pop_front() {
+                oldest.await.expect("publish ack");
+            }
+        }
     }
     for ack in acks {
         ack.await.expect("publish ack");

@@ -1,10 +1,13 @@
 //! The test harness: real servers on free loopback ports, with throwaway data directories.
 //!
 //! - [`NatsServer`]: `nats-server -js`, stopped when dropped.
-//! - [`ClickHouseServer`]: `clickhouse-server` from a generated config, stopped when dropped.
+//! - [`ClickHouseServer`]: `clickhouse-server` from a generated config, stopped when dropped;
+//!   it can be stopped and restarted on the same ports and data, to test outages.
 //! - [`Service`]: one of our binaries (`statscache-ingestor`, `-worker`, `-api`) as a process,
 //!   configured through `STATSCACHE_*` variables exactly as in production; killed when dropped.
 //! - [`publish_corpus`]: a real ZeroMQ publisher (Python pyzmq) sending fedmsg frames.
+//! - [`Datagrepper`]: the real datagrepper (Python, over datanommer and SQLite) serving a
+//!   corpus, for backfill tests; killed when dropped.
 //!
 //! Missing servers are installed by `deploy/local/install.sh`. Our binaries must be built first
 //! (`cargo build --bins`; `deploy/local/test.sh` does it), since a test cannot safely run cargo.
@@ -124,7 +127,7 @@ impl NatsServer {
 pub struct ClickHouseServer {
     pub url: String,
     process: Guarded,
-    _data: TempDir,
+    data: TempDir,
 }
 
 impl ClickHouseServer {
@@ -141,23 +144,33 @@ impl ClickHouseServer {
             .status()
             .expect("write clickhouse config");
         assert!(status.success());
-        let child = Command::new("clickhouse-server")
-            .arg(format!(
-                "--config-file={}",
-                data.path().join("config.xml").display()
-            ))
-            .current_dir(data.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start clickhouse-server");
-        let url = format!("http://127.0.0.1:{http_port}");
+        let child = spawn_clickhouse(data.path());
         let server = ClickHouseServer {
-            url: url.clone(),
+            url: format!("http://127.0.0.1:{http_port}"),
             process: Guarded(child),
-            _data: data,
+            data,
         };
+        server.wait_until_answering().await;
+        server
+    }
+
+    /// Kills the server (SIGKILL, as a crash would), keeping its data directory and ports.
+    pub fn stop(&mut self) {
+        let _ = self.process.0.kill();
+        let _ = self.process.0.wait();
+    }
+
+    /// Stops the server if it runs, starts it again on the same ports and data, and waits until
+    /// it answers: clients configured with [`ClickHouseServer::url`] reach it again unchanged.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.process = Guarded(spawn_clickhouse(self.data.path()));
+        self.wait_until_answering().await;
+    }
+
+    async fn wait_until_answering(&self) {
         let http = reqwest::Client::new();
+        let url = self.url.clone();
         wait_for(
             "clickhouse-server to answer",
             Duration::from_secs(60),
@@ -173,7 +186,6 @@ impl ClickHouseServer {
             },
         )
         .await;
-        server
     }
 
     /// A client for `database` (no validation, as the services use).
@@ -189,13 +201,33 @@ impl ClickHouseServer {
     }
 }
 
+/// Starts `clickhouse-server` with the config that `deploy/local/clickhouse-config.sh` wrote
+/// into `data`.
+fn spawn_clickhouse(data: &Path) -> Child {
+    Command::new("clickhouse-server")
+        .arg(format!(
+            "--config-file={}",
+            data.join("config.xml").display()
+        ))
+        .current_dir(data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start clickhouse-server")
+}
+
 /// Where cargo put our binaries.
 fn binary(name: &str) -> PathBuf {
     let target = match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => PathBuf::from(dir),
         None => repo_root().join("target"),
     };
-    let path = target.join("debug").join(name);
+    // Benchmarks point this at release builds.
+    let directory = match std::env::var_os("STATSCACHE_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => target.join("debug"),
+    };
+    let path = directory.join(name);
     assert!(
         path.exists(),
         "{} is missing: build the services first with `cargo build --bins` (deploy/local/test.sh does)",
@@ -263,6 +295,10 @@ impl Service {
             process: Guarded(child),
             name,
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.0.id()
     }
 
     /// SIGKILL: the process gets no chance to finish anything.
@@ -375,4 +411,71 @@ pub async fn get_json(url: &str) -> Option<serde_json::Value> {
         return None;
     }
     response.json().await.ok()
+}
+
+/// A real datagrepper 0.9.7 (over datanommer, SQLite) serving a JSON Lines corpus, started by
+/// `tests/support/datagrepper/serve.sh`; killed when dropped.
+///
+/// The Python environment is installed once, into `target/datagrepper-venv` (first time: about
+/// a minute), and shared by every test; each instance has its own database and port.
+pub struct Datagrepper {
+    /// Base URL, without `/raw`.
+    pub url: String,
+    process: Guarded,
+    work: TempDir,
+}
+
+impl Datagrepper {
+    pub async fn start(corpus: &Path) -> Datagrepper {
+        let work = TempDir::new().expect("datagrepper work dir");
+        let port = free_port();
+        let log = std::fs::File::create(work.path().join("serve.log")).expect("datagrepper log");
+        let log_for_stderr = log.try_clone().expect("datagrepper log");
+        let target = match std::env::var_os("CARGO_TARGET_DIR") {
+            Some(dir) => PathBuf::from(dir),
+            None => repo_root().join("target"),
+        };
+        let child = Command::new("bash")
+            .arg(repo_root().join("tests/support/datagrepper/serve.sh"))
+            .arg(corpus)
+            .arg(port.to_string())
+            .arg(work.path())
+            .env("DATAGREPPER_VENV", target.join("datagrepper-venv"))
+            // datagrepper 0.9.7 reads `start`/`end` in local time but datanommer stores UTC.
+            .env("TZ", "UTC")
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_for_stderr))
+            .spawn()
+            .expect("start tests/support/datagrepper/serve.sh");
+        let mut datagrepper = Datagrepper {
+            url: format!("http://127.0.0.1:{port}"),
+            process: Guarded(child),
+            work,
+        };
+        datagrepper.wait_until_answering().await;
+        datagrepper
+    }
+
+    /// Waits for `/raw` to answer JSON, failing early (with its log) if the server exits.
+    async fn wait_until_answering(&mut self) {
+        let probe = format!("{}/raw?delta=1", self.url);
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.process.0.try_wait() {
+                panic!("datagrepper exited ({status}):\n{}", self.log());
+            }
+            if get_json(&probe).await.is_some() {
+                return;
+            }
+            if started.elapsed() > Duration::from_secs(600) {
+                panic!("datagrepper did not answer within 600 s:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// What serve.sh and datagrepper printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.work.path().join("serve.log")).unwrap_or_default()
+    }
 }

@@ -1,4 +1,8 @@
 //! Input sources, one folder each with the same shape: the source (`mod.rs`), its errors
 //! (`error.rs`) and its tests.
+//!
+//! - [`zeromq`]: live fedmsg messages from ZeroMQ endpoints.
+//! - [`datagrepper`]: history from datagrepper, to fill the gaps live delivery leaves.
 
+pub mod datagrepper;
 pub mod zeromq;

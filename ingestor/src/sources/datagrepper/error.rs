@@ -1,0 +1,94 @@
+use std::fmt;
+use std::time::Duration;
+
+use super::window::Window;
+
+/// Why one request for a `/raw` page failed. Every kind is tried again (up to `attempts`):
+/// datagrepper answers overload with 5xx or HTML error pages, and slow queries with timeouts.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    #[error("datagrepper answered HTTP {status}: {snippet}")]
+    Status { status: u16, snippet: String },
+    #[error("no complete answer within {0:?}")]
+    Timeout(Duration),
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("request failed: {0}")]
+    Request(String),
+    #[error("answer is not a /raw page ({detail}): {snippet}")]
+    BadBody { detail: String, snippet: String },
+}
+
+impl PageError {
+    /// A short stable name for the `outcome` label of the pages metric.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PageError::Status { status, .. } if *status >= 500 => "server_error",
+            PageError::Status { .. } => "client_error",
+            PageError::Timeout(_) => "timeout",
+            PageError::Connect(_) => "connect",
+            PageError::Request(_) => "request",
+            PageError::BadBody { .. } => "bad_body",
+        }
+    }
+}
+
+/// A window that could not be fetched completely, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailedWindow {
+    pub window: Window,
+    pub reason: String,
+}
+
+/// The failed windows of a backfill, listed for the error message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailedWindows(pub Vec<FailedWindow>);
+
+impl fmt::Display for FailedWindows {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, failed) in self.0.iter().enumerate() {
+            if index > 0 {
+                formatter.write_str("; ")?;
+            }
+            write!(formatter, "{}: {}", failed.window, failed.reason)?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a backfill did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum BackfillError {
+    #[error("invalid datagrepper URL {url:?}: {detail}")]
+    Url { url: String, detail: String },
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(String),
+    #[error("empty range: end {end} is not after start {start}")]
+    EmptyRange { start: f64, end: f64 },
+    #[error("{count} of {windows} windows failed, history there is incomplete: {failed}", count = failed.0.len())]
+    WindowsFailed {
+        windows: usize,
+        failed: FailedWindows,
+    },
+    #[error("stopped by shutdown with {remaining} of {windows} windows not completed")]
+    Interrupted { windows: usize, remaining: usize },
+    #[error("the relay stopped while taking backfilled messages: {0}")]
+    Relay(String),
+    #[error("cannot count the messages of {window}: {detail}")]
+    Count { window: Window, detail: String },
+    #[error("cannot read the newest message of stream {stream}: {detail}")]
+    NewestInStream { stream: String, detail: String },
+    #[error("backfill progress bucket {bucket}: cannot {action}: {detail}")]
+    Progress {
+        bucket: String,
+        action: &'static str,
+        detail: String,
+    },
+}
+
+/// A command-line time that is neither epoch seconds nor ISO 8601 (or is implausible).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid time {text:?}: expected epoch seconds or ISO 8601 (e.g. 2019-08-06T19:06:17Z), between 1970 and 2200")]
+pub struct InvalidTime {
+    pub text: String,
+}
