@@ -99,7 +99,7 @@ impl Relay {
                 drop(permit);
             });
         }
-        tracing::info!(
+        tracing::debug!(
             pending = in_flight.len(),
             "sources stopped; waiting for publish acks in flight"
         );
