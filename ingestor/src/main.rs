@@ -5,9 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use statscache_ingestor::sources::datagrepper::{parse_time, Filters, Progress, Window};
+use statscache_ingestor::sources::datagrepper::{Filters, Progress, Window};
 use statscache_ingestor::BackfillRequest;
 use statscache_shared::config::Config;
+use statscache_shared::time::parse_time;
 use statscache_shared::{shutdown, telemetry};
 use tokio::sync::watch;
 

@@ -7,6 +7,7 @@
 //! - [`schema`]: the ClickHouse tables (the interface analysts query) and their migrations.
 //! - [`telemetry`]: logs and OTLP traces; [`admin`]: health probes and Prometheus metrics.
 //! - [`shutdown`]: the signal-driven cancellation every service drains on; [`retry`]: backoff.
+//! - [`time`]: the times people type (`--since`, `?start=`), parsed one way everywhere.
 
 pub mod admin;
 pub mod config;
@@ -16,4 +17,5 @@ pub mod retry;
 pub mod schema;
 pub mod shutdown;
 pub mod telemetry;
+pub mod time;
 pub mod topic;

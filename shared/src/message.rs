@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::time::MAX_PLAUSIBLE_TIME;
 use crate::topic::Topic;
 
 /// A fedmsg envelope with the fields fedmsg and datanommer define.
@@ -83,9 +84,6 @@ impl InvalidMessage {
     }
 }
 
-/// Largest accepted event time: year 2200. Anything later is a unit mistake (milliseconds).
-const MAX_PLAUSIBLE_TIMESTAMP: f64 = 7_258_118_400.0;
-
 impl Envelope {
     /// Parses and validates one envelope from raw bytes.
     ///
@@ -114,7 +112,7 @@ impl Envelope {
         let Some(timestamp) = envelope.timestamp else {
             return Err(InvalidMessage::MissingTimestamp);
         };
-        if !timestamp.is_finite() || !(0.0..MAX_PLAUSIBLE_TIMESTAMP).contains(&timestamp) {
+        if !timestamp.is_finite() || !(0.0..MAX_PLAUSIBLE_TIME).contains(&timestamp) {
             return Err(InvalidMessage::BadTimestamp(timestamp));
         }
         Ok(envelope)

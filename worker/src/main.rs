@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use statscache_shared::config::Config;
+use statscache_shared::time::parse_time;
 use statscache_shared::{schema, shutdown, telemetry};
 
 #[derive(Parser)]
@@ -34,22 +35,13 @@ enum Command {
         #[arg(long, conflicts_with = "since")]
         from_sequence: Option<u64>,
         /// Start with messages that reached the stream at or after this time
-        /// (epoch seconds or RFC 3339, e.g. 2026-11-01T00:00:00Z).
-        #[arg(long)]
-        since: Option<String>,
+        /// (epoch seconds or ISO 8601, e.g. 2026-11-01T00:00:00Z).
+        #[arg(long, value_parser = parse_time)]
+        since: Option<f64>,
         /// Drop the plugins' facts first, to rebuild a statistic whose logic changed.
         #[arg(long)]
         rebuild: bool,
     },
-}
-
-fn parse_since(raw: &str) -> anyhow::Result<f64> {
-    if let Ok(seconds) = raw.trim().parse::<f64>() {
-        return Ok(seconds);
-    }
-    let parsed = chrono::DateTime::parse_from_rfc3339(raw.trim())
-        .with_context(|| format!("{raw:?} is neither epoch seconds nor RFC 3339"))?;
-    Ok(parsed.timestamp() as f64)
 }
 
 #[tokio::main]
@@ -77,9 +69,7 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let start = match (from_sequence, since) {
                 (Some(sequence), _) => statscache_worker::ReplayStart::Sequence(sequence),
-                (None, Some(raw)) => {
-                    statscache_worker::ReplayStart::ArrivedSince(parse_since(&raw)?)
-                }
+                (None, Some(seconds)) => statscache_worker::ReplayStart::ArrivedSince(seconds),
                 (None, None) => statscache_worker::ReplayStart::Sequence(1),
             };
             let request = statscache_worker::ReplayRequest {

@@ -85,10 +85,3 @@ pub enum BackfillError {
         detail: String,
     },
 }
-
-/// A command-line time that is neither epoch seconds nor ISO 8601 (or is implausible).
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("invalid time {text:?}: expected epoch seconds or ISO 8601 (e.g. 2019-08-06T19:06:17Z), between 1970 and 2200")]
-pub struct InvalidTime {
-    pub text: String,
-}

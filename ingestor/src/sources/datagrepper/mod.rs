@@ -48,9 +48,9 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 pub use client::Filters;
-pub use error::{BackfillError, FailedWindow, FailedWindows, InvalidTime};
+pub use error::{BackfillError, FailedWindow, FailedWindows};
 pub use progress::ProgressStore;
-pub use window::{parse_time, Window};
+pub use window::Window;
 
 use crate::metrics::Metrics;
 use crate::relay::Relay;

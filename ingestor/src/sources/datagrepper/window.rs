@@ -19,14 +19,9 @@ use std::collections::HashSet;
 use std::fmt;
 
 use bytes::Bytes;
-use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat};
+use chrono::{DateTime, SecondsFormat};
 use serde_json::Value;
 use statscache_shared::message::Envelope;
-
-use super::error::InvalidTime;
-
-/// Latest accepted time: year 2200, as for message timestamps. Beyond it is a unit mistake.
-const MAX_PLAUSIBLE_TIME: f64 = 7_258_118_400.0;
 
 /// A span of time in whole epoch seconds, both bounds included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -110,35 +105,6 @@ fn format_time(seconds: i64) -> String {
         Some(time) => time.to_rfc3339_opts(SecondsFormat::Secs, true),
         None => seconds.to_string(),
     }
-}
-
-/// Parses a command-line time: epoch seconds (`1565118377`, `1565118377.5`) or ISO 8601
-/// (`2019-08-06T18:26:17Z`, with an offset, without one meaning UTC, or a date alone meaning
-/// its midnight UTC).
-pub fn parse_time(text: &str) -> Result<f64, InvalidTime> {
-    let trimmed = text.trim();
-    let invalid = || InvalidTime {
-        text: text.to_string(),
-    };
-    let seconds = if let Ok(number) = trimmed.parse::<f64>() {
-        number
-    } else if let Ok(time) = DateTime::parse_from_rfc3339(trimmed) {
-        time.timestamp() as f64 + f64::from(time.timestamp_subsec_micros()) / 1e6
-    } else if let Ok(time) = NaiveDateTime::parse_from_str(trimmed, "%Y-%m-%dT%H:%M:%S%.f") {
-        let time = time.and_utc();
-        time.timestamp() as f64 + f64::from(time.timestamp_subsec_micros()) / 1e6
-    } else if let Ok(date) = NaiveDate::parse_from_str(trimmed, "%Y-%m-%d") {
-        let Some(midnight) = date.and_hms_opt(0, 0, 0) else {
-            return Err(invalid());
-        };
-        midnight.and_utc().timestamp() as f64
-    } else {
-        return Err(invalid());
-    };
-    if !seconds.is_finite() || !(0.0..=MAX_PLAUSIBLE_TIME).contains(&seconds) {
-        return Err(invalid());
-    }
-    Ok(seconds)
 }
 
 /// One message as fetched, ready for the relay.
@@ -305,19 +271,6 @@ mod tests {
             "[2019-08-06T19:00:00Z, 2019-08-06T20:00:00Z]"
         );
         assert_eq!(window.key(), "1565118000-1565121600");
-    }
-
-    #[test]
-    fn times_parse_as_epoch_seconds_or_iso_8601() {
-        assert_eq!(parse_time("1565118377"), Ok(1565118377.0));
-        assert_eq!(parse_time(" 1565118377.5 "), Ok(1565118377.5));
-        assert_eq!(parse_time("2019-08-06T19:06:17Z"), Ok(1565118377.0));
-        assert_eq!(parse_time("2019-08-06T21:06:17+02:00"), Ok(1565118377.0));
-        assert_eq!(parse_time("2019-08-06T19:06:17.25"), Ok(1565118377.25));
-        assert_eq!(parse_time("2019-08-06"), Ok(1565049600.0));
-        for bad in ["", "yesterday", "-5", "1e12", "NaN", "2019-13-01"] {
-            assert!(parse_time(bad).is_err(), "{bad:?} must be rejected");
-        }
     }
 
     fn message(msg_id: &str, timestamp: f64) -> Value {
