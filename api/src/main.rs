@@ -1,18 +1,15 @@
 //! The `statscache-api` binary: see the library for what it does.
 
-use std::path::PathBuf;
-
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use statscache_shared::config::Config;
+use statscache_shared::config::ConfigArgs;
 use statscache_shared::{shutdown, telemetry};
 
 #[derive(Parser)]
 #[command(version, about = "statscache api: statistics and history over HTTP")]
 struct Cli {
-    /// TOML configuration file (defaults, then this file, then STATSCACHE_* variables).
-    #[arg(long, env = "STATSCACHE_CONFIG")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    config: ConfigArgs,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -28,7 +25,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config = Config::load(cli.config.as_deref())?;
+    let config = cli.config.load()?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let _telemetry = telemetry::init("statscache-api", &config.telemetry)?;

@@ -1,13 +1,12 @@
 //! The `statscache-ingestor` binary: see the library for what it does.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use statscache_ingestor::sources::datagrepper::{Filters, Progress, Window};
 use statscache_ingestor::BackfillRequest;
-use statscache_shared::config::Config;
+use statscache_shared::config::ConfigArgs;
 use statscache_shared::time::parse_time;
 use statscache_shared::{shutdown, telemetry};
 use tokio::sync::watch;
@@ -18,9 +17,8 @@ use tokio::sync::watch;
     about = "statscache ingestor: fedmsg (ZeroMQ) and datagrepper history → NATS JetStream"
 )]
 struct Cli {
-    /// TOML configuration file (defaults, then this file, then STATSCACHE_* variables).
-    #[arg(long, env = "STATSCACHE_CONFIG")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    config: ConfigArgs,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -58,7 +56,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let mut config = Config::load(cli.config.as_deref())?;
+    let mut config = cli.config.load()?;
     let command = cli.command.unwrap_or(Command::Run);
     if matches!(command, Command::Backfill { .. }) {
         // Every window goes through a relay run of its own, which logs its end at info: the

@@ -295,6 +295,20 @@ pub struct ApiConfig {
     pub request_timeout: Duration,
 }
 
+/// The `--config` option every binary takes (flatten it into the command line).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigArgs {
+    /// TOML configuration file (defaults, then this file, then STATSCACHE_* variables).
+    #[arg(long = "config", env = "STATSCACHE_CONFIG", global = true)]
+    pub file: Option<std::path::PathBuf>,
+}
+
+impl ConfigArgs {
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        Config::load(self.file.as_deref())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(#[from] Box<figment::Error>);

@@ -1,19 +1,16 @@
 //! The `statscache-worker` binary: see the library for what it does.
 
-use std::path::PathBuf;
-
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use statscache_shared::config::Config;
+use statscache_shared::config::ConfigArgs;
 use statscache_shared::time::parse_time;
 use statscache_shared::{schema, shutdown, telemetry};
 
 #[derive(Parser)]
 #[command(version, about = "statscache worker: JetStream → plugins → ClickHouse")]
 struct Cli {
-    /// TOML configuration file (defaults, then this file, then STATSCACHE_* variables).
-    #[arg(long, env = "STATSCACHE_CONFIG")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    config: ConfigArgs,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -47,7 +44,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config = Config::load(cli.config.as_deref())?;
+    let config = cli.config.load()?;
     let _telemetry = telemetry::init("statscache-worker", &config.telemetry)?;
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
