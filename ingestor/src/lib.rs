@@ -83,12 +83,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
     let registry = prometheus::Registry::new();
     let metrics = Arc::new(metrics::Metrics::new(&registry)?);
     let health = Health::default();
-    let admin_server = tokio::spawn(admin::serve(
+    let admin_server = admin::AdminServer::spawn(
         config.ingestor.admin_listen,
         health.clone(),
         registry,
         shutdown.clone(),
-    ));
+    );
 
     health.set_not_ready("connecting to NATS");
     let jetstream = connect_jetstream(&config).await?;
@@ -149,10 +149,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
     }
     tracing::info!("ingestor stopped");
     shutdown.cancel();
-    match admin_server.await {
-        Ok(result) => result.map_err(IngestorError::Admin),
-        Err(join_error) => Err(IngestorError::Admin(std::io::Error::other(join_error))),
-    }
+    admin_server.finish().await.map_err(IngestorError::Admin)
 }
 
 /// What the `backfill` command asks for.

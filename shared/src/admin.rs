@@ -92,6 +92,34 @@ pub fn render_metrics(registry: &Registry) -> Response {
         .body(buffer)
 }
 
+/// The admin server running in the background of a service.
+pub struct AdminServer {
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl AdminServer {
+    /// Starts serving on `listen` until `shutdown` is cancelled.
+    pub fn spawn(
+        listen: SocketAddr,
+        health: Health,
+        registry: Registry,
+        shutdown: CancellationToken,
+    ) -> AdminServer {
+        AdminServer {
+            task: tokio::spawn(serve(listen, health, registry, shutdown)),
+        }
+    }
+
+    /// Waits for the server to stop (after `shutdown` is cancelled); reports why it failed, if it
+    /// did (e.g. the port was taken).
+    pub async fn finish(self) -> std::io::Result<()> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(join_error) => Err(std::io::Error::other(join_error)),
+        }
+    }
+}
+
 /// Serves the admin routes on `listen` until `shutdown` is cancelled.
 pub async fn serve(
     listen: SocketAddr,

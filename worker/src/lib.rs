@@ -66,12 +66,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
     let registry = prometheus::Registry::new();
     let metrics = Arc::new(metrics::Metrics::new(&registry)?);
     let health = Health::default();
-    let admin_server = tokio::spawn(admin::serve(
+    let admin_server = admin::AdminServer::spawn(
         config.worker.admin_listen,
         health.clone(),
         registry,
         shutdown.clone(),
-    ));
+    );
 
     let plugins = plugins::load(&config.worker)?;
     health.set_not_ready("migrating the ClickHouse schema and connecting to NATS");
@@ -105,10 +105,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
     };
     worker.run(shutdown.clone()).await?;
     shutdown.cancel();
-    match admin_server.await {
-        Ok(result) => result.map_err(WorkerError::Admin),
-        Err(join_error) => Err(WorkerError::Admin(std::io::Error::other(join_error))),
-    }
+    admin_server.finish().await.map_err(WorkerError::Admin)
 }
 
 /// Where a replay starts.
