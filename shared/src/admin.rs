@@ -121,7 +121,7 @@ impl AdminServer {
 }
 
 /// Serves the admin routes on `listen` until `shutdown` is cancelled.
-pub async fn serve(
+async fn serve(
     listen: SocketAddr,
     health: Health,
     registry: Registry,
