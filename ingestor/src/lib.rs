@@ -9,11 +9,14 @@
 //! - [`relay`]: validation, dead letters, ordered publishing with bounded in-flight acks.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`run`]: the service; [`backfill`]: the one-off `backfill` command.
+//! - [`publish`] and [`tail`]: the operator's `fedmsg-logger` and `fedmsg-tail`.
 
 pub mod metrics;
+pub mod publish;
 pub mod relay;
 pub mod source;
 pub mod sources;
+pub mod tail;
 
 use std::sync::Arc;
 
@@ -39,9 +42,11 @@ pub enum IngestorError {
     Admin(std::io::Error),
     #[error(transparent)]
     Backfill(#[from] BackfillError),
+    #[error("cannot tail the stream: {0}")]
+    Tail(String),
 }
 
-/// Connects to NATS and declares the streams: what both the service and a backfill need.
+/// Connects to NATS and declares the streams: what the service and every command need.
 async fn connect_jetstream(
     config: &Config,
 ) -> Result<async_nats::jetstream::Context, IngestorError> {

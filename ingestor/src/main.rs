@@ -51,23 +51,84 @@ enum Command {
         #[arg(long)]
         refetch: bool,
     },
+    /// Publish messages through the relay, as fedmsg-logger did: one new envelope for --topic
+    /// and --msg, or the envelopes of a JSON Lines file (--file, `-` for stdin).
+    Publish {
+        /// Topic of the new message, e.g. org.fedoraproject.dev.logger.log.
+        #[arg(long, requires = "msg", conflicts_with = "file")]
+        topic: Option<String>,
+        /// Body of the new message (JSON).
+        #[arg(long)]
+        msg: Option<String>,
+        /// Envelopes to publish as they are, one JSON object per line.
+        #[arg(long)]
+        file: Option<String>,
+    },
+    /// Print messages as they reach the stream, as fedmsg-tail did.
+    Tail {
+        /// Only topics matching this pattern (`*` one token, `>` the rest).
+        #[arg(long)]
+        topic: Option<String>,
+        /// Start this many messages back (default: only new messages).
+        #[arg(long, default_value_t = 0)]
+        last: u64,
+    },
+}
+
+/// The envelopes `publish` was asked to send.
+fn envelopes_to_publish(
+    topic: Option<String>,
+    msg: Option<String>,
+    file: Option<String>,
+) -> anyhow::Result<Vec<bytes::Bytes>> {
+    if let (Some(topic), Some(msg)) = (topic, msg) {
+        let body: serde_json::Value = serde_json::from_str(&msg).context("--msg is not JSON")?;
+        return Ok(vec![statscache_ingestor::publish::new_envelope(
+            &topic, body,
+        )]);
+    }
+    let Some(path) = file else {
+        anyhow::bail!("give --topic and --msg, or --file");
+    };
+    let text = if path == "-" {
+        std::io::read_to_string(std::io::stdin()).context("cannot read stdin")?
+    } else {
+        std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?
+    };
+    let mut bodies = Vec::new();
+    for line in text.lines() {
+        if !line.trim().is_empty() {
+            bodies.push(bytes::Bytes::from(line.to_string()));
+        }
+    }
+    Ok(bodies)
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let mut config = cli.config.load()?;
+    let config = cli.config.load()?;
     let command = cli.command.unwrap_or(Command::Run);
-    if matches!(command, Command::Backfill { .. }) {
-        // Every window goes through a relay run of its own, which logs its end at info: the
-        // progress line already says so.
-        config
-            .telemetry
-            .log_filter
-            .push_str(",statscache_ingestor::relay=warn");
-    }
     let _telemetry = telemetry::init("statscache-ingestor", &config.telemetry)?;
     match command {
+        Command::Publish { topic, msg, file } => {
+            let bodies = envelopes_to_publish(topic, msg, file)?;
+            let report = statscache_ingestor::publish::publish(config, bodies).await?;
+            eprintln!(
+                "{} relayed, {} already in the stream, {} rejected (see the dead-letter stream)",
+                report.relayed, report.duplicates, report.rejected
+            );
+            if report.rejected > 0 {
+                std::process::exit(1);
+            }
+        }
+        Command::Tail { topic, last } => {
+            let request = statscache_ingestor::tail::TailRequest {
+                topic_pattern: topic,
+                last,
+            };
+            statscache_ingestor::tail::tail(config, request, shutdown::on_signals()).await?;
+        }
         Command::Run => {
             let shutdown = shutdown::on_signals();
             statscache_ingestor::run(config, shutdown)
@@ -151,6 +212,12 @@ fn progress_line(progress: &Progress) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
 
     #[test]
     fn the_progress_bar_fills_with_finished_windows() {

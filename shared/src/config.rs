@@ -299,13 +299,19 @@ pub struct ApiConfig {
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConfigArgs {
     /// TOML configuration file (defaults, then this file, then STATSCACHE_* variables).
-    #[arg(long = "config", env = "STATSCACHE_CONFIG", global = true)]
-    pub file: Option<std::path::PathBuf>,
+    #[arg(
+        id = "config",
+        long = "config",
+        value_name = "FILE",
+        env = "STATSCACHE_CONFIG",
+        global = true
+    )]
+    pub config_file: Option<std::path::PathBuf>,
 }
 
 impl ConfigArgs {
     pub fn load(&self) -> Result<Config, ConfigError> {
-        Config::load(self.file.as_deref())
+        Config::load(self.config_file.as_deref())
     }
 }
 

@@ -93,6 +93,27 @@ pub fn topic_to_subject(subject_prefix: &str, topic: &str) -> String {
     subject
 }
 
+/// Maps a topic *pattern* (NATS style: `*` one token, `>` the rest) to a subject filter:
+/// wildcard tokens are kept, every other token is escaped as [`topic_to_subject`] does.
+///
+/// ```
+/// use statscache_shared::topic::pattern_to_subject;
+/// assert_eq!(pattern_to_subject("fedmsg", "org.fedoraproject.*.buildsys.>"), "fedmsg.org.fedoraproject.*.buildsys.>");
+/// ```
+pub fn pattern_to_subject(subject_prefix: &str, pattern: &str) -> String {
+    let mut subject = String::from(subject_prefix);
+    for token in pattern.split('.') {
+        if token == "*" || token == ">" {
+            subject.push('.');
+            subject.push_str(token);
+            continue;
+        }
+        // An escaped single token: the prefix-less mapping of a one-token topic.
+        subject.push_str(&topic_to_subject("", token));
+    }
+    subject
+}
+
 /// Reverses [`topic_to_subject`].
 pub fn subject_to_topic(subject_prefix: &str, subject: &str) -> Result<String, TopicError> {
     let wrong_prefix = || TopicError::WrongPrefix(subject.to_string(), subject_prefix.to_string());

@@ -252,18 +252,27 @@ fn role_binary(role: &str) -> PathBuf {
     }
 }
 
-/// Runs a one-off command of a role (`worker replay ...`) to completion; returns its output.
+/// A command running the binary of a role (`worker replay ...`, `ingestor tail`), for tests
+/// that need its output; `env` are `STATSCACHE_*` variables.
+pub fn command(role: &str, env: &[(String, String)], args: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(role_binary(role));
+    command
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command
+}
+
+/// Runs a one-off command of a role to completion; returns its output.
 pub async fn run_command(
     role: &str,
     env: &[(String, String)],
     args: &[&str],
 ) -> std::process::Output {
-    let mut command = tokio::process::Command::new(role_binary(role));
-    command.args(args).env("RUST_LOG", "warn");
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    command
+    command(role, env, args)
         .output()
         .await
         .unwrap_or_else(|e| panic!("run {role} {args:?}: {e}"))

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use statscache_shared::topic::subject_to_topic;
-use statscache_tests::{fixture, free_port, publish_corpus, wait_for, NatsServer, Service};
+use statscache_tests::{
+    fixture, free_port, publish_corpus, run_command, wait_for, NatsServer, Service,
+};
 
 async fn stream_messages(jetstream: &jetstream::Context, name: &str) -> u64 {
     let Ok(mut stream) = jetstream.get_stream(name).await else {
@@ -211,4 +213,71 @@ async fn two_replicas_on_the_same_endpoint_store_each_message_once() {
     )
     .await;
     assert_eq!(stream_messages(&jetstream, "FEDMSG").await, 324);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn publish_and_tail_work_like_fedmsg_logger_and_fedmsg_tail() {
+    use tokio::io::AsyncBufReadExt;
+
+    let nats = NatsServer::start().await;
+    let env = vec![("STATSCACHE_NATS__URL".to_string(), nats.url.clone())];
+    let corpus = fixture("fedmsg-real.jsonl").to_string_lossy().into_owned();
+
+    let output = run_command("ingestor", &env, &["publish", "--file", &corpus]).await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("324 relayed, 0 already"));
+    // Again: every message is recognised as already in the stream.
+    let output = run_command("ingestor", &env, &["publish", "--file", &corpus]).await;
+    assert!(String::from_utf8_lossy(&output.stderr).contains("0 relayed, 324 already"));
+
+    // Tail the last two messages of the stream, then a new one published by hand.
+    let mut tail = statscache_tests::command("ingestor", &env, &["tail", "--last", "2"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start tail");
+    let stdout = tail.stdout.take().expect("tail stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut printed = Vec::new();
+    for _ in 0..2 {
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await;
+        printed.push(line.expect("tail prints").expect("read").expect("a line"));
+    }
+    assert!(printed[0].starts_with("323 "), "{printed:?}");
+    assert!(printed[1].starts_with("324 "), "{printed:?}");
+    let args = [
+        "publish",
+        "--topic",
+        "org.fedoraproject.dev.logger.log",
+        "--msg",
+        r#"{"log": "hello"}"#,
+    ];
+    let output = run_command("ingestor", &env, &args).await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await;
+    let line = line.expect("tail prints").expect("read").expect("a line");
+    assert!(
+        line.starts_with("325 org.fedoraproject.dev.logger.log {"),
+        "{line}"
+    );
+    assert!(line.contains(r#""log":"hello""#), "{line}");
+
+    // An invalid envelope is refused with a non-zero exit, and dead-lettered.
+    let mut bad = tempfile::NamedTempFile::new().expect("file");
+    writeln!(
+        bad,
+        "{{\"topic\": \"org.fedoraproject.dev.x.y\", \"msg\": {{}}}}"
+    )
+    .expect("write");
+    let bad_path = bad.path().to_string_lossy().into_owned();
+    let output = run_command("ingestor", &env, &["publish", "--file", &bad_path]).await;
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("1 rejected"));
 }
