@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use clickhouse::Row;
+use futures::FutureExt;
 use serde::Serialize;
 
 /// A row of the `messages` table; field order matches the table.
@@ -52,27 +53,36 @@ impl Batch {
     }
 }
 
-/// Writes every table of `batch`. Idempotent: writing the same batch twice changes no statistic.
+/// Writes every table of `batch`, the tables concurrently. Idempotent: writing the same batch
+/// twice changes no statistic, so a partly failed write is simply written again whole.
 pub async fn write(
     client: &clickhouse::Client,
     batch: &Batch,
 ) -> Result<(), clickhouse::error::Error> {
-    if !batch.messages.is_empty() {
-        let mut insert = client.insert::<MessageRow>("messages").await?;
-        for row in &batch.messages {
-            insert.write(row).await?;
-        }
-        insert.end().await?;
-    }
+    let mut inserts = Vec::with_capacity(batch.facts.len() + 1);
+    inserts.push(insert_rows(client, "messages", &batch.messages).boxed());
     for (table, rows) in &batch.facts {
-        if rows.is_empty() {
-            continue;
-        }
-        let mut insert = client.insert::<FactRow>(table).await?;
-        for row in rows {
-            insert.write(row).await?;
-        }
-        insert.end().await?;
+        inserts.push(insert_rows(client, table, rows).boxed());
     }
+    futures::future::try_join_all(inserts).await?;
     Ok(())
+}
+
+/// One INSERT of `rows` into `table` (none if there are no rows).
+async fn insert_rows<T>(
+    client: &clickhouse::Client,
+    table: &str,
+    rows: &[T],
+) -> Result<(), clickhouse::error::Error>
+where
+    T: Row + Serialize + for<'a> Row<Value<'a> = T>,
+{
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut insert = client.insert::<T>(table).await?;
+    for row in rows {
+        insert.write(row).await?;
+    }
+    insert.end().await
 }
