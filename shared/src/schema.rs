@@ -13,6 +13,10 @@
 //! crash could tear. `ReplacingMergeTree` later folds the duplicate rows away to save space;
 //! queries never depend on that having happened.
 //!
+//! Tables are partitioned by year: an INSERT writes one part per partition it touches, and a
+//! backfill of old history spreads a batch over many months; yearly partitions keep that cheap
+//! while keeping parts of a manageable size at Fedora's volume (a few million messages a year).
+//!
 //! Migrations are versioned and idempotent (`IF NOT EXISTS`), so several worker replicas may run
 //! them at once. The SQL sticks to what ClickHouse 18.16 (Debian) and current releases share: no
 //! DateTime64, no LowCardinality, no server-side query parameters.
@@ -90,7 +94,7 @@ const MIGRATIONS: &[Migration] = &[Migration {
             stream_sequence UInt64,
             ingested_at DateTime
         ) ENGINE = ReplacingMergeTree()
-        PARTITION BY toYYYYMM(time)
+        PARTITION BY toYear(time)
         ORDER BY (time, msg_id)",
         "CREATE TABLE IF NOT EXISTS plugins (
             identifier String,
@@ -191,7 +195,7 @@ pub async fn create_stat_table(
             key String,
             value String
         ) ENGINE = ReplacingMergeTree()
-        PARTITION BY toYYYYMM(time)
+        PARTITION BY toYear(time)
         ORDER BY (key, time, msg_id, value)"
     );
     client
