@@ -1,13 +1,15 @@
 //! Every error the API returns is JSON naming what went wrong, with the right status:
-//! 400 for a bad parameter (never a 500, unlike datagrepper), 404 for an unknown plugin,
-//! 503 when ClickHouse cannot be reached (the service recovers by itself when it returns).
+//! 400 for a bad parameter (never a 500, unlike datagrepper), 404 for an unknown plugin or
+//! message, 503 when ClickHouse cannot be reached or does not answer within
+//! `api.request-timeout` (the service recovers by itself when it returns).
 
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object};
 
 #[derive(Debug, Clone, Object)]
 pub struct ErrorBody {
-    /// A short machine-readable code: `bad_parameter`, `not_found`, `unavailable`.
+    /// A short machine-readable code: `bad_parameter`, `bad_request`, `not_found`,
+    /// `unavailable`, `timeout`.
     pub error: String,
     /// The parameter at fault, when there is one.
     #[oai(skip_serializing_if_is_none)]
@@ -38,6 +40,15 @@ impl ApiError {
         }))
     }
 
+    /// A request that is wrong as a whole rather than in one parameter.
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::BadRequest(Json(ErrorBody {
+            error: "bad_request".into(),
+            parameter: None,
+            message: message.into(),
+        }))
+    }
+
     pub fn not_found(message: impl Into<String>) -> ApiError {
         ApiError::NotFound(Json(ErrorBody {
             error: "not_found".into(),
@@ -54,6 +65,32 @@ impl ApiError {
             message: "the statistics store is unavailable; try again shortly".into(),
         }))
     }
+}
+
+/// The answer to a request that outlived `api.request-timeout`: the store is too slow to answer
+/// in time, which for a client is the same as unavailable (503), so it may retry later.
+pub fn timed_out(limit: std::time::Duration) -> poem::Response {
+    use poem::IntoResponse;
+    tracing::warn!(?limit, "request timed out");
+    let body = ErrorBody {
+        error: "timeout".into(),
+        parameter: None,
+        message: format!("no answer within {limit:?}; try again shortly or narrow the query"),
+    };
+    (poem::http::StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+}
+
+/// The answer when a handler panicked: a bug of ours, logged, answered with the same JSON shape
+/// rather than a dropped connection.
+pub fn panicked(_payload: Box<dyn std::any::Any + Send + 'static>) -> poem::Response {
+    use poem::IntoResponse;
+    tracing::error!("a request handler panicked");
+    let body = ErrorBody {
+        error: "internal".into(),
+        parameter: None,
+        message: "internal error".into(),
+    };
+    (poem::http::StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response()
 }
 
 /// Turns any error poem produced itself (a parameter that is not a number, a route that does

@@ -1,22 +1,27 @@
 //! statscache-api: serves the statistics, and the message history, from ClickHouse.
 //! Stateless; run as many replicas as the load needs.
 //!
-//! - [`routes`]: the OpenAPI-described routes (`/api/`, `/api/<plugin>`).
+//! - [`routes`]: the OpenAPI-described statistics routes (`/api/`, `/api/<plugin>`).
 //! - [`statistics`]: the statistic queries over the plugins' fact tables.
+//! - [`history`]: datagrepper-compatible message history (`/raw`, `/id`) over `messages`, with
+//!   [`timerange`] porting datagrepper's time-window rules.
 //! - [`params`]: parsing and bounds of query parameters; [`error`]: JSON errors.
-//! - [`app`] assembles the routes with `/openapi.json`, `/docs`, health probes and `/metrics`.
+//! - [`app`] assembles the routes with `/openapi.json`, `/docs`, health probes and `/metrics`,
+//!   and bounds every request by `api.request-timeout`.
 
 pub mod error;
+pub mod history;
 pub mod params;
 pub mod routes;
 pub mod statistics;
+pub mod timerange;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use poem::http::StatusCode;
 use poem::listener::TcpListener;
-use poem::middleware::{NormalizePath, Tracing, TrailingSlash};
+use poem::middleware::{CatchPanic, NormalizePath, Tracing, TrailingSlash};
 use poem::web::Data;
 use poem::{get, handler, Endpoint, EndpointExt, IntoResponse, Response, Route, Server};
 use poem_openapi::OpenApiService;
@@ -39,13 +44,17 @@ struct Telemetry {
 }
 
 /// The OpenAPI service, also used to write the spec snapshot.
-pub fn openapi(state: AppState) -> OpenApiService<routes::Api, ()> {
-    OpenApiService::new(
-        routes::Api { state },
-        "statscache",
-        env!("CARGO_PKG_VERSION"),
+pub fn openapi(state: AppState) -> OpenApiService<(routes::Api, history::HistoryApi), ()> {
+    let apis = (
+        routes::Api {
+            state: state.clone(),
+        },
+        history::HistoryApi { state },
+    );
+    OpenApiService::new(apis, "statscache", env!("CARGO_PKG_VERSION")).description(
+        "Statistics of the Fedora message bus, computed by statscache plugins, \
+         and the message history with datagrepper's /raw and /id interface.",
     )
-    .description("Statistics of the Fedora message bus, computed by statscache plugins.")
 }
 
 /// The whole HTTP application.
@@ -61,6 +70,7 @@ pub fn app(state: AppState) -> Result<impl Endpoint, prometheus::Error> {
     registry.register(Box::new(requests.clone()))?;
     let telemetry = Telemetry { registry, requests };
 
+    let request_timeout = state.config.api.request_timeout;
     let service = openapi(state.clone());
     let spec = service.spec_endpoint();
     let docs = service.swagger_ui();
@@ -78,9 +88,16 @@ pub fn app(state: AppState) -> Result<impl Endpoint, prometheus::Error> {
             async move {
                 let route = route_label(request.uri().path());
                 let started = Instant::now();
-                let response = match endpoint.call(request).await {
-                    Ok(response) => response.into_response(),
-                    Err(error) => error::render_poem_error(error),
+                let response = match params::check_query_string(request.uri()) {
+                    Err(error) => error.into_response(),
+                    Ok(()) => {
+                        let call = endpoint.call(request);
+                        match tokio::time::timeout(request_timeout, call).await {
+                            Ok(Ok(response)) => response.into_response(),
+                            Ok(Err(error)) => error::render_poem_error(error),
+                            Err(_elapsed) => error::timed_out(request_timeout),
+                        }
+                    }
                 };
                 let status = response.status().as_u16().to_string();
                 telemetry
@@ -90,6 +107,7 @@ pub fn app(state: AppState) -> Result<impl Endpoint, prometheus::Error> {
                 Ok(response)
             }
         })
+        .with(CatchPanic::new().with_handler(error::panicked))
         .with(NormalizePath::new(TrailingSlash::Trim))
         .with(Tracing);
     Ok(app)
@@ -101,6 +119,10 @@ fn route_label(path: &str) -> &'static str {
         "/api/"
     } else if path.starts_with("/api/") {
         "/api/:plugin"
+    } else if path == "/raw" {
+        "/raw"
+    } else if path == "/id" {
+        "/id"
     } else if path.starts_with("/health") {
         "/health"
     } else if path.starts_with("/docs") || path == "/openapi.json" {

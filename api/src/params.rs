@@ -1,45 +1,114 @@
 //! Parsing and bounding of query parameters shared by the routes.
+//!
+//! Besides typed parsing, the raw query string is checked before any route sees it
+//! ([`check_query_string`]): poem decodes percent-encoded bytes that are not UTF-8 into U+FFFD,
+//! which would silently turn a malformed filter into a different, valid one, and an unbounded
+//! query string would become an unbounded SQL statement. Routes also refuse a single-valued
+//! parameter given twice ([`reject_repeated`]) instead of guessing which one was meant.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use poem::http::Uri;
 
 use crate::error::ApiError;
 
-/// Parses a time given as epoch seconds (`1344344053`, `1344344053.5`) or ISO 8601
-/// (`2012-08-07T12:54:13Z`, `2012-08-07`).
-pub fn parse_time(parameter: &str, raw: &str) -> Result<f64, ApiError> {
-    let raw = raw.trim();
-    if let Ok(seconds) = raw.parse::<f64>() {
-        if seconds.is_finite() && (0.0..=4_294_967_295.0).contains(&seconds) {
-            return Ok(seconds);
-        }
-        return Err(ApiError::bad_parameter(
-            parameter,
-            format!("{raw} is outside the epoch range 0..2^32"),
-        ));
+/// The longest query string accepted, in bytes (percent-encoded, as sent). Bound values end up
+/// in SQL, so this also bounds the size of every statement sent to ClickHouse.
+pub const MAX_QUERY_STRING_BYTES: usize = 8192;
+
+/// Checks the whole query string: at most [`MAX_QUERY_STRING_BYTES`], and every name and value
+/// valid UTF-8 once percent-decoded.
+pub fn check_query_string(uri: &Uri) -> Result<(), ApiError> {
+    let query = uri.query().unwrap_or("");
+    if query.len() > MAX_QUERY_STRING_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "the query string is {} bytes long; at most {MAX_QUERY_STRING_BYTES} are accepted",
+            query.len()
+        )));
     }
-    if let Ok(datetime) = DateTime::parse_from_rfc3339(raw) {
-        return checked_epoch(parameter, datetime.with_timezone(&Utc));
-    }
-    if let Ok(date) = NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
-        if let Some(midnight) = date.and_hms_opt(0, 0, 0) {
-            return checked_epoch(parameter, midnight.and_utc());
-        }
-    }
-    Err(ApiError::bad_parameter(
-        parameter,
-        format!("{raw:?} is neither epoch seconds nor an ISO 8601 date or time"),
-    ))
+    decode_query(query)?;
+    Ok(())
 }
 
-fn checked_epoch(parameter: &str, datetime: DateTime<Utc>) -> Result<f64, ApiError> {
-    let seconds = datetime.timestamp();
-    if !(0..=i64::from(u32::MAX)).contains(&seconds) {
-        return Err(ApiError::bad_parameter(
-            parameter,
-            format!("{datetime} is outside 1970..2106"),
-        ));
+/// Refuses a request where one of `single_valued` appears more than once.
+pub fn reject_repeated(uri: &Uri, single_valued: &[&str]) -> Result<(), ApiError> {
+    let pairs = decode_query(uri.query().unwrap_or(""))?;
+    for name in single_valued {
+        let occurrences = pairs.iter().filter(|(key, _)| key == name).count();
+        if occurrences > 1 {
+            return Err(ApiError::bad_parameter(
+                name,
+                format!("{name} is given {occurrences} times; give it at most once"),
+            ));
+        }
     }
-    Ok(seconds as f64 + f64::from(datetime.timestamp_subsec_millis()) / 1000.0)
+    Ok(())
+}
+
+/// Decodes `application/x-www-form-urlencoded` pairs as poem does (`+` is a space, a `%` not
+/// followed by two hex digits stays as is), except that bytes which are not UTF-8 are an error.
+fn decode_query(query: &str) -> Result<Vec<(String, String)>, ApiError> {
+    let mut pairs = Vec::new();
+    for pair in query.split('&') {
+        if pair.is_empty() {
+            continue;
+        }
+        let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name_bytes = percent_decode(raw_name);
+        let Ok(name) = String::from_utf8(name_bytes) else {
+            return Err(ApiError::bad_request(format!(
+                "the parameter name {raw_name:?} is not UTF-8 once percent-decoded"
+            )));
+        };
+        let Ok(value) = String::from_utf8(percent_decode(raw_value)) else {
+            return Err(ApiError::bad_parameter(
+                &name,
+                format!("the value {raw_value:?} is not UTF-8 once percent-decoded"),
+            ));
+        };
+        pairs.push((name, value));
+    }
+    Ok(pairs)
+}
+
+fn percent_decode(encoded: &str) -> Vec<u8> {
+    let bytes = encoded.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let byte = bytes[index];
+        if byte == b'+' {
+            decoded.push(b' ');
+            index += 1;
+            continue;
+        }
+        if byte == b'%' && index + 2 < bytes.len() {
+            let high = hex_value(bytes[index + 1]);
+            let low = hex_value(bytes[index + 2]);
+            if let (Some(high), Some(low)) = (high, low) {
+                decoded.push(high * 16 + low);
+                index += 3;
+                continue;
+            }
+        }
+        decoded.push(byte);
+        index += 1;
+    }
+    decoded
+}
+
+fn hex_value(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        b'A'..=b'F' => Some(digit - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Parses a time given as epoch seconds (`1344344053`, `1344344053.5`) or ISO 8601
+/// (`2012-08-07T12:54:13Z`, `2012-08-07`), as every statscache command does.
+pub fn parse_time(parameter: &str, raw: &str) -> Result<f64, ApiError> {
+    statscache_shared::time::parse_time(raw)
+        .map_err(|invalid| ApiError::bad_parameter(parameter, invalid.to_string()))
 }
 
 /// Sort order by time.
@@ -138,6 +207,37 @@ mod tests {
         ] {
             assert!(parse_time("start", bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn query_strings_must_decode_to_utf8() {
+        let uri = |text: &str| text.parse::<Uri>().unwrap();
+        assert_eq!(
+            decode_query("topic=a+b%2Ec&x=%zz&empty").ok(),
+            Some(vec![
+                ("topic".to_string(), "a b.c".to_string()),
+                ("x".to_string(), "%zz".to_string()),
+                ("empty".to_string(), String::new()),
+            ])
+        );
+        assert_eq!(
+            decode_query("user=%C3%A9").ok(),
+            Some(vec![("user".to_string(), "\u{e9}".to_string())])
+        );
+        assert!(check_query_string(&uri("/raw?user=%FF")).is_err());
+        assert!(check_query_string(&uri("/raw?%FE=1")).is_err());
+        assert!(check_query_string(&uri("/raw?user=%C3")).is_err());
+        let long = format!("/raw?topic={}", "a".repeat(MAX_QUERY_STRING_BYTES));
+        assert!(check_query_string(&uri(&long)).is_err());
+        assert!(check_query_string(&uri("/raw?user=a&user=b")).is_ok());
+    }
+
+    #[test]
+    fn single_valued_parameters_given_twice_are_refused() {
+        let uri = "/raw?page=1&user=a&user=b&pa%67e=2".parse::<Uri>().unwrap();
+        assert!(reject_repeated(&uri, &["user"]).is_err());
+        assert!(reject_repeated(&uri, &["page"]).is_err());
+        assert!(reject_repeated(&uri, &["start", "end"]).is_ok());
     }
 
     #[test]

@@ -1,9 +1,13 @@
-//! The OpenAPI-described routes. Handlers validate parameters, call the query modules and
-//! render JSON, CSV or NDJSON.
+//! The OpenAPI-described statistics routes. Handlers validate parameters, call the query
+//! modules and render JSON, CSV or NDJSON.
+//!
+//! A statistic carries an `ETag` computed from its content; a client sending it back in
+//! `If-None-Match` gets a bodiless 304 when nothing changed, which saves the transfer and the
+//! rendering (not the query: freshness is only known by asking ClickHouse).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use poem::http::HeaderMap;
+use poem::http::{HeaderMap, Uri};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::{ApiResponse, Object, OpenApi, ResponseContent};
@@ -11,7 +15,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
-use crate::params::{parse_time, Order, Page};
+use crate::params::{parse_time, reject_repeated, Order, Page};
 use crate::statistics::{self, Bucket, StatisticQuery, StatisticRow};
 use crate::AppState;
 
@@ -37,6 +41,9 @@ pub struct PluginDoc {
     pub backlog_delta_seconds: u64,
     /// When a worker last published this plugin's definition (epoch seconds).
     pub updated_at: u32,
+    /// The event time of the newest fact in the plugin's table (epoch seconds), null when the
+    /// table holds none: how up to date the statistic is.
+    pub newest_fact_time: Option<u32>,
 }
 
 /// One row of a statistic.
@@ -88,6 +95,12 @@ pub enum StatisticResponse {
     #[oai(status = 200)]
     Ok(
         StatisticBody,
+        #[oai(header = "ETag")] String,
+        #[oai(header = "Cache-Control")] String,
+    ),
+    /// The client's copy (`If-None-Match`) is current.
+    #[oai(status = 304)]
+    NotModified(
         #[oai(header = "ETag")] String,
         #[oai(header = "Cache-Control")] String,
     ),
@@ -219,14 +232,38 @@ fn etag(body: &str) -> String {
     tag
 }
 
+/// Whether `If-None-Match` names `tag` (or is `*`). Weak tags compare equal to strong ones, as
+/// RFC 9110 asks for this header.
+fn client_has_current(headers: &HeaderMap, tag: &str) -> bool {
+    for value in headers.get_all("if-none-match") {
+        let Ok(text) = value.to_str() else {
+            continue;
+        };
+        for candidate in text.split(',') {
+            let candidate = candidate.trim();
+            let candidate = candidate.strip_prefix("W/").unwrap_or(candidate);
+            if candidate == "*" || candidate == tag {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 #[OpenApi]
 impl Api {
     /// List the statistics (plugins) the workers keep.
     #[oai(path = "/api/", method = "get")]
     async fn list_plugins(&self) -> Result<Json<Vec<PluginDoc>>, ApiError> {
         let catalog = statistics::catalog(&self.state.clickhouse).await?;
+        let mut tables = Vec::with_capacity(catalog.len());
+        for row in &catalog {
+            tables.push(row.table_name.clone());
+        }
+        let newest_fact_times = statistics::newest_fact_times(&self.state.clickhouse, tables).await;
         let mut plugins = Vec::with_capacity(catalog.len());
         for row in catalog {
+            let newest_fact_time = newest_fact_times.get(&row.table_name).copied();
             plugins.push(PluginDoc {
                 buckets: statistics::BUCKET_NAMES
                     .iter()
@@ -240,6 +277,7 @@ impl Api {
                 topics: row.topics,
                 backlog_delta_seconds: row.backlog_delta_seconds,
                 updated_at: row.updated_at,
+                newest_fact_time,
             });
         }
         Ok(Json(plugins))
@@ -253,6 +291,7 @@ impl Api {
     async fn statistic(
         &self,
         headers: &HeaderMap,
+        uri: &Uri,
         /// Plugin identifier, as listed by `/api/`.
         plugin: Path<String>,
         /// Range start: epoch seconds or ISO 8601 (default: the beginning).
@@ -276,6 +315,20 @@ impl Api {
         /// json (default), csv or ndjson; `Accept: text/csv` also selects CSV.
         format: Query<Option<String>>,
     ) -> Result<StatisticResponse, ApiError> {
+        reject_repeated(
+            uri,
+            &[
+                "start",
+                "end",
+                "stop",
+                "bucket",
+                "order",
+                "page",
+                "rows_per_page",
+                "limit",
+                "format",
+            ],
+        )?;
         let format = negotiate(format.0.as_deref(), headers)?;
         let (identifier, bucket_from_name) = statistics::split_interval_suffix(&plugin.0);
         let catalog = statistics::catalog(&self.state.clickhouse).await?;
@@ -345,6 +398,9 @@ impl Api {
             result.total,
             render_ndjson(&result)
         ));
+        if client_has_current(headers, &tag) {
+            return Ok(StatisticResponse::NotModified(tag, cache_control));
+        }
         let body = match format {
             Format::Json => StatisticBody::Json(Json(result)),
             Format::Csv => StatisticBody::Csv(PlainText(render_csv(&result))),
@@ -364,6 +420,19 @@ mod tests {
         assert_eq!(csv_field("plain"), "plain");
         assert_eq!(csv_field("a,b"), "\"a,b\"");
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+    }
+
+    #[test]
+    fn if_none_match_names_the_current_tag() {
+        let tag = "\"abc\"";
+        let mut headers = HeaderMap::new();
+        assert!(!client_has_current(&headers, tag));
+        headers.insert("if-none-match", "\"old\", W/\"abc\"".parse().unwrap());
+        assert!(client_has_current(&headers, tag));
+        headers.insert("if-none-match", "\"old\"".parse().unwrap());
+        assert!(!client_has_current(&headers, tag));
+        headers.insert("if-none-match", "*".parse().unwrap());
+        assert!(client_has_current(&headers, tag));
     }
 
     #[test]

@@ -4,6 +4,13 @@
 //! identities, so they are exact whatever was redelivered or replayed (see
 //! `statscache_shared::schema`). Buckets are computed in SQL with arithmetic that does not depend
 //! on the server's time zone; all times are UTC epoch seconds.
+//!
+//! A statistic's default window is the whole history, which is the point of statistics; what
+//! could exhaust ClickHouse is the number of (bucket, key) groups, e.g. per-user counts per
+//! minute over years. ClickHouse is told to give up beyond [`MAX_STATISTIC_GROUPS`] groups, and
+//! that becomes a 400 asking for a coarser bucket or a narrower window.
+
+use std::collections::HashMap;
 
 use clickhouse::Row;
 use serde::Deserialize;
@@ -11,6 +18,35 @@ use statscache_shared::config::StatisticKind;
 
 use crate::error::ApiError;
 use crate::params::{Order, Page};
+
+/// The most (bucket, key) groups one request may make ClickHouse hold.
+pub const MAX_STATISTIC_GROUPS: u64 = 1_000_000;
+
+/// ClickHouse's error code TOO_MANY_ROWS, which `group_by_overflow_mode = 'throw'` raises.
+const TOO_MANY_ROWS: &str = "Code: 158";
+
+/// Bounds the groups of `query` (see the module documentation).
+fn with_group_limit(query: clickhouse::query::Query) -> clickhouse::query::Query {
+    query
+        .with_setting("max_rows_to_group_by", MAX_STATISTIC_GROUPS.to_string())
+        .with_setting("group_by_overflow_mode", "throw")
+}
+
+/// A failed statistic query: too many groups is the request's fault, anything else the store's.
+fn query_failed(error: clickhouse::error::Error) -> ApiError {
+    if let clickhouse::error::Error::BadResponse(text) = &error {
+        if text.contains(TOO_MANY_ROWS) {
+            return ApiError::bad_parameter(
+                "bucket",
+                format!(
+                    "the statistic has more than {MAX_STATISTIC_GROUPS} (bucket, key) rows in this \
+                     window: use a coarser bucket, a narrower window (start, end) or key filters"
+                ),
+            );
+        }
+    }
+    ApiError::unavailable(error)
+}
 
 /// The catalog row of a plugin, as the workers publish it.
 #[derive(Debug, Clone, Row, Deserialize)]
@@ -45,6 +81,43 @@ pub async fn catalog(client: &clickhouse::Client) -> Result<Vec<CatalogRow>, Api
         .fetch_all::<CatalogRow>()
         .await
         .map_err(ApiError::unavailable)
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct TableFreshness {
+    table: String,
+    newest: u32,
+}
+
+/// The newest fact `time` of each of `tables` that holds any, read from ClickHouse's part
+/// metadata (`system.parts` keeps each part's min/max of the partition key column `time`), so it
+/// costs no table scan. Freshness is an extra: if it cannot be read, the tables are left out.
+pub async fn newest_fact_times(
+    client: &clickhouse::Client,
+    tables: Vec<String>,
+) -> HashMap<String, u32> {
+    let mut newest_by_table = HashMap::new();
+    if tables.is_empty() {
+        return newest_by_table;
+    }
+    let rows = client
+        .query(
+            "SELECT table, toUInt32(max(max_time)) AS newest FROM system.parts
+             WHERE database = currentDatabase() AND active AND has(?, table)
+             GROUP BY table",
+        )
+        .bind(tables)
+        .fetch_all::<TableFreshness>()
+        .await;
+    match rows {
+        Ok(rows) => {
+            for row in rows {
+                newest_by_table.insert(row.table, row.newest);
+            }
+        }
+        Err(error) => tracing::warn!(%error, "cannot read the freshness of the fact tables"),
+    }
+    newest_by_table
 }
 
 /// Time buckets. `All` aggregates the whole range into one row per key.
@@ -199,23 +272,20 @@ pub async fn fetch(
              ORDER BY bucket, key, timestamp DESC, msg_id DESC LIMIT 1 BY bucket, key"
         ),
     };
-    let total: u64 = bind_filter(client.query(&format!("SELECT count() FROM ({grouped})")))
+    let count_query = client.query(&format!("SELECT count() FROM ({grouped})"));
+    let total: u64 = with_group_limit(bind_filter(count_query))
         .fetch_one()
         .await
-        .map_err(ApiError::unavailable)?;
+        .map_err(query_failed)?;
     let page_sql =
         format!("SELECT * FROM ({grouped}) ORDER BY bucket {order}, key ASC LIMIT ? OFFSET ?");
-    let paged = bind_filter(client.query(&page_sql))
+    let paged = with_group_limit(bind_filter(client.query(&page_sql)))
         .bind(query.page.rows_per_page)
         .bind(query.page.offset());
     let bucketed = query.bucket != Bucket::All;
     let mut rows = Vec::new();
     if kind == StatisticKind::Latest {
-        for row in paged
-            .fetch_all::<LatestRow>()
-            .await
-            .map_err(ApiError::unavailable)?
-        {
+        for row in paged.fetch_all::<LatestRow>().await.map_err(query_failed)? {
             rows.push(StatisticRow {
                 bucket: bucketed.then_some(row.bucket),
                 key: row.key,
@@ -226,11 +296,7 @@ pub async fn fetch(
             });
         }
     } else {
-        for row in paged
-            .fetch_all::<CountRow>()
-            .await
-            .map_err(ApiError::unavailable)?
-        {
+        for row in paged.fetch_all::<CountRow>().await.map_err(query_failed)? {
             rows.push(StatisticRow {
                 bucket: bucketed.then_some(row.bucket),
                 key: row.key,
@@ -247,6 +313,17 @@ pub async fn fetch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn too_many_groups_is_the_request_s_fault() {
+        let too_many = clickhouse::error::Error::BadResponse(
+            "Code: 158, e.displayText() = DB::Exception: Limit for rows to GROUP BY exceeded"
+                .to_string(),
+        );
+        assert!(matches!(query_failed(too_many), ApiError::BadRequest(_)));
+        let other = clickhouse::error::Error::BadResponse("Code: 241, memory".to_string());
+        assert!(matches!(query_failed(other), ApiError::Unavailable(_)));
+    }
 
     #[test]
     fn statscache_interval_names_map_to_buckets() {

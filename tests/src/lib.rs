@@ -488,3 +488,36 @@ impl Datagrepper {
         std::fs::read_to_string(self.work.path().join("serve.log")).unwrap_or_default()
     }
 }
+
+/// Waits until `url` answers 2xx (a readiness probe, say).
+pub async fn wait_until_ok(url: &str) {
+    wait_for(
+        &format!("{url} to answer 2xx"),
+        Duration::from_secs(60),
+        || {
+            let url = url.to_string();
+            async move {
+                let response = reqwest::get(&url).await.ok()?;
+                response.status().is_success().then_some(())
+            }
+        },
+    )
+    .await;
+}
+
+/// Waits until the `messages` table holds `count` distinct messages. A batch's tables are
+/// written concurrently, so statistics can be complete a moment before the history is.
+pub async fn wait_for_messages(client: &clickhouse::Client, count: u64) {
+    wait_for(
+        "the messages table to hold every message",
+        Duration::from_secs(120),
+        || {
+            let query = client.query("SELECT uniqExact(msg_id) FROM messages");
+            async move {
+                let stored: u64 = query.fetch_one().await.ok()?;
+                (stored == count).then_some(())
+            }
+        },
+    )
+    .await;
+}

@@ -43,18 +43,7 @@ async fn metrics(admin: u16) -> String {
 }
 
 async fn wait_subscribed(admin: u16) {
-    let url = format!("http://127.0.0.1:{admin}/health/readyz");
-    wait_for("the ingestor to be ready", Duration::from_secs(60), || {
-        let url = url.clone();
-        async move {
-            reqwest::get(&url)
-                .await
-                .ok()
-                .filter(|r| r.status().is_success())
-                .map(|_| ())
-        }
-    })
-    .await;
+    statscache_tests::wait_until_ok(&format!("http://127.0.0.1:{admin}/health/readyz")).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

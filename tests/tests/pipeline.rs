@@ -22,21 +22,6 @@ fn reference_volume_by_category() -> BTreeMap<String, u64> {
     counts
 }
 
-async fn wait_ready(url: String) {
-    wait_for(
-        &format!("{url} to be ready"),
-        Duration::from_secs(60),
-        || {
-            let url = url.clone();
-            async move {
-                let response = reqwest::get(&url).await.ok()?;
-                response.status().is_success().then_some(())
-            }
-        },
-    )
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_real_corpus_flows_from_zeromq_to_the_api() {
     let servers = Servers::start().await;
@@ -61,8 +46,9 @@ async fn the_real_corpus_flows_from_zeromq_to_the_api() {
     ]);
     let _worker = Service::start("worker", &env, &[]);
     let _api = Service::start("api", &env, &[]);
-    wait_ready(format!("http://127.0.0.1:{worker_admin}/health/readyz")).await;
-    wait_ready(format!("http://127.0.0.1:{api_port}/health/readyz")).await;
+    statscache_tests::wait_until_ok(&format!("http://127.0.0.1:{worker_admin}/health/readyz"))
+        .await;
+    statscache_tests::wait_until_ok(&format!("http://127.0.0.1:{api_port}/health/readyz")).await;
     let _ingestor = Service::start("ingestor", &env, &[]);
 
     let output = publish_corpus(

@@ -39,18 +39,7 @@ impl Stack {
         )];
         settings.extend(extra.iter().cloned());
         let worker = Service::start("worker", &self.servers.env(&settings), args);
-        let ready = format!("http://127.0.0.1:{admin}/health/readyz");
-        wait_for("the worker to be ready", Duration::from_secs(60), || {
-            let ready = ready.clone();
-            async move {
-                reqwest::get(&ready)
-                    .await
-                    .ok()
-                    .filter(|r| r.status().is_success())
-                    .map(|_| ())
-            }
-        })
-        .await;
+        statscache_tests::wait_until_ok(&format!("http://127.0.0.1:{admin}/health/readyz")).await;
         (worker, format!("http://127.0.0.1:{admin}/metrics"))
     }
 
