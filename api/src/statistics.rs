@@ -16,6 +16,8 @@ use clickhouse::Row;
 use serde::Deserialize;
 use statscache_shared::config::StatisticKind;
 
+use statscache_shared::schema::PluginCatalogRow;
+
 use crate::error::ApiError;
 use crate::params::{Order, Page};
 
@@ -48,37 +50,13 @@ fn query_failed(error: clickhouse::error::Error) -> ApiError {
     ApiError::unavailable(error)
 }
 
-/// The catalog row of a plugin, as the workers publish it.
-#[derive(Debug, Clone, Row, Deserialize)]
-pub struct CatalogRow {
-    pub identifier: String,
-    pub name: String,
-    pub description: String,
-    pub kind: String,
-    pub table_name: String,
-    pub topics: Vec<String>,
-    pub backlog_delta_seconds: u64,
-    pub updated_at: u32,
-}
-
-impl CatalogRow {
-    pub fn kind(&self) -> Option<StatisticKind> {
-        match self.kind.as_str() {
-            "count" => Some(StatisticKind::Count),
-            "distinct-count" => Some(StatisticKind::DistinctCount),
-            "latest" => Some(StatisticKind::Latest),
-            _ => None,
-        }
-    }
-}
-
-pub async fn catalog(client: &clickhouse::Client) -> Result<Vec<CatalogRow>, ApiError> {
+pub async fn catalog(client: &clickhouse::Client) -> Result<Vec<PluginCatalogRow>, ApiError> {
     client
         .query(
             "SELECT identifier, name, description, kind, table_name, topics, backlog_delta_seconds, updated_at
              FROM plugins FINAL ORDER BY identifier",
         )
-        .fetch_all::<CatalogRow>()
+        .fetch_all::<PluginCatalogRow>()
         .await
         .map_err(ApiError::unavailable)
 }

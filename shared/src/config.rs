@@ -276,6 +276,16 @@ pub enum StatisticKind {
 }
 
 impl StatisticKind {
+    /// The inverse of [`StatisticKind::as_str`].
+    pub fn parse(text: &str) -> Option<StatisticKind> {
+        match text {
+            "count" => Some(StatisticKind::Count),
+            "distinct-count" => Some(StatisticKind::DistinctCount),
+            "latest" => Some(StatisticKind::Latest),
+            _ => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             StatisticKind::Count => "count",

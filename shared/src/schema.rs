@@ -21,7 +21,30 @@
 //! them at once. The SQL sticks to what ClickHouse 18.16 (Debian) and current releases share: no
 //! DateTime64, no LowCardinality, no server-side query parameters.
 
-use crate::config::ClickHouseConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ClickHouseConfig, StatisticKind};
+
+/// A row of the `plugins` table: written by every worker at start-up, read by the api.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize, Deserialize)]
+pub struct PluginCatalogRow {
+    pub identifier: String,
+    pub name: String,
+    pub description: String,
+    /// [`StatisticKind::as_str`].
+    pub kind: String,
+    pub table_name: String,
+    pub topics: Vec<String>,
+    pub backlog_delta_seconds: u64,
+    /// Epoch seconds; the table keeps the newest row per identifier.
+    pub updated_at: u32,
+}
+
+impl PluginCatalogRow {
+    pub fn kind(&self) -> Option<StatisticKind> {
+        StatisticKind::parse(&self.kind)
+    }
+}
 
 /// Name of the per-plugin fact table for a plugin identifier (`volume-by-topic` →
 /// `stat_volume_by_topic`).

@@ -2,32 +2,19 @@
 //! read to find each statistic's table. Every replica writes the same rows; the table keeps the
 //! newest version per identifier.
 
-use clickhouse::Row;
-use serde::Serialize;
+use statscache_shared::schema::PluginCatalogRow;
 
 use crate::plugin::Plugin;
-
-#[derive(Debug, Row, Serialize)]
-struct PluginRow {
-    identifier: String,
-    name: String,
-    description: String,
-    kind: String,
-    table_name: String,
-    topics: Vec<String>,
-    backlog_delta_seconds: u64,
-    updated_at: u32,
-}
 
 pub async fn publish(
     client: &clickhouse::Client,
     plugins: &[Box<dyn Plugin>],
     now: u32,
 ) -> Result<(), clickhouse::error::Error> {
-    let mut insert = client.insert::<PluginRow>("plugins").await?;
+    let mut insert = client.insert::<PluginCatalogRow>("plugins").await?;
     for plugin in plugins {
         let info = plugin.info();
-        let row = PluginRow {
+        let row = PluginCatalogRow {
             identifier: info.identifier.clone(),
             name: info.name.clone(),
             description: info.description.clone(),
