@@ -88,12 +88,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
     let registry = prometheus::Registry::new();
     let metrics = Arc::new(metrics::Metrics::new(&registry)?);
     let health = Health::default();
-    let admin_server = admin::AdminServer::spawn(
+    let admin_server = admin::AdminServer::start(
         config.ingestor.admin_listen,
         health.clone(),
         registry,
         shutdown.clone(),
-    );
+    )
+    .await
+    .map_err(IngestorError::Admin)?;
 
     health.set_not_ready("connecting to NATS");
     let jetstream = connect_jetstream(&config).await?;

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use poem::http::StatusCode;
-use poem::listener::TcpListener;
+use poem::listener::{Listener, TcpAcceptor, TcpListener};
 use poem::web::Data;
 use poem::{get, handler, EndpointExt, IntoResponse, Response, Route, Server};
 use prometheus::{Encoder, Registry, TextEncoder};
@@ -98,20 +98,25 @@ pub struct AdminServer {
 }
 
 impl AdminServer {
-    /// Starts serving on `listen` until `shutdown` is cancelled.
-    pub fn spawn(
+    /// Binds `listen` and serves on it in the background until `shutdown` is cancelled.
+    ///
+    /// The port is bound before this returns, so a service whose admin port is taken fails at
+    /// start-up with that error instead of running without probes (which an orchestrator would
+    /// only notice as a replica that never becomes ready).
+    pub async fn start(
         listen: SocketAddr,
         health: Health,
         registry: Registry,
         shutdown: CancellationToken,
-    ) -> AdminServer {
-        AdminServer {
-            task: tokio::spawn(serve(listen, health, registry, shutdown)),
-        }
+    ) -> std::io::Result<AdminServer> {
+        let acceptor = TcpListener::bind(listen).into_acceptor().await?;
+        Ok(AdminServer {
+            task: tokio::spawn(serve(acceptor, health, registry, shutdown)),
+        })
     }
 
     /// Waits for the server to stop (after `shutdown` is cancelled); reports why it failed, if it
-    /// did (e.g. the port was taken).
+    /// did.
     pub async fn finish(self) -> std::io::Result<()> {
         match self.task.await {
             Ok(result) => result,
@@ -120,9 +125,9 @@ impl AdminServer {
     }
 }
 
-/// Serves the admin routes on `listen` until `shutdown` is cancelled.
+/// Serves the admin routes on `acceptor` until `shutdown` is cancelled.
 async fn serve(
-    listen: SocketAddr,
+    acceptor: TcpAcceptor,
     health: Health,
     registry: Registry,
     shutdown: CancellationToken,
@@ -133,7 +138,7 @@ async fn serve(
         .at("/metrics", get(metrics))
         .data(health)
         .data(registry);
-    Server::new(TcpListener::bind(listen))
+    Server::new_with_acceptor(acceptor)
         .run_with_graceful_shutdown(app, shutdown.cancelled_owned(), None)
         .await
 }

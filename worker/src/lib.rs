@@ -66,12 +66,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
     let registry = prometheus::Registry::new();
     let metrics = Arc::new(metrics::Metrics::new(&registry)?);
     let health = Health::default();
-    let admin_server = admin::AdminServer::spawn(
+    let admin_server = admin::AdminServer::start(
         config.worker.admin_listen,
         health.clone(),
         registry,
         shutdown.clone(),
-    );
+    )
+    .await
+    .map_err(WorkerError::Admin)?;
 
     let plugins = plugins::load(&config.worker)?;
     health.set_not_ready("migrating the ClickHouse schema and connecting to NATS");
