@@ -8,6 +8,8 @@
 //! - [`publish_corpus`]: a real ZeroMQ publisher (Python pyzmq) sending fedmsg frames.
 //! - [`Datagrepper`]: the real datagrepper (Python, over datanommer and SQLite) serving a
 //!   corpus, for backfill tests; killed when dropped.
+//! - [`corpus`]: the real corpus and references computed from it; [`stack::CorpusStack`]: a
+//!   worker and an api over real servers with a corpus stored, for the API tests.
 //!
 //! Missing servers are installed by `deploy/local/install.sh`. Our binaries must be built first
 //! (`cargo build --bins`; `deploy/local/test.sh` does it), since a test cannot safely run cargo.
@@ -15,10 +17,12 @@
 //! on how fast something happened.
 
 pub mod corpus;
+pub mod stack;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
@@ -47,10 +51,29 @@ pub fn ensure_installed() {
     });
 }
 
-/// A port nobody listens on right now.
+/// The ports [`free_port`] hands out: below Linux's ephemeral range (32768 and up), where the
+/// kernel picks the local ports of outgoing connections and of `bind(0)`, so a port handed out
+/// here cannot be taken by some client's connection before the service binds it.
+const TEST_PORTS: std::ops::Range<u16> = 20000..32000;
+
+/// A loopback port nobody listens on now and that no other caller in this process was given.
+///
+/// Tests run concurrently and a service binds its port a while after it is chosen; a port
+/// taken from `bind(0)` and released could be handed out twice in that time, or be taken by
+/// an outgoing connection. Ports are therefore taken in turn from [`TEST_PORTS`], from a start
+/// that differs per process, skipping those something already listens on.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local address").port()
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let span = u32::from(TEST_PORTS.end - TEST_PORTS.start);
+    let process_offset = std::process::id() % span;
+    loop {
+        let turn = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(turn < span, "ran out of test ports");
+        let port = TEST_PORTS.start + ((process_offset + turn) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Polls `condition` every 100 ms until it returns `Some`, or panics after `deadline`.

@@ -18,14 +18,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use reqwest::{StatusCode, Url};
 use serde_json::Value;
-use statscache_tests::corpus::{publish_to_stream, real_lines, served_counts};
-use statscache_tests::{free_port, wait_for, Datagrepper, Servers, Service};
+use statscache_tests::corpus::real_lines;
+use statscache_tests::stack::CorpusStack;
+use statscache_tests::Datagrepper;
 
-const CORPUS_SIZE: u64 = 324;
 const NEWEST_ORIGINAL_TIMESTAMP: i64 = 1_565_118_377;
 
 /// The corpus, shifted by `shift` seconds.
@@ -52,8 +52,7 @@ struct Stack {
     shift: i64,
     /// `msg_id`s present in the corpus envelopes (the others are made up by each side).
     corpus_ids: BTreeSet<String>,
-    _servers: Servers,
-    _services: Vec<Service>,
+    _corpus_stack: CorpusStack,
     _corpus_file: tempfile::NamedTempFile,
 }
 
@@ -83,41 +82,16 @@ async fn start_stack() -> Stack {
         }
     }
 
-    let servers = Servers::start().await;
-    let api_port = free_port();
-    let worker_admin = free_port();
-    let env = servers.env(&[
-        ("STATSCACHE_API__LISTEN", format!("127.0.0.1:{api_port}")),
-        (
-            "STATSCACHE_WORKER__ADMIN_LISTEN",
-            format!("127.0.0.1:{worker_admin}"),
-        ),
-    ]);
-    let worker = Service::start("worker", &env, &[]);
-    let api_service = Service::start("api", &env, &[]);
-    let api = format!("http://127.0.0.1:{api_port}");
-    let (datagrepper, ()) = tokio::join!(Datagrepper::start(corpus_file.path()), async {
-        statscache_tests::wait_until_ok(&format!("http://127.0.0.1:{worker_admin}/health/readyz"))
-            .await;
-        statscache_tests::wait_until_ok(&format!("{api}/health/readyz")).await;
-        publish_to_stream(&servers.nats.url, &lines, true).await;
-        wait_for("the corpus to be stored", Duration::from_secs(120), || {
-            let api = api.clone();
-            async move {
-                let counts = served_counts(&api, "volume").await?;
-                (counts.values().sum::<u64>() == CORPUS_SIZE).then_some(())
-            }
-        })
-        .await;
-        statscache_tests::wait_for_messages(&servers.client(), CORPUS_SIZE).await;
-    });
+    let (datagrepper, corpus_stack) = tokio::join!(
+        Datagrepper::start(corpus_file.path()),
+        CorpusStack::start(&lines, &[])
+    );
     Stack {
-        api,
+        api: corpus_stack.api.clone(),
         datagrepper,
         shift,
         corpus_ids,
-        _servers: servers,
-        _services: vec![worker, api_service],
+        _corpus_stack: corpus_stack,
         _corpus_file: corpus_file,
     }
 }

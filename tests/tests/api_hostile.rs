@@ -9,14 +9,13 @@
 //! - ClickHouse killed: the routes and `/health/readyz` answer 503 JSON; once it is back on the
 //!   same ports, the same api process serves the same data again, without a restart.
 
-use std::time::Duration;
-
 use clickhouse::Row;
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 use serde_json::Value;
-use statscache_tests::corpus::{publish_to_stream, real_lines, served_counts};
-use statscache_tests::{free_port, get_json, wait_for, Servers, Service};
+use statscache_tests::corpus::real_lines;
+use statscache_tests::get_json;
+use statscache_tests::stack::CorpusStack;
 
 const CORPUS_SIZE: u64 = 324;
 
@@ -39,54 +38,10 @@ const INJECTIONS: &[&str] = &[
     "`messages`",
 ];
 
-struct Stack {
-    servers: Servers,
-    api: String,
-    _worker: Service,
-    _api_service: Service,
-}
-
 /// NATS, ClickHouse, a worker and an api, with the corpus stored.
-async fn start_stack() -> Stack {
-    let servers = Servers::start().await;
-    let api_port = free_port();
-    let worker_admin = free_port();
-    let env = servers.env(&[
-        ("STATSCACHE_API__LISTEN", format!("127.0.0.1:{api_port}")),
-        ("STATSCACHE_API__REQUEST_TIMEOUT", "5s".to_string()),
-        (
-            "STATSCACHE_WORKER__ADMIN_LISTEN",
-            format!("127.0.0.1:{worker_admin}"),
-        ),
-    ]);
-    let worker = Service::start("worker", &env, &[]);
-    let api_service = Service::start("api", &env, &[]);
-    let api = format!("http://127.0.0.1:{api_port}");
-    statscache_tests::wait_until_ok(&format!("http://127.0.0.1:{worker_admin}/health/readyz"))
-        .await;
-    statscache_tests::wait_until_ok(&format!("{api}/health/readyz")).await;
-    publish_to_stream(&servers.nats.url, &real_lines(), true).await;
-    // Every message has one category: once both statistics count the whole corpus and the
-    // messages table holds it (a batch's tables are written concurrently, in no set order),
-    // everything the fingerprint reads is stored.
-    statscache_tests::wait_for_messages(&servers.client(), CORPUS_SIZE).await;
-    for plugin in ["volume", "volume-by-category"] {
-        let what = format!("{plugin} to count the corpus");
-        wait_for(&what, Duration::from_secs(120), || {
-            let api = api.clone();
-            async move {
-                let counts = served_counts(&api, plugin).await?;
-                (counts.values().sum::<u64>() == CORPUS_SIZE).then_some(())
-            }
-        })
-        .await;
-    }
-    Stack {
-        servers,
-        api,
-        _worker: worker,
-        _api_service: api_service,
-    }
+async fn start_stack() -> CorpusStack {
+    let settings = [("STATSCACHE_API__REQUEST_TIMEOUT", "5s".to_string())];
+    CorpusStack::start(&real_lines(), &settings).await
 }
 
 /// `api` + `path` with the pairs form-encoded.
@@ -326,7 +281,7 @@ struct Counts {
     distinct: u64,
 }
 
-async fn fingerprint(stack: &Stack) -> Fingerprint {
+async fn fingerprint(stack: &CorpusStack) -> Fingerprint {
     let client = stack.servers.client();
     let tables: Vec<String> = client
         .query("SELECT name FROM system.tables WHERE database = currentDatabase() ORDER BY name")

@@ -1,0 +1,66 @@
+//! The stack the API tests read from: NATS, ClickHouse, a worker and an api, with a corpus
+//! published into the stream and stored by the worker.
+//!
+//! The corpus goes straight into JetStream (as the ingestor would put it, with `Nats-Msg-Id`),
+//! since these tests are about what the api serves, not about the ingestor. [`CorpusStack::start`]
+//! returns once every message is in the `messages` table and counted by the `volume` and
+//! `volume-by-category` statistics: a batch writes its tables concurrently, in no set order, so
+//! each is waited for.
+
+use std::time::Duration;
+
+use crate::corpus::{publish_to_stream, served_counts};
+use crate::{free_port, wait_for, wait_for_messages, wait_until_ok, Servers, Service};
+
+pub struct CorpusStack {
+    pub servers: Servers,
+    /// The api's base URL.
+    pub api: String,
+    _worker: Service,
+    _api_service: Service,
+}
+
+impl CorpusStack {
+    /// Starts the stack with `extra` `STATSCACHE_*` settings and stores `lines`, each a distinct
+    /// message.
+    pub async fn start(lines: &[String], extra: &[(&str, String)]) -> CorpusStack {
+        let servers = Servers::start().await;
+        let api_port = free_port();
+        let worker_admin = free_port();
+        let mut settings = vec![
+            ("STATSCACHE_API__LISTEN", format!("127.0.0.1:{api_port}")),
+            (
+                "STATSCACHE_WORKER__ADMIN_LISTEN",
+                format!("127.0.0.1:{worker_admin}"),
+            ),
+        ];
+        settings.extend(extra.iter().cloned());
+        let env = servers.env(&settings);
+        let worker = Service::start("worker", &env, &[]);
+        let api_service = Service::start("api", &env, &[]);
+        let api = format!("http://127.0.0.1:{api_port}");
+        wait_until_ok(&format!("http://127.0.0.1:{worker_admin}/health/readyz")).await;
+        wait_until_ok(&format!("{api}/health/readyz")).await;
+
+        publish_to_stream(&servers.nats.url, lines, true).await;
+        let expected = lines.len() as u64;
+        wait_for_messages(&servers.client(), expected).await;
+        for plugin in ["volume", "volume-by-category"] {
+            let what = format!("{plugin} to count the corpus");
+            wait_for(&what, Duration::from_secs(120), || {
+                let api = api.clone();
+                async move {
+                    let counts = served_counts(&api, plugin).await?;
+                    (counts.values().sum::<u64>() == expected).then_some(())
+                }
+            })
+            .await;
+        }
+        CorpusStack {
+            servers,
+            api,
+            _worker: worker,
+            _api_service: api_service,
+        }
+    }
+}
