@@ -7,7 +7,8 @@
 //!   [`timerange`] porting datagrepper's time-window rules.
 //! - [`params`]: parsing and bounds of query parameters; [`error`]: JSON errors.
 //! - [`app`] assembles the routes with `/openapi.json`, `/docs`, health probes and `/metrics`,
-//!   and bounds every request by `api.request-timeout`.
+//!   and bounds every request by `api.request-timeout`. Every answer may be read by a page of
+//!   any origin (CORS), as statscache allowed: dashboards are web pages served elsewhere.
 
 pub mod error;
 pub mod history;
@@ -19,9 +20,10 @@ pub mod timerange;
 use std::sync::Arc;
 use std::time::Instant;
 
+use poem::http::Method;
 use poem::http::StatusCode;
 use poem::listener::TcpListener;
-use poem::middleware::{CatchPanic, NormalizePath, Tracing, TrailingSlash};
+use poem::middleware::{CatchPanic, Cors, NormalizePath, Tracing, TrailingSlash};
 use poem::web::Data;
 use poem::{get, handler, Endpoint, EndpointExt, IntoResponse, Response, Route, Server};
 use poem_openapi::OpenApiService;
@@ -109,8 +111,16 @@ pub fn app(state: AppState) -> Result<impl Endpoint, prometheus::Error> {
         })
         .with(CatchPanic::new().with_handler(error::panicked))
         .with(NormalizePath::new(TrailingSlash::Trim))
+        .with(cors())
         .with(Tracing);
     Ok(app)
+}
+
+/// Read-only, from any origin; the headers a dashboard needs to page and revalidate exposed.
+fn cors() -> Cors {
+    Cors::new()
+        .allow_methods([Method::GET, Method::HEAD])
+        .expose_headers(["ETag", "Link", "X-Link-Count", "X-Link-Number"])
 }
 
 /// A bounded set of labels: plugin names and ids must not explode the metric's cardinality.

@@ -43,6 +43,25 @@ pub fn reject_repeated(uri: &Uri, single_valued: &[&str]) -> Result<(), ApiError
     Ok(())
 }
 
+/// `uri`'s path and query with every `page` parameter replaced by `page=number`; the other
+/// parameters are kept as they were sent (still percent-encoded), in their order.
+pub fn with_page(uri: &Uri, number: u64) -> String {
+    let mut kept = Vec::new();
+    for pair in uri.query().unwrap_or("").split('&') {
+        if pair.is_empty() {
+            continue;
+        }
+        let raw_name = pair.split_once('=').map_or(pair, |(name, _)| name);
+        if percent_decode(raw_name) == b"page" {
+            continue;
+        }
+        kept.push(pair);
+    }
+    let page = format!("page={number}");
+    kept.push(&page);
+    format!("{}?{}", uri.path(), kept.join("&"))
+}
+
 /// Decodes `application/x-www-form-urlencoded` pairs as poem does (`+` is a space, a `%` not
 /// followed by two hex digits stays as is), except that bytes which are not UTF-8 are an error.
 fn decode_query(query: &str) -> Result<Vec<(String, String)>, ApiError> {

@@ -4,18 +4,23 @@
 //! A statistic carries an `ETag` computed from its content; a client sending it back in
 //! `If-None-Match` gets a bodiless 304 when nothing changed, which saves the transfer and the
 //! rendering (not the query: freshness is only known by asking ClickHouse).
+//!
+//! Pagination is also in headers, as statscache sent it: `Link` (`rel="previous"`/`"next"`),
+//! `X-Link-Count` (pages) and `X-Link-Number` (this page). Unlike statscache's, the links keep
+//! the request's query string, so following them pages through the same statistic.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use poem::http::{HeaderMap, Uri};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::{Json, PlainText};
+use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, Object, OpenApi, ResponseContent};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
-use crate::params::{parse_time, reject_repeated, Order, Page};
+use crate::params::{parse_time, reject_repeated, with_page, Order, Page};
 use crate::statistics::{self, Bucket, StatisticQuery, StatisticRow};
 use crate::AppState;
 
@@ -80,6 +85,23 @@ pub struct StatisticPage {
     pub rows: Vec<StatisticRowDoc>,
 }
 
+/// The plugin list as JSON, CSV (topics and buckets separated by spaces) or NDJSON.
+#[derive(ResponseContent)]
+pub enum PluginListBody {
+    Json(Json<Vec<PluginDoc>>),
+    #[oai(content_type = "text/csv; charset=utf-8")]
+    Csv(PlainText<String>),
+    #[oai(content_type = "application/x-ndjson")]
+    Ndjson(PlainText<String>),
+}
+
+#[derive(ApiResponse)]
+pub enum PluginListResponse {
+    /// The plugins, in the requested format.
+    #[oai(status = 200)]
+    Ok(PluginListBody),
+}
+
 #[derive(ResponseContent)]
 pub enum StatisticBody {
     Json(Json<StatisticPage>),
@@ -97,6 +119,15 @@ pub enum StatisticResponse {
         StatisticBody,
         #[oai(header = "ETag")] String,
         #[oai(header = "Cache-Control")] String,
+        /// The previous and next pages (`rel="previous"`, `rel="next"`), where there are any.
+        #[oai(header = "Link")]
+        Option<String>,
+        /// How many pages the statistic has.
+        #[oai(header = "X-Link-Count")]
+        u64,
+        /// This page's number.
+        #[oai(header = "X-Link-Number")]
+        u32,
     ),
     /// The client's copy (`If-None-Match`) is current.
     #[oai(status = 304)]
@@ -196,6 +227,43 @@ fn render_csv(page: &StatisticPage) -> String {
     out
 }
 
+fn render_plugins_csv(plugins: &[PluginDoc]) -> String {
+    let mut out = String::from(
+        "identifier,name,description,kind,table,topics,buckets,backlog_delta_seconds,\
+         updated_at,newest_fact_time\n",
+    );
+    for plugin in plugins {
+        let newest = plugin
+            .newest_fact_time
+            .map(|time| time.to_string())
+            .unwrap_or_default();
+        let fields = [
+            csv_field(&plugin.identifier),
+            csv_field(&plugin.name),
+            csv_field(&plugin.description),
+            csv_field(&plugin.kind),
+            csv_field(&plugin.table),
+            csv_field(&plugin.topics.join(" ")),
+            csv_field(&plugin.buckets.join(" ")),
+            plugin.backlog_delta_seconds.to_string(),
+            plugin.updated_at.to_string(),
+            newest,
+        ];
+        out.push_str(&fields.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+fn render_plugins_ndjson(plugins: &[PluginDoc]) -> String {
+    let mut out = String::new();
+    for plugin in plugins {
+        out.push_str(&plugin.to_json_string());
+        out.push('\n');
+    }
+    out
+}
+
 fn render_ndjson(page: &StatisticPage) -> String {
     let mut out = String::new();
     for row in &page.rows {
@@ -220,6 +288,24 @@ fn render_ndjson(page: &StatisticPage) -> String {
         out.push('\n');
     }
     out
+}
+
+/// statscache's `Link` header for page `number` of `pages`: the same request with `page`
+/// changed, as a path-absolute reference (RFC 8288 resolves it against the request URI).
+fn pagination_links(uri: &Uri, number: u32, pages: u64) -> Option<String> {
+    let mut links = Vec::new();
+    if number > 1 {
+        let previous = with_page(uri, u64::from(number) - 1);
+        links.push(format!("<{previous}>; rel=\"previous\""));
+    }
+    if u64::from(number) < pages {
+        let next = with_page(uri, u64::from(number) + 1);
+        links.push(format!("<{next}>; rel=\"next\""));
+    }
+    if links.is_empty() {
+        return None;
+    }
+    Some(links.join(", "))
 }
 
 fn etag(body: &str) -> String {
@@ -254,7 +340,15 @@ fn client_has_current(headers: &HeaderMap, tag: &str) -> bool {
 impl Api {
     /// List the statistics (plugins) the workers keep.
     #[oai(path = "/api/", method = "get")]
-    async fn list_plugins(&self) -> Result<Json<Vec<PluginDoc>>, ApiError> {
+    async fn list_plugins(
+        &self,
+        headers: &HeaderMap,
+        uri: &Uri,
+        /// json (default), csv or ndjson; `Accept: text/csv` also selects CSV.
+        format: Query<Option<String>>,
+    ) -> Result<PluginListResponse, ApiError> {
+        reject_repeated(uri, &["format"])?;
+        let format = negotiate(format.0.as_deref(), headers)?;
         let catalog = statistics::catalog(&self.state.clickhouse).await?;
         let mut tables = Vec::with_capacity(catalog.len());
         for row in &catalog {
@@ -280,7 +374,12 @@ impl Api {
                 newest_fact_time,
             });
         }
-        Ok(Json(plugins))
+        let body = match format {
+            Format::Json => PluginListBody::Json(Json(plugins)),
+            Format::Csv => PluginListBody::Csv(PlainText(render_plugins_csv(&plugins))),
+            Format::Ndjson => PluginListBody::Ndjson(PlainText(render_plugins_ndjson(&plugins))),
+        };
+        Ok(PluginListResponse::Ok(body))
     }
 
     /// One statistic, bucketed in time, filtered by key, paginated.
@@ -380,6 +479,7 @@ impl Api {
         };
         let (rows, total) =
             statistics::fetch(&self.state.clickhouse, &entry.table_name, kind, &query).await?;
+        let result_pages = page.pages(total);
         let result = StatisticPage {
             plugin: entry.identifier.clone(),
             kind: entry.kind.clone(),
@@ -388,7 +488,7 @@ impl Api {
             end: end_time,
             page: page.number,
             rows_per_page: page.rows_per_page,
-            pages: page.pages(total),
+            pages: result_pages,
             total,
             rows: rows.into_iter().map(row_doc).collect(),
         };
@@ -406,7 +506,9 @@ impl Api {
             Format::Csv => StatisticBody::Csv(PlainText(render_csv(&result))),
             Format::Ndjson => StatisticBody::Ndjson(PlainText(render_ndjson(&result))),
         };
-        let response = StatisticResponse::Ok(body, tag, cache_control);
+        let links = pagination_links(uri, page.number, result_pages);
+        let response =
+            StatisticResponse::Ok(body, tag, cache_control, links, result_pages, page.number);
         Ok(response)
     }
 }
@@ -433,6 +535,24 @@ mod tests {
         assert!(!client_has_current(&headers, tag));
         headers.insert("if-none-match", "*".parse().unwrap());
         assert!(client_has_current(&headers, tag));
+    }
+
+    #[test]
+    fn links_keep_the_query_and_change_the_page() {
+        let uri: Uri = "/api/volume?bucket=all&page=2&key=a%26b".parse().unwrap();
+        assert_eq!(
+            pagination_links(&uri, 2, 3).as_deref(),
+            Some(
+                "</api/volume?bucket=all&key=a%26b&page=1>; rel=\"previous\", \
+                 </api/volume?bucket=all&key=a%26b&page=3>; rel=\"next\""
+            )
+        );
+        let first: Uri = "/api/volume".parse().unwrap();
+        assert_eq!(
+            pagination_links(&first, 1, 2).as_deref(),
+            Some("</api/volume?page=2>; rel=\"next\"")
+        );
+        assert_eq!(pagination_links(&first, 1, 1), None);
     }
 
     #[test]
