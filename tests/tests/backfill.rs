@@ -5,7 +5,7 @@
 //! pages, stalls), when OFFSET paging skips rows, and when a window cannot be fetched at all
 //! (the backfill fails, names it, and a second run fetches only that window).
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -706,4 +706,255 @@ async fn the_startup_backfill_resumes_from_the_newest_message_in_the_stream() {
         "{metrics}"
     );
     assert_stream_holds_the_corpus_once(&nats.url).await;
+}
+
+/// The corpus messages that carry a `msg_id` (datanommer gives the others a random one, so
+/// only these keep one identity between the live feed and datagrepper), oldest first.
+fn messages_with_ids() -> Vec<Value> {
+    let text = std::fs::read_to_string(fixture("fedmsg-real.jsonl")).expect("corpus");
+    let mut messages = Vec::new();
+    for line in text.lines() {
+        let message: Value = serde_json::from_str(line).expect("corpus line");
+        if message["msg_id"].is_string() {
+            messages.push(message);
+        }
+    }
+    messages
+}
+
+fn write_lines(path: &std::path::Path, messages: &[Value]) {
+    let lines: Vec<String> = messages.iter().map(Value::to_string).collect();
+    std::fs::write(path, lines.join("\n") + "\n").expect("write corpus");
+}
+
+/// Each identity in the stream, with how many copies of it the stream holds.
+async fn identity_copies(nats_url: &str) -> std::collections::BTreeMap<String, u64> {
+    let mut copies = std::collections::BTreeMap::new();
+    for identity in stream_identities(nats_url).await {
+        *copies.entry(identity).or_insert(0) += 1;
+    }
+    copies
+}
+
+/// Runs an ingestor (live ZeroMQ feed plus the start-up backfill) until its start-up backfill
+/// has completed, then stops it; returns its final metrics.
+async fn run_ingestor_until_backfilled(env: &[(String, String)]) -> String {
+    let admin_port = free_port();
+    let mut env = env.to_vec();
+    env.push((
+        "STATSCACHE_INGESTOR__ADMIN_LISTEN".to_string(),
+        format!("127.0.0.1:{admin_port}"),
+    ));
+    let ingestor = Service::start("ingestor", &env, &[]);
+    let metrics_url = format!("http://127.0.0.1:{admin_port}/metrics");
+    let metrics = wait_for(
+        "the start-up backfill to complete",
+        Duration::from_secs(120),
+        || {
+            let url = metrics_url.clone();
+            async move {
+                let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+                let complete = metric(
+                    &text,
+                    "statscache_ingestor_backfill_windows_total{outcome=\"complete\"}",
+                );
+                let remaining = metric(&text, "statscache_ingestor_backfill_windows_remaining");
+                (complete > 0.0 && remaining == 0.0).then_some(text)
+            }
+        },
+    )
+    .await;
+    assert!(ingestor.terminate(), "the ingestor exits cleanly");
+    metrics
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn downtime_is_backfilled_at_start_up_and_the_overlap_keeps_its_identity() {
+    let messages = messages_with_ids();
+    let live_count = 120;
+    let work = tempfile::TempDir::new().expect("temp dir");
+    let everything = work.path().join("everything.jsonl");
+    let live_part = work.path().join("live.jsonl");
+    write_lines(&everything, &messages);
+    write_lines(&live_part, &messages[..live_count]);
+
+    // datagrepper has every message; the live feed delivers the first 120, then the ingestor
+    // is down while the rest is published.
+    let servers = statscache_tests::Servers::start().await;
+    let datagrepper = Datagrepper::start(&everything).await;
+    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    let mut env = backfill_env(
+        &servers.nats,
+        &datagrepper.url,
+        &[("STARTUP_MAX_BACKFILL", "0s"), ("RECONCILE", "false")],
+    );
+    env.push((
+        "STATSCACHE_INGESTOR__ZEROMQ__ENDPOINTS".to_string(),
+        format!("[{endpoint}]"),
+    ));
+    let admin_port = free_port();
+    let mut live_env = env.clone();
+    live_env.push((
+        "STATSCACHE_INGESTOR__ADMIN_LISTEN".to_string(),
+        format!("127.0.0.1:{admin_port}"),
+    ));
+    let live = Service::start("ingestor", &live_env, &[]);
+    statscache_tests::wait_until_ok(&format!("http://127.0.0.1:{admin_port}/health/readyz")).await;
+    let output = statscache_tests::publish_corpus(&endpoint, &[live_part], 1, &[]).await;
+    assert!(output.contains("published 120"), "{output}");
+    let nats_url = servers.nats.url.clone();
+    wait_for(
+        "the live feed to be relayed",
+        Duration::from_secs(60),
+        || {
+            let url = nats_url.clone();
+            async move { (identity_copies(&url).await.len() == live_count).then_some(()) }
+        },
+    )
+    .await;
+    assert!(live.terminate(), "the live ingestor exits cleanly");
+
+    // What the start-up backfill must fetch: from five minutes before the newest message in
+    // the stream. The messages published during the downtime are all in that range, and so
+    // are a few the live feed delivered (the overlap).
+    let timestamp = |message: &Value| message["timestamp"].as_f64().expect("timestamp");
+    let newest_live = messages[..live_count]
+        .iter()
+        .map(timestamp)
+        .fold(f64::MIN, f64::max);
+    let resume_from = newest_live.floor() - 300.0;
+    let mut overlap = BTreeSet::new();
+    for message in &messages[..live_count] {
+        if timestamp(message) >= resume_from {
+            overlap.insert(message["msg_id"].as_str().expect("id").to_string());
+        }
+    }
+    for message in &messages[live_count..] {
+        assert!(timestamp(message) >= resume_from, "{message}");
+    }
+    assert!(!overlap.is_empty());
+    let downtime_count = messages.len() - live_count;
+
+    // Back up within JetStream's duplicate window (2 minutes): the downtime is fetched, the
+    // overlap is fetched again and dropped by JetStream.
+    let startup_env = {
+        let mut startup_env = env.clone();
+        startup_env.push((
+            "STATSCACHE_INGESTOR__DATAGREPPER__STARTUP_MAX_BACKFILL".to_string(),
+            "6000d".to_string(),
+        ));
+        startup_env
+    };
+    let metrics = run_ingestor_until_backfilled(&startup_env).await;
+    assert_eq!(
+        metric(&metrics, "statscache_ingestor_backfill_messages_total"),
+        (downtime_count + overlap.len()) as f64,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "statscache_ingestor_duplicates_total{source=\"datagrepper\"}"
+        ),
+        overlap.len() as f64,
+        "{metrics}"
+    );
+    let copies = identity_copies(&servers.nats.url).await;
+    assert_eq!(copies.len(), messages.len());
+    assert!(copies.values().all(|count| *count == 1), "{copies:?}");
+    for message in &messages {
+        let id = message["msg_id"].as_str().expect("id");
+        assert!(copies.contains_key(id), "{id} missing from the stream");
+    }
+
+    // Back up again after the duplicate window has passed (shortened to one second): the
+    // overlap before the newest message is stored a second time — under the same identities,
+    // so the statistics still count every message once.
+    let mut late_env = startup_env.clone();
+    late_env.push((
+        "STATSCACHE_NATS__DUPLICATE_WINDOW".to_string(),
+        "1s".to_string(),
+    ));
+    let newest = messages.iter().map(timestamp).fold(f64::MIN, f64::max);
+    let mut late_overlap = BTreeSet::new();
+    for message in &messages {
+        if timestamp(message) >= newest.floor() - 300.0 {
+            late_overlap.insert(message["msg_id"].as_str().expect("id").to_string());
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    run_ingestor_until_backfilled(&late_env).await;
+    let copies = identity_copies(&servers.nats.url).await;
+    assert_eq!(copies.len(), messages.len(), "no new identity appeared");
+    let mut stored_twice = BTreeSet::new();
+    for (identity, count) in &copies {
+        assert!(*count <= 2, "{identity} stored {count} times");
+        if *count == 2 {
+            stored_twice.insert(identity.clone());
+        }
+    }
+    assert_eq!(stored_twice, late_overlap);
+
+    let api_port = free_port();
+    let worker_admin = free_port();
+    let service_env = servers.env(&[
+        ("STATSCACHE_API__LISTEN", format!("127.0.0.1:{api_port}")),
+        (
+            "STATSCACHE_WORKER__ADMIN_LISTEN",
+            format!("127.0.0.1:{worker_admin}"),
+        ),
+    ]);
+    let _worker = Service::start("worker", &service_env, &[]);
+    let _api = Service::start("api", &service_env, &[]);
+    let api = format!("http://127.0.0.1:{api_port}");
+    let mut reference = std::collections::BTreeMap::new();
+    for message in &messages {
+        let topic = message["topic"].as_str().expect("topic");
+        let category = topic.split('.').nth(3).unwrap_or("").to_string();
+        *reference.entry(category).or_insert(0_u64) += 1;
+    }
+    wait_for(
+        "the statistics to count every message once",
+        Duration::from_secs(120),
+        || {
+            let api = api.clone();
+            let reference = reference.clone();
+            async move {
+                let served =
+                    statscache_tests::corpus::served_counts(&api, "volume-by-category").await?;
+                (served == reference).then_some(())
+            }
+        },
+    )
+    .await;
+    // Once the worker has acked the whole stream, duplicates included, nothing has changed.
+    let client = async_nats::connect(&servers.nats.url).await.expect("nats");
+    let jetstream = async_nats::jetstream::new(client);
+    wait_for(
+        "the worker to ack the whole stream",
+        Duration::from_secs(120),
+        || {
+            let jetstream = jetstream.clone();
+            async move {
+                let stream = jetstream.get_stream("FEDMSG").await.ok()?;
+                let mut consumer = stream
+                    .get_consumer::<async_nats::jetstream::consumer::pull::Config>(
+                        "statscache-worker",
+                    )
+                    .await
+                    .ok()?;
+                let info = consumer.info().await.ok()?;
+                (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+            }
+        },
+    )
+    .await;
+    let served = statscache_tests::corpus::served_counts(&api, "volume-by-category")
+        .await
+        .expect("volume by category");
+    assert_eq!(served, reference);
+    let total = statscache_tests::corpus::served_counts(&api, "volume")
+        .await
+        .expect("volume");
+    assert_eq!(total.values().sum::<u64>(), messages.len() as u64);
 }
