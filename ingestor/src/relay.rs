@@ -165,7 +165,12 @@ impl Relay {
             payload: &message.body,
             headers,
         };
-        // The dead letter must not be lost either: retry until JetStream takes it.
+        self.dead_letter(letter).await;
+    }
+
+    /// Stores `letter` on the dead-letter stream, retrying until JetStream takes it: a dead
+    /// letter must not be lost either.
+    pub async fn dead_letter(&self, letter: DeadLetter<'_>) {
         let mut attempt = 0;
         while let Err(error) =
             nats::publish_dead_letter(&self.jetstream, &self.config.nats, letter.clone()).await

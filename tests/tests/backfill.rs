@@ -93,7 +93,8 @@ async fn stream_identities(nats_url: &str) -> Vec<String> {
     identities
 }
 
-async fn dead_letter_count(nats_url: &str) -> u64 {
+/// The `Statscache-Reason` of every dead letter, sorted.
+async fn dead_letter_reasons(nats_url: &str) -> Vec<String> {
     let client = async_nats::connect(nats_url)
         .await
         .expect("connect to NATS");
@@ -102,7 +103,23 @@ async fn dead_letter_count(nats_url: &str) -> u64 {
         .get_stream("STATSCACHE_DEAD_LETTER")
         .await
         .expect("dead-letter stream");
-    stream.info().await.expect("stream info").state.messages
+    let last_sequence = stream
+        .info()
+        .await
+        .expect("stream info")
+        .state
+        .last_sequence;
+    let mut reasons = Vec::new();
+    for sequence in 1..=last_sequence {
+        let letter = stream
+            .get_raw_message(sequence)
+            .await
+            .unwrap_or_else(|e| panic!("dead letter {sequence}: {e}"));
+        let reason = letter.headers.get("Statscache-Reason").expect("a reason");
+        reasons.push(reason.as_str().to_string());
+    }
+    reasons.sort();
+    reasons
 }
 
 /// The corpus messages, as (msg_id if any, timestamp).
@@ -120,6 +137,7 @@ fn corpus() -> Vec<(Option<String>, f64)> {
 
 /// Every message of the corpus is in the stream once: each identity once, 324 of them, and
 /// every corpus `msg_id` among them (datanommer gave the 144 without one a new random id).
+/// No message was dead-lettered (datagrepper's failed answers may have been).
 async fn assert_stream_holds_the_corpus_once(nats_url: &str) {
     let identities = stream_identities(nats_url).await;
     let distinct: HashSet<&String> = identities.iter().collect();
@@ -137,7 +155,12 @@ async fn assert_stream_holds_the_corpus_once(nats_url: &str) {
             );
         }
     }
-    assert_eq!(dead_letter_count(nats_url).await, 0, "dead letters");
+    for reason in dead_letter_reasons(nats_url).await {
+        assert!(
+            reason.starts_with("datagrepper_"),
+            "a message was dead-lettered: {reason}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -422,6 +445,13 @@ async fn the_startup_backfill_survives_a_faulty_datagrepper_and_counts_the_fault
         "faults injected"
     );
     assert_eq!(injected.skipped_pages.load(Ordering::SeqCst), 1);
+    // Each answer that was not a page is kept, with its body; a stall has none.
+    let mut expected_reasons = vec!["datagrepper_bad_body".to_string(); html as usize];
+    expected_reasons.extend(vec![
+        "datagrepper_server_error".to_string();
+        server_errors as usize
+    ]);
+    assert_eq!(dead_letter_reasons(&nats.url).await, expected_reasons);
     let pages = |outcome: &str| {
         metric(
             &metrics,
@@ -489,6 +519,11 @@ async fn a_window_that_cannot_be_fetched_fails_the_backfill_and_is_fetched_on_th
     assert!(in_failed_window > 0);
     let stored = stream_identities(&nats.url).await.len();
     assert_eq!(stored, CORPUS_SIZE - in_failed_window);
+    // Both 503 answers of the window's first page are kept for inspection.
+    assert_eq!(
+        dead_letter_reasons(&nats.url).await,
+        ["datagrepper_server_error"; 2]
+    );
 
     // Once datagrepper answers again, running the same backfill fetches only that window.
     let env = backfill_env(&nats, &datagrepper.url, &[]);

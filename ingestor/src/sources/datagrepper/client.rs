@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use reqwest::header::ACCEPT;
 use reqwest::Url;
 use serde::Deserialize;
@@ -190,17 +191,19 @@ impl HttpPages {
             return Err(PageError::Status {
                 status: status.as_u16(),
                 snippet: snippet(&body),
+                body,
             });
         }
-        parse_page(&body)
+        parse_page(body)
     }
 }
 
 /// Parses a `/raw` answer; anything else (an HTML error page, a cut body) is a [`PageError`].
-pub fn parse_page(body: &[u8]) -> Result<RawPage, PageError> {
-    serde_json::from_slice(body).map_err(|error| PageError::BadBody {
+pub fn parse_page(body: Bytes) -> Result<RawPage, PageError> {
+    serde_json::from_slice(&body).map_err(|error| PageError::BadBody {
         detail: error.to_string(),
-        snippet: snippet(body),
+        snippet: snippet(&body),
+        body,
     })
 }
 
@@ -222,31 +225,40 @@ fn snippet(body: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    fn fixture(name: &str) -> Vec<u8> {
+    fn fixture(name: &str) -> Bytes {
         let path = format!("{}/../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-        std::fs::read(&path).unwrap_or_else(|error| panic!("{path}: {error}"))
+        let bytes = std::fs::read(&path).unwrap_or_else(|error| panic!("{path}: {error}"));
+        Bytes::from(bytes)
     }
 
     #[test]
     fn real_pages_parse() {
         let captured =
-            parse_page(&fixture("datagrepper-raw-page-captured-2017.json")).expect("captured page");
+            parse_page(fixture("datagrepper-raw-page-captured-2017.json")).expect("captured page");
         assert_eq!((captured.total, captured.pages), (65, 3));
         assert_eq!(captured.messages.len(), 25);
-        let assembled = parse_page(&fixture("datagrepper-raw-page.json")).expect("page");
+        let assembled = parse_page(fixture("datagrepper-raw-page.json")).expect("page");
         assert_eq!(assembled.messages.len(), 20);
     }
 
     #[test]
     fn html_and_errors_are_bad_bodies() {
-        let html = parse_page(b"<!DOCTYPE html>\n<html><body>Gateway Timeout</body></html>")
-            .expect_err("HTML is not a page");
+        let html_page =
+            Bytes::from_static(b"<!DOCTYPE html>\n<html><body>Gateway Timeout</body></html>");
+        let html = parse_page(html_page.clone()).expect_err("HTML is not a page");
         assert_eq!(html.kind(), "bad_body");
+        let answer = html.bad_answer("page 1 of a window").expect("an answer");
+        assert_eq!(answer.reason, "datagrepper_bad_body");
+        assert_eq!(answer.body, html_page);
+        assert!(answer
+            .detail
+            .starts_with("page 1 of a window: answer is not a /raw page"));
         assert!(
             html.to_string().contains("<!DOCTYPE html> <html>"),
             "{html}"
         );
-        let datagrepper_error = br#"{"error": "rows_per_page must be <= 100", "arguments": {}}"#;
+        let datagrepper_error =
+            Bytes::from_static(br#"{"error": "rows_per_page must be <= 100", "arguments": {}}"#);
         assert_eq!(
             parse_page(datagrepper_error).map_err(|e| e.kind()).err(),
             Some("bad_body")

@@ -1,14 +1,21 @@
 use std::fmt;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use super::window::Window;
 
 /// Why one request for a `/raw` page failed. Every kind is tried again (up to `attempts`):
 /// datagrepper answers overload with 5xx or HTML error pages, and slow queries with timeouts.
+/// A failure that came with an answer keeps its body, to be dead-lettered for inspection.
 #[derive(Debug, thiserror::Error)]
 pub enum PageError {
     #[error("datagrepper answered HTTP {status}: {snippet}")]
-    Status { status: u16, snippet: String },
+    Status {
+        status: u16,
+        snippet: String,
+        body: Bytes,
+    },
     #[error("no complete answer within {0:?}")]
     Timeout(Duration),
     #[error("cannot connect: {0}")]
@@ -16,7 +23,11 @@ pub enum PageError {
     #[error("request failed: {0}")]
     Request(String),
     #[error("answer is not a /raw page ({detail}): {snippet}")]
-    BadBody { detail: String, snippet: String },
+    BadBody {
+        detail: String,
+        snippet: String,
+        body: Bytes,
+    },
 }
 
 impl PageError {
@@ -31,6 +42,35 @@ impl PageError {
             PageError::BadBody { .. } => "bad_body",
         }
     }
+
+    /// The answer this failure came with, if it came with one, to be dead-lettered; `request`
+    /// says what was asked (window and page).
+    pub fn bad_answer(&self, request: &str) -> Option<BadAnswer> {
+        let (reason, body) = match self {
+            PageError::Status { status, body, .. } if *status >= 500 => {
+                ("datagrepper_server_error", body)
+            }
+            PageError::Status { body, .. } => ("datagrepper_client_error", body),
+            PageError::BadBody { body, .. } => ("datagrepper_bad_body", body),
+            PageError::Timeout(_) | PageError::Connect(_) | PageError::Request(_) => return None,
+        };
+        Some(BadAnswer {
+            reason,
+            detail: format!("{request}: {self}"),
+            body: body.clone(),
+        })
+    }
+}
+
+/// An answer of datagrepper's that was not a `/raw` page (an error status, HTML, garbage),
+/// kept to be dead-lettered.
+#[derive(Debug, Clone)]
+pub struct BadAnswer {
+    /// `datagrepper_server_error`, `datagrepper_client_error` or `datagrepper_bad_body`.
+    pub reason: &'static str,
+    /// What was asked (window and page) and what was wrong.
+    pub detail: String,
+    pub body: Bytes,
 }
 
 /// A window that could not be fetched completely, and why.

@@ -13,7 +13,8 @@
 //! 3. still fewer: the window failed, with the counts in the reason.
 //!
 //! A page that fails is tried again with exponential backoff, up to `attempts` times; then the
-//! window failed, naming the page. A failed window is never reported complete: whatever it did
+//! window failed, naming the page. Every failed answer that came with a body (an error status,
+//! HTML, garbage) is kept in [`Failures::bad_answers`], for the backfill to dead-letter. A failed window is never reported complete: whatever it did
 //! fetch is still relayed (always safe, messages are de-duplicated by identity), but the
 //! backfill as a whole fails and names it.
 
@@ -24,6 +25,7 @@ use statscache_shared::retry::backoff;
 use tokio_util::sync::CancellationToken;
 
 use super::client::{PageSource, RawPage};
+use super::error::BadAnswer;
 use super::window::{Collected, Window};
 use super::SOURCE_NAME;
 use crate::metrics::Metrics;
@@ -52,8 +54,16 @@ pub struct FetchedWindow {
     pub window: Window,
     pub collected: Collected,
     pub outcome: Outcome,
+    pub failures: Failures,
+}
+
+/// The requests of a window that failed.
+#[derive(Debug, Default)]
+pub struct Failures {
     /// Requests that failed and were tried again (or made the window fail).
-    pub failed_requests: u64,
+    pub requests: u64,
+    /// The failed answers that had a body.
+    pub bad_answers: Vec<BadAnswer>,
 }
 
 /// Why paging a part of a window stopped early.
@@ -88,7 +98,7 @@ impl<P: PageSource> WindowFetcher<P> {
             window,
             collected: Collected::default(),
             outcome: Outcome::Complete,
-            failed_requests: 0,
+            failures: Failures::default(),
         };
         // The whole window's total, known after its first pagings: once everything fetched
         // (from any part) reaches it, the window is complete whatever parts remain.
@@ -98,12 +108,7 @@ impl<P: PageSource> WindowFetcher<P> {
         while let Some(part) = parts.pop() {
             let mut part_collected = Collected::default();
             let paged = self
-                .page_until_complete(
-                    part,
-                    &mut part_collected,
-                    &mut fetched.failed_requests,
-                    shutdown,
-                )
+                .page_until_complete(part, &mut part_collected, &mut fetched.failures, shutdown)
                 .await;
             fetched.collected.merge(part_collected);
             let (distinct, total) = match paged {
@@ -148,14 +153,14 @@ impl<P: PageSource> WindowFetcher<P> {
         &self,
         part: Window,
         collected: &mut Collected,
-        failed_requests: &mut u64,
+        failures: &mut Failures,
         shutdown: &CancellationToken,
     ) -> Result<(u64, u64), Stop> {
         let mut distinct = 0;
         let mut total = 0;
         for paging in 1..=PAGINGS_BEFORE_SPLIT {
             total = self
-                .page_through(part, collected, failed_requests, shutdown)
+                .page_through(part, collected, failures, shutdown)
                 .await?;
             distinct = collected.len() as u64;
             if window_is_complete(distinct, total) {
@@ -173,15 +178,13 @@ impl<P: PageSource> WindowFetcher<P> {
         &self,
         part: Window,
         collected: &mut Collected,
-        failed_requests: &mut u64,
+        failures: &mut Failures,
         shutdown: &CancellationToken,
     ) -> Result<u64, Stop> {
         let mut total = 0;
         let mut page = 1;
         loop {
-            let raw_page = self
-                .fetch_page(part, page, failed_requests, shutdown)
-                .await?;
+            let raw_page = self.fetch_page(part, page, failures, shutdown).await?;
             total = total.max(raw_page.total);
             let last_page = page >= raw_page.pages || raw_page.messages.is_empty();
             for item in raw_page.messages {
@@ -199,10 +202,10 @@ impl<P: PageSource> WindowFetcher<P> {
         &self,
         part: Window,
         page: u64,
-        failed_requests: &mut u64,
+        failures: &mut Failures,
         shutdown: &CancellationToken,
     ) -> Result<RawPage, Stop> {
-        let mut failures = 0;
+        let mut attempts_failed = 0;
         loop {
             let answer = tokio::select! {
                 biased;
@@ -216,8 +219,12 @@ impl<P: PageSource> WindowFetcher<P> {
                 }
                 Err(error) => error,
             };
-            failures += 1;
-            *failed_requests += 1;
+            attempts_failed += 1;
+            failures.requests += 1;
+            let request = format!("page {page} of {part}");
+            if let Some(answer) = error.bad_answer(&request) {
+                failures.bad_answers.push(answer);
+            }
             self.metrics
                 .backfill_pages
                 .with_label_values(&[error.kind()])
@@ -226,13 +233,13 @@ impl<P: PageSource> WindowFetcher<P> {
                 .source_errors
                 .with_label_values(&[SOURCE_NAME])
                 .inc();
-            if failures >= self.attempts {
+            if attempts_failed >= self.attempts {
                 return Err(Stop::PageFailed(format!(
-                    "page {page} of {part} failed {failures} times, last: {error}"
+                    "page {page} of {part} failed {attempts_failed} times, last: {error}"
                 )));
             }
-            tracing::warn!(window = %part, page, failures, %error, "datagrepper page failed; trying again");
-            let wait = backoff(failures - 1, RETRY_MIN, RETRY_MAX);
+            tracing::warn!(window = %part, page, failures = attempts_failed, %error, "datagrepper page failed; trying again");
+            let wait = backoff(attempts_failed - 1, RETRY_MIN, RETRY_MAX);
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Err(Stop::Interrupted),
@@ -303,6 +310,7 @@ mod tests {
                 return Err(PageError::Status {
                     status: 500,
                     snippet: "injected".to_string(),
+                    body: bytes::Bytes::from_static(b"injected"),
                 });
             }
             let mut matching: Vec<(f64, u64, Value)> = Vec::new();
@@ -399,7 +407,13 @@ mod tests {
         let fetched = fetcher.fetch(WINDOW, &CancellationToken::new()).await;
         assert_eq!(fetched.outcome, Outcome::Complete);
         assert_eq!(fetched.collected.len(), 5);
-        assert_eq!(fetched.failed_requests, 2);
+        assert_eq!(fetched.failures.requests, 2);
+        let mut reasons = Vec::new();
+        for answer in &fetched.failures.bad_answers {
+            assert_eq!(answer.body.as_ref(), b"injected");
+            reasons.push(answer.reason);
+        }
+        assert_eq!(reasons, ["datagrepper_server_error"; 2]);
         let server_errors = fetcher
             .metrics
             .backfill_pages

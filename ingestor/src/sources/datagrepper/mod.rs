@@ -14,7 +14,8 @@
 //!    the progress bucket are skipped ([`progress`]).
 //! 2. Up to `parallelism` windows are fetched at once, at most `requests-per-second` overall
 //!    ([`client`]); each is paged until its distinct messages reach datagrepper's `total`,
-//!    every failed page tried again with backoff ([`fetch`]).
+//!    every failed page tried again with backoff ([`fetch`]). Answers that were not pages
+//!    (error statuses, HTML, garbage) are dead-lettered with their bodies, after the window.
 //! 3. Windows are handed to the relay one after the other in time order, each window's
 //!    messages sorted by event time. Each `raw_messages` item goes in re-serialised, as an
 //!    [`Incoming`] of source `datagrepper`: the relay validates it (dead-lettering what is not
@@ -43,6 +44,7 @@ use async_nats::jetstream;
 use futures::StreamExt;
 use prometheus::IntGauge;
 use statscache_shared::config::{DatagrepperConfig, NatsConfig};
+use statscache_shared::nats::{DeadLetter, HEADER_SOURCE};
 use statscache_shared::retry::backoff;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -56,7 +58,8 @@ use crate::metrics::Metrics;
 use crate::relay::Relay;
 use crate::source::Incoming;
 use client::HttpPages;
-use fetch::{FetchedWindow, Outcome, WindowFetcher};
+use error::BadAnswer;
+use fetch::{Failures, FetchedWindow, Outcome, WindowFetcher};
 use window::{Collected, FetchedMessage};
 
 /// The `Statscache-Source` header and metric label of backfilled messages.
@@ -183,7 +186,9 @@ impl Backfill {
         let mut interrupted = 0;
         while let Some(fetched) = fetched_in_order.next().await {
             let window = fetched.window;
-            progress.failed_requests += fetched.failed_requests;
+            progress.failed_requests += fetched.failures.requests;
+            self.dead_letter_bad_answers(fetched.failures.bad_answers)
+                .await;
             let stored = self.relay_window(fetched.collected).await?;
             progress.messages += stored as u64;
             match fetched.outcome {
@@ -252,9 +257,24 @@ impl Backfill {
                     window,
                     collected: Collected::default(),
                     outcome: Outcome::Failed(format!("the fetch task failed: {join_error}")),
-                    failed_requests: 0,
+                    failures: Failures::default(),
                 },
             }
+        }
+    }
+
+    /// Keeps datagrepper's failed answers on the dead-letter stream, for inspection: the pages
+    /// they stood for were asked again (or failed their window), so nothing of them is lost.
+    pub(super) async fn dead_letter_bad_answers(&self, bad_answers: Vec<BadAnswer>) {
+        for answer in bad_answers {
+            let letter = DeadLetter {
+                service: "ingestor",
+                reason: answer.reason,
+                detail: answer.detail,
+                payload: &answer.body,
+                headers: vec![(HEADER_SOURCE, SOURCE_NAME.to_string())],
+            };
+            self.relay.dead_letter(letter).await;
         }
     }
 

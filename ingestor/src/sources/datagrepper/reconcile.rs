@@ -115,15 +115,19 @@ async fn reconcile_window(
     if backfill.is_recorded_complete(window).await {
         return Ok(());
     }
-    let total = backfill
-        .fetcher
-        .pages()
-        .total(window)
-        .await
-        .map_err(|error| BackfillError::Count {
-            window,
-            detail: error.to_string(),
-        })?;
+    let total = match backfill.fetcher.pages().total(window).await {
+        Ok(total) => total,
+        Err(error) => {
+            let request = format!("the count of {window}");
+            if let Some(answer) = error.bad_answer(&request) {
+                backfill.dead_letter_bad_answers(vec![answer]).await;
+            }
+            return Err(BackfillError::Count {
+                window,
+                detail: error.to_string(),
+            });
+        }
+    };
     let held = count_in_stream(jetstream, nats, &backfill.filters, window, grace).await?;
     if held >= total {
         tracing::debug!(%window, held, total, "reconciled: the stream holds the window");
