@@ -33,6 +33,9 @@ pub struct Metrics {
     pub backfill_short_windows: IntCounter,
     /// Windows of the running backfills not finished yet.
     pub backfill_windows_remaining: IntGauge,
+    /// Closed windows in which reconciliation found fewer messages in the stream than
+    /// datagrepper has: gaps in live delivery, each then backfilled.
+    pub gaps: IntCounter,
 }
 
 impl Metrics {
@@ -101,6 +104,10 @@ impl Metrics {
                 "statscache_ingestor_backfill_windows_remaining",
                 "datagrepper backfill windows not finished yet",
             )?,
+            gaps: IntCounter::new(
+                "statscache_ingestor_gaps_total",
+                "Closed windows in which the stream held fewer messages than datagrepper",
+            )?,
         };
         registry.register(Box::new(metrics.received.clone()))?;
         registry.register(Box::new(metrics.backfill_windows.clone()))?;
@@ -108,6 +115,7 @@ impl Metrics {
         registry.register(Box::new(metrics.backfill_messages.clone()))?;
         registry.register(Box::new(metrics.backfill_short_windows.clone()))?;
         registry.register(Box::new(metrics.backfill_windows_remaining.clone()))?;
+        registry.register(Box::new(metrics.gaps.clone()))?;
         registry.register(Box::new(metrics.relayed.clone()))?;
         registry.register(Box::new(metrics.duplicates.clone()))?;
         registry.register(Box::new(metrics.invalid.clone()))?;

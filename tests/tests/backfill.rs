@@ -663,6 +663,10 @@ async fn reconciliation_backfills_the_window_live_delivery_lost_messages_of() {
     };
     assert!(windows("complete") >= 1.0, "{metrics}");
     assert_eq!(windows("failed"), 0.0, "{metrics}");
+    assert!(
+        metric(&metrics, "statscache_ingestor_gaps_total") >= 1.0,
+        "{metrics}"
+    );
     let identities = stream_identities(&nats.url).await;
     let distinct: HashSet<&String> = identities.iter().collect();
     assert_eq!(identities.len(), MESSAGES);

@@ -143,6 +143,7 @@ async fn reconcile_window(
         }
         return Ok(());
     }
+    backfill.metrics.gaps.inc();
     tracing::warn!(%window, held, total, "the stream misses messages datagrepper has; backfilling the window");
     backfill.run(window, false, shutdown).await?;
     Ok(())
