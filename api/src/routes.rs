@@ -70,6 +70,51 @@ pub struct StatisticRowDoc {
     pub msg_id: Option<String>,
 }
 
+/// How a dashboard can lay a statistic out, as statscache's `/api/<plugin>/layout`: its keys,
+/// grouped by the part before the first `/` (`compose/rawhide/primary` is in group
+/// `compose`); keys without a `/` form one group named after the plugin.
+#[derive(Debug, Clone, Object)]
+pub struct LayoutDoc {
+    pub plugin: String,
+    pub groups: Vec<LayoutGroup>,
+    /// Whether keys were left out: a layout lists at most 10 000.
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct LayoutGroup {
+    pub id: String,
+    pub components: Vec<LayoutComponent>,
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct LayoutComponent {
+    /// The key, as in the statistic's rows and its `key` filter.
+    pub id: String,
+    /// The key without its group.
+    pub name: String,
+}
+
+/// Groups `keys` (sorted) for [`LayoutDoc`].
+fn layout_groups(plugin: &str, keys: Vec<String>) -> Vec<LayoutGroup> {
+    let mut groups: Vec<LayoutGroup> = Vec::new();
+    for key in keys {
+        let (group_id, name) = match key.split_once('/') {
+            Some((group, rest)) => (group.to_string(), rest.to_string()),
+            None => (plugin.to_string(), key.clone()),
+        };
+        let component = LayoutComponent { id: key, name };
+        match groups.iter_mut().find(|group| group.id == group_id) {
+            Some(group) => group.components.push(component),
+            None => groups.push(LayoutGroup {
+                id: group_id,
+                components: vec![component],
+            }),
+        }
+    }
+    groups
+}
+
 /// A page of a statistic.
 #[derive(Debug, Clone, Object)]
 pub struct StatisticPage {
@@ -382,6 +427,33 @@ impl Api {
         Ok(PluginListResponse::Ok(body))
     }
 
+    /// A plugin's layout: its keys, grouped, for a dashboard to arrange.
+    #[oai(path = "/api/:plugin/layout", method = "get")]
+    async fn layout(
+        &self,
+        /// Plugin identifier, as listed by `/api/`.
+        plugin: Path<String>,
+    ) -> Result<Json<LayoutDoc>, ApiError> {
+        let (identifier, _) = statistics::split_interval_suffix(&plugin.0);
+        let catalog = statistics::catalog(&self.state.clickhouse).await?;
+        let Some(entry) = catalog.into_iter().find(|row| row.identifier == identifier) else {
+            return Err(ApiError::not_found(format!(
+                "no plugin named {:?}; see /api/",
+                plugin.0
+            )));
+        };
+        let limit = statistics::MAX_LAYOUT_KEYS;
+        let mut keys =
+            statistics::keys(&self.state.clickhouse, &entry.table_name, limit + 1).await?;
+        let truncated = keys.len() as u64 > limit;
+        keys.truncate(limit as usize);
+        Ok(Json(LayoutDoc {
+            groups: layout_groups(&entry.identifier, keys),
+            plugin: entry.identifier,
+            truncated,
+        }))
+    }
+
     /// One statistic, bucketed in time, filtered by key, paginated.
     ///
     /// statscache's interval identifiers (`volume-by-topic-daily`) select the bucket too.
@@ -535,6 +607,43 @@ mod tests {
         assert!(!client_has_current(&headers, tag));
         headers.insert("if-none-match", "*".parse().unwrap());
         assert!(client_has_current(&headers, tag));
+    }
+
+    #[test]
+    fn layouts_group_keys_by_their_first_segment() {
+        let keys = [
+            "compose/rawhide/arm",
+            "compose/rawhide/primary",
+            "plain",
+            "updates/f29",
+        ];
+        let groups = layout_groups("releng", keys.iter().map(|k| k.to_string()).collect());
+        let shape: Vec<(String, Vec<(String, String)>)> = groups
+            .into_iter()
+            .map(|group| {
+                let components = group
+                    .components
+                    .into_iter()
+                    .map(|c| (c.id, c.name))
+                    .collect();
+                (group.id, components)
+            })
+            .collect();
+        let pair = |id: &str, name: &str| (id.to_string(), name.to_string());
+        assert_eq!(
+            shape,
+            vec![
+                (
+                    "compose".to_string(),
+                    vec![
+                        pair("compose/rawhide/arm", "rawhide/arm"),
+                        pair("compose/rawhide/primary", "rawhide/primary")
+                    ]
+                ),
+                ("releng".to_string(), vec![pair("plain", "plain")]),
+                ("updates".to_string(), vec![pair("updates/f29", "f29")]),
+            ]
+        );
     }
 
     #[test]

@@ -98,6 +98,25 @@ pub async fn newest_fact_times(
     newest_by_table
 }
 
+/// The most keys a layout lists.
+pub const MAX_LAYOUT_KEYS: u64 = 10_000;
+
+/// The distinct keys of `table`, in order, at most `limit` of them.
+pub async fn keys(
+    client: &clickhouse::Client,
+    table: &str,
+    limit: u64,
+) -> Result<Vec<String>, ApiError> {
+    client
+        .query(&format!(
+            "SELECT DISTINCT key FROM {table} ORDER BY key LIMIT ?"
+        ))
+        .bind(limit)
+        .fetch_all::<String>()
+        .await
+        .map_err(query_failed)
+}
+
 /// Time buckets. `All` aggregates the whole range into one row per key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bucket {

@@ -202,6 +202,7 @@ async fn every_route_serves_the_corpus_statistics_in_every_format() {
     order_pagination_and_links(api).await;
     caching_and_cors(api).await;
     latest_values(api).await;
+    layouts(api).await;
     history(api).await;
     documentation_and_probes(api).await;
 }
@@ -563,6 +564,54 @@ async fn latest_values(api: &str) {
     assert_eq!(csv_view, json_view);
 }
 
+/// `/api/<plugin>/layout`: every key once, grouped by its first `/` segment.
+async fn layouts(api: &str) {
+    let releng_rows = get_json(&format!("{api}/api/releng-dashboard?rows_per_page=100"))
+        .await
+        .expect("releng");
+    let mut releng_keys = BTreeSet::new();
+    for row in releng_rows["rows"].as_array().expect("rows") {
+        releng_keys.insert(row["key"].as_str().expect("key").to_string());
+    }
+    let layout = get_json(&format!("{api}/api/releng-dashboard/layout"))
+        .await
+        .expect("releng layout");
+    assert_eq!(layout["plugin"], "releng-dashboard");
+    assert_eq!(layout["truncated"], false);
+    let mut laid_out = BTreeSet::new();
+    for group in layout["groups"].as_array().expect("groups") {
+        let group_id = group["id"].as_str().expect("group id");
+        for component in group["components"].as_array().expect("components") {
+            let id = component["id"].as_str().expect("component id");
+            let name = component["name"].as_str().expect("component name");
+            assert_eq!(id, format!("{group_id}/{name}"), "{component}");
+            assert!(laid_out.insert(id.to_string()), "{id} laid out twice");
+        }
+    }
+    assert_eq!(laid_out, releng_keys);
+
+    // Keys without a `/` are one group, named after the plugin.
+    let layout = get_json(&format!("{api}/api/volume-by-category/layout"))
+        .await
+        .expect("category layout");
+    let groups = layout["groups"].as_array().expect("groups");
+    assert_eq!(groups.len(), 1);
+    assert_eq!(groups[0]["id"], "volume-by-category");
+    let mut categories = BTreeSet::new();
+    for component in groups[0]["components"].as_array().expect("components") {
+        categories.insert(component["id"].as_str().expect("id").to_string());
+    }
+    let mut expected = BTreeSet::new();
+    for (_, key) in reference_all(category_of).into_keys() {
+        expected.insert(key);
+    }
+    assert_eq!(categories, expected);
+    let unknown = reqwest::get(format!("{api}/api/no-such-plugin/layout"))
+        .await
+        .expect("unknown layout");
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+}
+
 async fn history(api: &str) {
     // August 2012 (datagrepper's /raw is bounded to 31 days a request).
     let (start, end) = (1_343_779_200_i64, 1_346_457_599_i64);
@@ -610,7 +659,13 @@ async fn documentation_and_probes(api: &str) {
     let spec = get_json(&format!("{api}/openapi.json"))
         .await
         .expect("spec");
-    for path in ["/api", "/api/{plugin}", "/raw", "/id"] {
+    for path in [
+        "/api",
+        "/api/{plugin}",
+        "/api/{plugin}/layout",
+        "/raw",
+        "/id",
+    ] {
         assert!(spec["paths"].get(path).is_some(), "{path} not in the spec");
     }
     let docs = get(&format!("{api}/docs"), None).await;
