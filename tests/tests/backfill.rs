@@ -378,6 +378,21 @@ async fn respond(connection: &mut TcpStream, status: u16, content_type: &str, bo
 }
 
 /// The value of one sample (`name{labels}`) in Prometheus text, 0 if absent.
+/// Waits until the ingestor serving `metrics_url` has completed a backfill window and has none
+/// left (its start-up backfill is done); returns its metrics then.
+async fn wait_for_startup_backfill(metrics_url: &str, deadline: Duration) -> String {
+    wait_for("the start-up backfill to complete", deadline, || async {
+        let text = reqwest::get(metrics_url).await.ok()?.text().await.ok()?;
+        let complete = metric(
+            &text,
+            "statscache_ingestor_backfill_windows_total{outcome=\"complete\"}",
+        );
+        let remaining = metric(&text, "statscache_ingestor_backfill_windows_remaining");
+        (complete > 0.0 && remaining == 0.0).then_some(text)
+    })
+    .await
+}
+
 fn metric(text: &str, sample: &str) -> f64 {
     for line in text.lines() {
         if let Some(value) = line
@@ -416,23 +431,7 @@ async fn the_startup_backfill_survives_a_faulty_datagrepper_and_counts_the_fault
     let _ingestor = Service::start("ingestor", &env, &[]);
 
     let metrics_url = format!("http://127.0.0.1:{admin_port}/metrics");
-    let metrics = wait_for(
-        "the start-up backfill to complete every window",
-        Duration::from_secs(300),
-        || {
-            let url = metrics_url.clone();
-            async move {
-                let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
-                let complete = metric(
-                    &text,
-                    "statscache_ingestor_backfill_windows_total{outcome=\"complete\"}",
-                );
-                let remaining = metric(&text, "statscache_ingestor_backfill_windows_remaining");
-                (complete > 0.0 && remaining == 0.0).then_some(text)
-            }
-        },
-    )
-    .await;
+    let metrics = wait_for_startup_backfill(&metrics_url, Duration::from_secs(300)).await;
 
     assert_stream_holds_the_corpus_once(&nats.url).await;
 
@@ -722,23 +721,7 @@ async fn the_startup_backfill_resumes_from_the_newest_message_in_the_stream() {
     ));
     let _ingestor = Service::start("ingestor", &env, &[]);
     let metrics_url = format!("http://127.0.0.1:{admin_port}/metrics");
-    let metrics = wait_for(
-        "the start-up backfill to complete",
-        Duration::from_secs(120),
-        || {
-            let url = metrics_url.clone();
-            async move {
-                let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
-                let complete = metric(
-                    &text,
-                    "statscache_ingestor_backfill_windows_total{outcome=\"complete\"}",
-                );
-                let remaining = metric(&text, "statscache_ingestor_backfill_windows_remaining");
-                (complete > 0.0 && remaining == 0.0).then_some(text)
-            }
-        },
-    )
-    .await;
+    let metrics = wait_for_startup_backfill(&metrics_url, Duration::from_secs(120)).await;
     assert_eq!(
         metric(&metrics, "statscache_ingestor_backfill_messages_total"),
         expected as f64,
@@ -786,23 +769,7 @@ async fn run_ingestor_until_backfilled(env: &[(String, String)]) -> String {
     ));
     let ingestor = Service::start("ingestor", &env, &[]);
     let metrics_url = format!("http://127.0.0.1:{admin_port}/metrics");
-    let metrics = wait_for(
-        "the start-up backfill to complete",
-        Duration::from_secs(120),
-        || {
-            let url = metrics_url.clone();
-            async move {
-                let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
-                let complete = metric(
-                    &text,
-                    "statscache_ingestor_backfill_windows_total{outcome=\"complete\"}",
-                );
-                let remaining = metric(&text, "statscache_ingestor_backfill_windows_remaining");
-                (complete > 0.0 && remaining == 0.0).then_some(text)
-            }
-        },
-    )
-    .await;
+    let metrics = wait_for_startup_backfill(&metrics_url, Duration::from_secs(120)).await;
     assert!(ingestor.terminate(), "the ingestor exits cleanly");
     metrics
 }
