@@ -209,13 +209,52 @@ async fn three_replicas_share_the_work_and_agree_with_one() {
     }
 }
 
+/// Seconds since the epoch, now.
+fn now_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64()
+}
+
+/// A backlog delta whose cutoff falls in the middle of a gap of over a day between two corpus
+/// messages, so that no message is near the edge while the test runs; with the cutoff time.
+fn backlog_delta_between_corpus_messages() -> (u64, f64) {
+    let mut timestamps = Vec::new();
+    for line in real_lines() {
+        let message: serde_json::Value = serde_json::from_str(&line).expect("corpus line");
+        timestamps.push(message["timestamp"].as_f64().expect("timestamp"));
+    }
+    timestamps.sort_by(f64::total_cmp);
+    let middle = timestamps.len() / 2;
+    for index in middle..timestamps.len() - 1 {
+        let (before, after) = (timestamps[index], timestamps[index + 1]);
+        if after - before > 86_400.0 {
+            let cutoff = (before + after) / 2.0;
+            return ((now_seconds() - cutoff) as u64, cutoff);
+        }
+    }
+    panic!("no gap of a day in the newer half of the corpus");
+}
+
+/// Text of a scalar as the declarative plugins read it (strings as they are).
+fn scalar_text(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(text) => Some(text.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_declarative_plugin_from_the_config_file_keeps_its_statistic() {
     let stack = Stack::start().await;
+    let (backlog_seconds, cutoff) = backlog_delta_between_corpus_messages();
     let config = tempfile::NamedTempFile::new().expect("config file");
     std::fs::write(
         config.path(),
-        r#"
+        format!(
+            r#"
 [[worker.plugins]]
 name = "Git pushes by branch"
 description = "Commits received per branch"
@@ -224,12 +263,26 @@ topics = ["org.fedoraproject.*.git.receive.>"]
 key = "msg.commit.branch"
 
 [[worker.plugins]]
-name = "Compose branches per environment"
+name = "Compose branches per topic"
 kind = "distinct-count"
 topics = ["*.*.*.compose.>"]
 key = "topic"
 value = "msg.branch"
-"#,
+
+[[worker.plugins]]
+name = "Latest build per package"
+kind = "latest"
+topics = ["*.*.*.buildsys.build.state.change"]
+key = "msg.name"
+value = "msg.version"
+
+[[worker.plugins]]
+name = "Recent volume by category"
+kind = "count"
+key = "category"
+backlog-delta = "{backlog_seconds}s"
+"#
+        ),
     )
     .expect("write config");
     let config_path = config.path().to_string_lossy().into_owned();
@@ -257,15 +310,116 @@ value = "msg.branch"
         pushes
     );
 
+    // Distinct branches per compose topic.
+    let mut branches_by_topic: BTreeMap<String, std::collections::BTreeSet<String>> =
+        BTreeMap::new();
+    for line in real_lines() {
+        let message: serde_json::Value = serde_json::from_str(&line).expect("corpus line");
+        let topic = message["topic"].as_str().unwrap_or("").to_string();
+        let tokens: Vec<&str> = topic.split('.').collect();
+        if tokens.len() < 5 || tokens[3] != "compose" {
+            continue;
+        }
+        if let Some(branch) = scalar_text(&message["msg"]["branch"]) {
+            branches_by_topic.entry(topic).or_default().insert(branch);
+        }
+    }
+    let mut distinct_branches = BTreeMap::new();
+    for (topic, branches) in branches_by_topic {
+        distinct_branches.insert(topic, branches.len() as u64);
+    }
+    assert!(distinct_branches.values().any(|count| *count > 1));
+    assert_eq!(
+        stack
+            .wait_for_statistic("compose-branches-per-topic", &distinct_branches)
+            .await,
+        distinct_branches
+    );
+
+    // The newest version per package, by (timestamp, identity).
+    let mut newest: BTreeMap<String, (f64, String, String)> = BTreeMap::new();
+    for line in real_lines() {
+        let message: serde_json::Value = serde_json::from_str(&line).expect("corpus line");
+        let topic = message["topic"].as_str().unwrap_or("");
+        let tokens: Vec<&str> = topic.split('.').collect();
+        if tokens.len() != 7 || !topic.ends_with(".buildsys.build.state.change") {
+            continue;
+        }
+        let (Some(name), Some(version)) = (
+            scalar_text(&message["msg"]["name"]),
+            scalar_text(&message["msg"]["version"]),
+        ) else {
+            continue;
+        };
+        let timestamp = message["timestamp"].as_f64().expect("timestamp");
+        let identity = statscache_shared::message::Envelope::parse(line.as_bytes())
+            .expect("envelope")
+            .identity();
+        let candidate = (timestamp, identity, version);
+        let entry = newest.entry(name).or_insert_with(|| candidate.clone());
+        if (candidate.0, &candidate.1) > (entry.0, &entry.1) {
+            *entry = candidate;
+        }
+    }
+    let mut expected_versions = BTreeMap::new();
+    for (name, (_, _, version)) in newest {
+        expected_versions.insert(name, version);
+    }
+    assert!(expected_versions.len() > 1);
+    let latest_url = format!(
+        "{}/api/latest-build-per-package?rows_per_page=100",
+        stack.api
+    );
+    let served_versions = wait_for(
+        "the latest build per package",
+        Duration::from_secs(120),
+        || {
+            let url = latest_url.clone();
+            let expected = expected_versions.clone();
+            async move {
+                let page = statscache_tests::get_json(&url).await?;
+                let mut served = BTreeMap::new();
+                for row in page["rows"].as_array()? {
+                    served.insert(
+                        row["key"].as_str()?.to_string(),
+                        row["value"].as_str()?.to_string(),
+                    );
+                }
+                (served == expected).then_some(served)
+            }
+        },
+    )
+    .await;
+    assert_eq!(served_versions, expected_versions);
+
+    // A backlog delta: only messages newer than now minus the delta are counted.
+    let recent = reference_counts(|message| {
+        let timestamp = message["timestamp"].as_f64().unwrap_or(0.0);
+        if timestamp >= cutoff {
+            category_of(message)
+        } else {
+            vec![]
+        }
+    });
+    let recent_total: u64 = recent.values().sum();
+    assert!(recent_total > 0 && recent_total < CORPUS_SIZE);
+    assert_eq!(
+        stack
+            .wait_for_statistic("recent-volume-by-category", &recent)
+            .await,
+        recent
+    );
+
     let plugins = statscache_tests::get_json(&format!("{}/api/", stack.api))
         .await
         .expect("plugins");
-    let listed = plugins
-        .as_array()
-        .expect("array")
-        .iter()
-        .any(|p| p["identifier"] == "compose-branches-per-environment");
-    assert!(listed, "{plugins}");
+    let mut backlog_listed = None;
+    for plugin in plugins.as_array().expect("array") {
+        if plugin["identifier"] == "recent-volume-by-category" {
+            backlog_listed = plugin["backlog_delta_seconds"].as_u64();
+        }
+    }
+    assert_eq!(backlog_listed, Some(backlog_seconds));
 }
 
 #[tokio::test(flavor = "multi_thread")]
