@@ -205,6 +205,47 @@ async fn two_replicas_on_the_same_endpoint_store_each_message_once() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_publisher_that_restarts_is_subscribed_to_again() {
+    let nats = NatsServer::start().await;
+    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    let admin = free_port();
+    let _ingestor = Service::start(
+        "ingestor",
+        &ingestor_env(&nats, std::slice::from_ref(&endpoint), admin),
+        &[],
+    );
+    wait_subscribed(admin).await;
+
+    // A fedmsg hub restarting: one publisher process binds, sends and exits, then another binds
+    // the same endpoint. The publisher waits for the ingestor's subscription each time, so every
+    // message it sends is one the ingestor must relay.
+    let lines = statscache_tests::corpus::real_lines();
+    let work = tempfile::TempDir::new().expect("temp dir");
+    let (first, second) = (
+        work.path().join("first.jsonl"),
+        work.path().join("second.jsonl"),
+    );
+    std::fs::write(&first, lines[..100].join("\n") + "\n").expect("write");
+    std::fs::write(&second, lines[100..].join("\n") + "\n").expect("write");
+    let client = async_nats::connect(&nats.url).await.expect("nats");
+    let jetstream = jetstream::new(client);
+    let mut expected = 0;
+    for (part, count) in [(first, 100), (second, lines.len() - 100)] {
+        let output = publish_corpus(&endpoint, &[part], 1, &[]).await;
+        assert!(
+            output.contains(&format!("published {count} messages")),
+            "{output}"
+        );
+        expected += count as u64;
+        wait_for("the publisher's messages", Duration::from_secs(60), || {
+            let jetstream = jetstream.clone();
+            async move { (stream_messages(&jetstream, "FEDMSG").await == expected).then_some(()) }
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn publish_and_tail_work_like_fedmsg_logger_and_fedmsg_tail() {
     use tokio::io::AsyncBufReadExt;
 
