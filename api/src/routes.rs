@@ -18,6 +18,7 @@ use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, Object, OpenApi, ResponseContent};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use statscache_shared::schema::PluginCatalogRow;
 
 use crate::error::ApiError;
 use crate::params::{parse_time, reject_repeated, with_page, Order, Page};
@@ -381,6 +382,26 @@ fn client_has_current(headers: &HeaderMap, tag: &str) -> bool {
     false
 }
 
+impl Api {
+    /// The catalog entry a request names, by identifier or by statscache's per-interval
+    /// identifier (`volume-by-topic-daily`), with the bucket such a name implies.
+    async fn find_plugin(
+        &self,
+        requested: &str,
+    ) -> Result<(PluginCatalogRow, Option<Bucket>), ApiError> {
+        let (identifier, bucket_from_name) = statistics::split_interval_suffix(requested);
+        let catalog = statistics::catalog(&self.state.clickhouse).await?;
+        for entry in catalog {
+            if entry.identifier == identifier {
+                return Ok((entry, bucket_from_name));
+            }
+        }
+        Err(ApiError::not_found(format!(
+            "no plugin named {requested:?}; see /api/"
+        )))
+    }
+}
+
 #[OpenApi]
 impl Api {
     /// List the statistics (plugins) the workers keep.
@@ -434,14 +455,7 @@ impl Api {
         /// Plugin identifier, as listed by `/api/`.
         plugin: Path<String>,
     ) -> Result<Json<LayoutDoc>, ApiError> {
-        let (identifier, _) = statistics::split_interval_suffix(&plugin.0);
-        let catalog = statistics::catalog(&self.state.clickhouse).await?;
-        let Some(entry) = catalog.into_iter().find(|row| row.identifier == identifier) else {
-            return Err(ApiError::not_found(format!(
-                "no plugin named {:?}; see /api/",
-                plugin.0
-            )));
-        };
+        let (entry, _) = self.find_plugin(&plugin.0).await?;
         let limit = statistics::MAX_LAYOUT_KEYS;
         let mut keys =
             statistics::keys(&self.state.clickhouse, &entry.table_name, limit + 1).await?;
@@ -501,18 +515,11 @@ impl Api {
             ],
         )?;
         let format = negotiate(format.0.as_deref(), headers)?;
-        let (identifier, bucket_from_name) = statistics::split_interval_suffix(&plugin.0);
-        let catalog = statistics::catalog(&self.state.clickhouse).await?;
-        let Some(entry) = catalog.into_iter().find(|row| row.identifier == identifier) else {
-            return Err(ApiError::not_found(format!(
-                "no plugin named {:?}; see /api/",
-                plugin.0
-            )));
-        };
+        let (entry, bucket_from_name) = self.find_plugin(&plugin.0).await?;
         let Some(kind) = entry.kind() else {
             return Err(ApiError::not_found(format!(
-                "plugin {identifier:?} has an unknown kind {:?}",
-                entry.kind
+                "plugin {:?} has an unknown kind {:?}",
+                entry.identifier, entry.kind
             )));
         };
         let start_time = match start.0.as_deref() {
