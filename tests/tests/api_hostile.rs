@@ -1,10 +1,10 @@
 //! The API under hostile input and outages, against real servers on the real corpus.
 //!
-//! - Every parameter of `/api/<plugin>`, `/raw` and `/id` gets SQL injection strings, bounds
-//!   breakers (huge ranges and pages, bad dates), unknown enumerations, bytes that are not UTF-8,
-//!   repetitions and very long values. Each answer is a 4xx with our JSON error body, or — for a
-//!   free-text filter, where an injection string is just a value nobody has — a 200 that matches
-//!   nothing. Never a 5xx. Afterwards the data is exactly what it was: no injection took effect.
+//! - Every parameter of `/api/`, `/api/<plugin>` (and its `/layout`), `/raw` and `/id` gets SQL
+//!   injection strings, bounds breakers (huge ranges and pages, bad dates), unknown enumerations,
+//!   bytes that are not UTF-8, repetitions and very long values. Each answer is a 4xx with our
+//!   JSON error body, or — for a free-text filter, where an injection string is just a value
+//!   nobody has — a 200 that matches nothing. Never a 5xx. Afterwards the data is exactly what it was: no injection took effect.
 //! - ClickHouse paused: requests end after `api.request-timeout` with a 503 JSON body.
 //! - ClickHouse killed: the routes and `/health/readyz` answer 503 JSON; once it is back on the
 //!   same ports, the same api process serves the same data again, without a restart.
@@ -104,10 +104,12 @@ fn statistic_cases(api: &str) -> Vec<Case> {
             url(api, plugin, &[("key", injection)]),
             Expect::NothingMatches,
         ));
-        let path = format!("/api/{}", injection.replace('/', ""));
-        let mut plugin_url = Url::parse(api).expect("url");
-        plugin_url.set_path(&path);
-        cases.push(case(plugin_url.to_string(), Expect::Refused));
+        let name = injection.replace('/', "");
+        for path in [format!("/api/{name}"), format!("/api/{name}/layout")] {
+            let mut plugin_url = Url::parse(api).expect("url");
+            plugin_url.set_path(&path);
+            cases.push(case(plugin_url.to_string(), Expect::Refused));
+        }
     }
     let refused: &[&[(&str, &str)]] = &[
         // Out of bounds (the whole history, start=0, is this route's default and allowed).
@@ -149,6 +151,12 @@ fn statistic_cases(api: &str) -> Vec<Case> {
     cases.push(case(format!("{api}{plugin}?key=%C3%28"), Expect::Refused));
     cases.push(case(format!("{api}{plugin}?%FE=1"), Expect::Refused));
     cases.push(case(format!("{api}/api/%FF%FE"), Expect::Refused));
+    cases.push(case(format!("{api}/api/%FF%FE/layout"), Expect::Refused));
+    cases.push(case(format!("{api}/api/?format=xml"), Expect::Refused));
+    cases.push(case(
+        format!("{api}/api/?format=csv&format=json"),
+        Expect::Refused,
+    ));
     cases
 }
 
