@@ -10,4 +10,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --bins
 # The Kubernetes manifests: config keys, probes, resources (loads each pod's config with the real binary).
 python3 deploy/kubernetes/validate.py
-cargo test --workspace -- --test-threads=2
+# Two tests at a time: each end-to-end test runs its own servers, and the machine has 2 cores.
+mkdir -p target
+cargo test --workspace -- --test-threads=2 2>&1 | tee target/test-output.txt
+# One closing line for the whole suite (cargo prints one per test binary).
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' \
+  target/test-output.txt
