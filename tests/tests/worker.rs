@@ -172,6 +172,65 @@ async fn duplicates_and_a_crash_between_write_and_ack_change_no_statistic() {
     .await;
 }
 
+/// The durable consumer's counts: (not yet delivered, delivered but not acked).
+async fn consumer_backlog(nats_url: &str) -> (u64, u64) {
+    let client = async_nats::connect(nats_url).await.expect("nats");
+    let jetstream = async_nats::jetstream::new(client);
+    let stream = jetstream.get_stream("FEDMSG").await.expect("stream");
+    let mut consumer = stream
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>("statscache-worker")
+        .await
+        .expect("consumer");
+    let info = consumer.info().await.expect("consumer info");
+    (info.num_pending, info.num_ack_pending as u64)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_finishes_the_batch_in_flight_and_leaves_nothing_unacked() {
+    let stack = Stack::start().await;
+    // Small batches, so that the signal comes while the stream is being worked through.
+    let small_batches = [("STATSCACHE_WORKER__BATCH_SIZE", "20".to_string())];
+    let (worker, metrics_url) = stack.worker(&small_batches, &[]).await;
+    publish_to_stream(&stack.servers.nats.url, &real_lines(), true).await;
+    wait_for(
+        "a first batch to be stored",
+        Duration::from_secs(60),
+        || {
+            let url = metrics_url.clone();
+            async move { (metric(&url, "statscache_worker_stored_total").await > 0).then_some(()) }
+        },
+    )
+    .await;
+    assert!(worker.terminate(), "the worker exits cleanly on SIGTERM");
+
+    // Everything delivered to it was stored and acked (or given back): nothing waits out
+    // ack-wait for another replica.
+    let (_, unacked) = consumer_backlog(&stack.servers.nats.url).await;
+    assert_eq!(unacked, 0, "messages left unacked by the stopped worker");
+
+    // A new replica takes the rest; the statistics are exact.
+    let (_worker, _) = stack.worker(&[], &[]).await;
+    stack.wait_for_statistic("volume", &total_reference()).await;
+    let by_category = reference_counts(category_of);
+    assert_eq!(
+        stack
+            .wait_for_statistic("volume-by-category", &by_category)
+            .await,
+        by_category
+    );
+    // Statistics are visible once written, a moment before their acks land.
+    let nats_url = stack.servers.nats.url.clone();
+    wait_for(
+        "the new replica to ack the rest",
+        Duration::from_secs(60),
+        || {
+            let nats_url = nats_url.clone();
+            async move { (consumer_backlog(&nats_url).await == (0, 0)).then_some(()) }
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn three_replicas_share_the_work_and_agree_with_one() {
     let stack = Stack::start().await;

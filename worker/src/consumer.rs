@@ -14,6 +14,9 @@
 //! The other half — redelivered or duplicated messages not being counted twice — is the fact
 //! model of `statscache_shared::schema`.
 //!
+//! On shutdown the batch in flight — being fetched or being written — is finished and acked;
+//! a batch whose write cannot complete in time is given back (nak) for another replica.
+//!
 //! JetStream itself never drops a message for too many deliveries (`max_deliver` is unlimited on
 //! the consumer). Instead a message that keeps coming back — because processing it crashed a
 //! worker, say — is parked on the dead-letter stream once it reaches `[worker] max-deliver`.
@@ -37,6 +40,9 @@ use crate::metrics::Metrics;
 use crate::plugin::{Fact, Message, Plugin};
 use crate::sink::{self, Batch, FactRow, MessageRow};
 use crate::WorkerError;
+
+/// How long, beyond twice `batch-timeout`, a fetch under way at shutdown may take to finish.
+const FETCH_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Everything the loop needs, built once at start-up.
 pub struct Consumer {
@@ -78,8 +84,24 @@ impl Consumer {
             };
             self.handle_batch(messages, &shutdown).await?;
         }
+        self.flush_acks().await;
         tracing::info!("worker stopped");
         Ok(())
+    }
+
+    /// Acks are queued on the NATS connection, not sent at once: before the process exits,
+    /// send what is queued, or the last batch stored would be redelivered for nothing.
+    async fn flush_acks(&self) {
+        let client = self.jetstream.client();
+        match tokio::time::timeout(FETCH_SHUTDOWN_GRACE, client.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "cannot send the last acks; those messages will be redelivered")
+            }
+            Err(_elapsed) => tracing::warn!(
+                "sending the last acks timed out; those messages will be redelivered"
+            ),
+        }
     }
 
     /// Processes the stream up to `last_sequence` (inclusive), then returns the number of
@@ -108,9 +130,19 @@ impl Consumer {
     }
 
     /// The next non-empty batch, or `None` (after a pause if fetching failed).
+    ///
+    /// A fetch under way when shutdown comes is allowed to finish (it ends by itself after
+    /// `batch-timeout`), so that what JetStream already delivered to this replica is stored and
+    /// acked rather than left to wait out `ack-wait` before another replica gets it. Only a fetch
+    /// that is still not done a grace period later (NATS unreachable) is abandoned.
     async fn next_batch(&self, shutdown: &CancellationToken) -> Option<Vec<jetstream::Message>> {
+        let grace = self.config.worker.batch_timeout * 2 + FETCH_SHUTDOWN_GRACE;
+        let abandon = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(grace).await;
+        };
         let fetched = tokio::select! {
-            _ = shutdown.cancelled() => return None,
+            _ = abandon => return None,
             fetched = self.fetch_batch() => fetched,
         };
         match fetched {
@@ -172,8 +204,13 @@ impl Consumer {
         }
 
         if !self.write_until_stored(&batch, &to_ack, shutdown).await {
-            // Shutting down before the rows were stored: leave the messages unacked so that
-            // JetStream redelivers them to a replica that can store them.
+            // Shutting down before the rows were stored: give the messages back (nak) so that
+            // JetStream redelivers them at once to a replica that can store them.
+            for message in &to_ack {
+                if let Err(error) = message.ack_with(AckKind::Nak(None)).await {
+                    tracing::warn!(%error, "cannot give a message back; it is redelivered after ack-wait");
+                }
+            }
             return Ok(None);
         }
         self.abort_if_injected();
