@@ -65,59 +65,42 @@ async fn run_backfill(env: &[(String, String)], extra_args: &[&str]) -> (bool, S
     (output.status.success(), stderr)
 }
 
-/// The `Nats-Msg-Id` of every message in the `FEDMSG` stream.
-async fn stream_identities(nats_url: &str) -> Vec<String> {
+/// The value of `header` on every message of `stream`, in stream order.
+async fn header_values(nats_url: &str, stream: &str, header: &str) -> Vec<String> {
     let client = async_nats::connect(nats_url)
         .await
         .expect("connect to NATS");
     let jetstream = async_nats::jetstream::new(client);
-    let mut stream = jetstream.get_stream("FEDMSG").await.expect("FEDMSG stream");
+    let mut stream = jetstream.get_stream(stream).await.expect("the stream");
     let last_sequence = stream
         .info()
         .await
         .expect("stream info")
         .state
         .last_sequence;
-    let mut identities = Vec::new();
+    let mut values = Vec::new();
     for sequence in 1..=last_sequence {
         let message = stream
             .get_raw_message(sequence)
             .await
             .unwrap_or_else(|e| panic!("message {sequence}: {e}"));
-        let identity = message
+        let value = message
             .headers
-            .get("Nats-Msg-Id")
-            .unwrap_or_else(|| panic!("message {sequence} has no Nats-Msg-Id"));
-        identities.push(identity.as_str().to_string());
+            .get(header)
+            .unwrap_or_else(|| panic!("message {sequence} has no {header}"));
+        values.push(value.as_str().to_string());
     }
-    identities
+    values
+}
+
+/// The `Nats-Msg-Id` of every message in the `FEDMSG` stream.
+async fn stream_identities(nats_url: &str) -> Vec<String> {
+    header_values(nats_url, "FEDMSG", "Nats-Msg-Id").await
 }
 
 /// The `Statscache-Reason` of every dead letter, sorted.
 async fn dead_letter_reasons(nats_url: &str) -> Vec<String> {
-    let client = async_nats::connect(nats_url)
-        .await
-        .expect("connect to NATS");
-    let jetstream = async_nats::jetstream::new(client);
-    let mut stream = jetstream
-        .get_stream("STATSCACHE_DEAD_LETTER")
-        .await
-        .expect("dead-letter stream");
-    let last_sequence = stream
-        .info()
-        .await
-        .expect("stream info")
-        .state
-        .last_sequence;
-    let mut reasons = Vec::new();
-    for sequence in 1..=last_sequence {
-        let letter = stream
-            .get_raw_message(sequence)
-            .await
-            .unwrap_or_else(|e| panic!("dead letter {sequence}: {e}"));
-        let reason = letter.headers.get("Statscache-Reason").expect("a reason");
-        reasons.push(reason.as_str().to_string());
-    }
+    let mut reasons = header_values(nats_url, "STATSCACHE_DEAD_LETTER", "Statscache-Reason").await;
     reasons.sort();
     reasons
 }

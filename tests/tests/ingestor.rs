@@ -46,17 +46,23 @@ async fn wait_subscribed(admin: u16) {
     statscache_tests::wait_until_ok(&format!("http://127.0.0.1:{admin}/health/readyz")).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn bad_input_is_counted_and_dead_lettered_and_good_messages_still_flow() {
-    let nats = NatsServer::start().await;
+/// An ingestor subscribed to one fresh endpoint, ready; with the endpoint and its admin port.
+async fn ingestor_on_one_endpoint(nats: &NatsServer) -> (Service, String, u16) {
     let endpoint = format!("tcp://127.0.0.1:{}", free_port());
     let admin = free_port();
-    let _ingestor = Service::start(
+    let ingestor = Service::start(
         "ingestor",
-        &ingestor_env(&nats, std::slice::from_ref(&endpoint), admin),
+        &ingestor_env(nats, std::slice::from_ref(&endpoint), admin),
         &[],
     );
     wait_subscribed(admin).await;
+    (ingestor, endpoint, admin)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_is_counted_and_dead_lettered_and_good_messages_still_flow() {
+    let nats = NatsServer::start().await;
+    let (_ingestor, endpoint, admin) = ingestor_on_one_endpoint(&nats).await;
 
     let mut input = tempfile::NamedTempFile::new().expect("input file");
     let giant = format!(
@@ -207,14 +213,7 @@ async fn two_replicas_on_the_same_endpoint_store_each_message_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_publisher_that_restarts_is_subscribed_to_again() {
     let nats = NatsServer::start().await;
-    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
-    let admin = free_port();
-    let _ingestor = Service::start(
-        "ingestor",
-        &ingestor_env(&nats, std::slice::from_ref(&endpoint), admin),
-        &[],
-    );
-    wait_subscribed(admin).await;
+    let (_ingestor, endpoint, _) = ingestor_on_one_endpoint(&nats).await;
 
     // A fedmsg hub restarting: one publisher process binds, sends and exits, then another binds
     // the same endpoint. The publisher waits for the ingestor's subscription each time, so every
