@@ -544,3 +544,27 @@ pub async fn wait_for_messages(client: &clickhouse::Client, count: u64) {
     )
     .await;
 }
+
+/// The worker's durable consumer: (messages not yet delivered, delivered but not acked), or
+/// `None` while the stream or consumer does not exist (or NATS does not answer).
+pub async fn consumer_backlog(nats_url: &str) -> Option<(u64, u64)> {
+    let client = async_nats::connect(nats_url).await.ok()?;
+    let jetstream = async_nats::jetstream::new(client);
+    let stream = jetstream.get_stream("FEDMSG").await.ok()?;
+    let mut consumer = stream
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>("statscache-worker")
+        .await
+        .ok()?;
+    let info = consumer.info().await.ok()?;
+    Some((info.num_pending, info.num_ack_pending as u64))
+}
+
+/// Waits until the workers have acked everything in the stream.
+pub async fn wait_for_consumer_drained(nats_url: &str) {
+    wait_for(
+        "the workers to ack the whole stream",
+        Duration::from_secs(120),
+        || async { (consumer_backlog(nats_url).await == Some((0, 0))).then_some(()) },
+    )
+    .await;
+}

@@ -7,7 +7,9 @@ use std::time::Duration;
 use statscache_tests::corpus::{
     category_of, publish_to_stream, real_lines, reference_counts, served_counts, topic_of,
 };
-use statscache_tests::{free_port, run_command, wait_for, Servers, Service};
+use statscache_tests::{
+    consumer_backlog, free_port, run_command, wait_for, wait_for_consumer_drained, Servers, Service,
+};
 
 const CORPUS_SIZE: u64 = 324;
 
@@ -172,19 +174,6 @@ async fn duplicates_and_a_crash_between_write_and_ack_change_no_statistic() {
     .await;
 }
 
-/// The durable consumer's counts: (not yet delivered, delivered but not acked).
-async fn consumer_backlog(nats_url: &str) -> (u64, u64) {
-    let client = async_nats::connect(nats_url).await.expect("nats");
-    let jetstream = async_nats::jetstream::new(client);
-    let stream = jetstream.get_stream("FEDMSG").await.expect("stream");
-    let mut consumer = stream
-        .get_consumer::<async_nats::jetstream::consumer::pull::Config>("statscache-worker")
-        .await
-        .expect("consumer");
-    let info = consumer.info().await.expect("consumer info");
-    (info.num_pending, info.num_ack_pending as u64)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_finishes_the_batch_in_flight_and_leaves_nothing_unacked() {
     let stack = Stack::start().await;
@@ -205,7 +194,9 @@ async fn sigterm_finishes_the_batch_in_flight_and_leaves_nothing_unacked() {
 
     // Everything delivered to it was stored and acked (or given back): nothing waits out
     // ack-wait for another replica.
-    let (_, unacked) = consumer_backlog(&stack.servers.nats.url).await;
+    let (_, unacked) = consumer_backlog(&stack.servers.nats.url)
+        .await
+        .expect("the consumer's counts");
     assert_eq!(unacked, 0, "messages left unacked by the stopped worker");
 
     // A new replica takes the rest; the statistics are exact.
@@ -219,16 +210,7 @@ async fn sigterm_finishes_the_batch_in_flight_and_leaves_nothing_unacked() {
         by_category
     );
     // Statistics are visible once written, a moment before their acks land.
-    let nats_url = stack.servers.nats.url.clone();
-    wait_for(
-        "the new replica to ack the rest",
-        Duration::from_secs(60),
-        || {
-            let nats_url = nats_url.clone();
-            async move { (consumer_backlog(&nats_url).await == (0, 0)).then_some(()) }
-        },
-    )
-    .await;
+    wait_for_consumer_drained(&stack.servers.nats.url).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
