@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # Writes a self-contained clickhouse-server config into DIR for a throwaway server on loopback.
 #
-#   clickhouse-config.sh DIR HTTP_PORT TCP_PORT
+#   clickhouse-config.sh DIR HTTP_PORT TCP_PORT [--log-queries]
 #
+# --log-queries records every query in system.query_log (the ClickHouse compatibility test
+# replays what the services sent); off by default, since it costs a write per query.
 # The root element is <yandex>, which ClickHouse 18.16 requires and current releases still accept.
 set -euo pipefail
 dir=$(readlink -f "$1"); http_port=$2; tcp_port=$3
+log_queries=0; query_log=""
+if [ "${4:-}" = "--log-queries" ]; then
+  log_queries=1
+  query_log="<query_log><database>system</database><table>query_log</table><flush_interval_milliseconds>1000</flush_interval_milliseconds></query_log>"
+fi
 mkdir -p "$dir/data" "$dir/tmp" "$dir/user_files" "$dir/format_schemas" "$dir/log"
 cat > "$dir/config.xml" <<XML
 <?xml version="1.0"?>
@@ -33,6 +40,7 @@ cat > "$dir/config.xml" <<XML
     <default_profile>default</default_profile>
     <default_database>default</default_database>
     <mlock_executable>false</mlock_executable>
+    $query_log
 </yandex>
 XML
 cat > "$dir/users.xml" <<XML
@@ -41,6 +49,7 @@ cat > "$dir/users.xml" <<XML
     <profiles>
         <default>
             <max_memory_usage>4000000000</max_memory_usage>
+            <log_queries>$log_queries</log_queries>
         </default>
     </profiles>
     <users>

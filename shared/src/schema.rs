@@ -83,12 +83,17 @@ pub fn client(config: &ClickHouseConfig) -> clickhouse::Client {
     client_without_database(config).with_database(&config.database)
 }
 
+/// The product our requests name in their `User-Agent` (`statscache/<version> clickhouse-rs/…`),
+/// so that `system.query_log.http_user_agent` tells statscache's queries from others'.
+pub const CLIENT_PRODUCT: &str = "statscache";
+
 fn client_without_database(config: &ClickHouseConfig) -> clickhouse::Client {
     clickhouse::Client::default()
         .with_url(&config.url)
         .with_user(&config.user)
         .with_password(&config.password)
         .with_validation(false)
+        .with_product_info(CLIENT_PRODUCT, env!("CARGO_PKG_VERSION"))
 }
 
 /// One schema change. Statements must be idempotent.

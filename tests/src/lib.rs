@@ -155,6 +155,16 @@ pub struct ClickHouseServer {
 
 impl ClickHouseServer {
     pub async fn start() -> ClickHouseServer {
+        ClickHouseServer::start_with(&[]).await
+    }
+
+    /// A server that records every query in `system.query_log`.
+    pub async fn start_logging_queries() -> ClickHouseServer {
+        ClickHouseServer::start_with(&["--log-queries"]).await
+    }
+
+    /// `options` are `deploy/local/clickhouse-config.sh`'s.
+    async fn start_with(options: &[&str]) -> ClickHouseServer {
         ensure_installed();
         let data = TempDir::new().expect("clickhouse data dir");
         let http_port = free_port();
@@ -164,6 +174,7 @@ impl ClickHouseServer {
             .arg(data.path())
             .arg(http_port.to_string())
             .arg(tcp_port.to_string())
+            .args(options)
             .status()
             .expect("write clickhouse config");
         assert!(status.success());
@@ -389,6 +400,19 @@ pub struct Servers {
 impl Servers {
     pub async fn start() -> Servers {
         let (nats, clickhouse) = tokio::join!(NatsServer::start(), ClickHouseServer::start());
+        Servers::with(nats, clickhouse)
+    }
+
+    /// Servers whose ClickHouse records every query in `system.query_log`.
+    pub async fn start_logging_queries() -> Servers {
+        let (nats, clickhouse) = tokio::join!(
+            NatsServer::start(),
+            ClickHouseServer::start_logging_queries()
+        );
+        Servers::with(nats, clickhouse)
+    }
+
+    fn with(nats: NatsServer, clickhouse: ClickHouseServer) -> Servers {
         Servers {
             nats,
             clickhouse,

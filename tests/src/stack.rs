@@ -24,7 +24,15 @@ impl CorpusStack {
     /// Starts the stack with `extra` `STATSCACHE_*` settings and stores `lines`, each a distinct
     /// message.
     pub async fn start(lines: &[String], extra: &[(&str, String)]) -> CorpusStack {
-        let servers = Servers::start().await;
+        CorpusStack::start_on(Servers::start().await, lines, extra).await
+    }
+
+    /// [`CorpusStack::start`] on servers started by the caller.
+    pub async fn start_on(
+        servers: Servers,
+        lines: &[String],
+        extra: &[(&str, String)],
+    ) -> CorpusStack {
         let api_port = free_port();
         let worker_admin = free_port();
         let mut settings = vec![
