@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what statscache-rs needs on a Debian machine, skipping what is already there:
 # nats-server and clickhouse-server (Debian packages), pyzmq (PyPI) for the fedmsg publisher
-# used by the demo and the tests, and PyYAML (PyPI) for the Kubernetes manifest validator.
+# used by the demo and the tests, PyYAML (PyPI) for the Kubernetes manifest validator, and
+# chdb-core (PyPI: the current ClickHouse engine, embedded) for the SQL compatibility test.
 # The Rust toolchain itself is assumed present.
 set -euo pipefail
 missing=()
@@ -15,8 +16,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
 fi
-# pyzmq: the real ZeroMQ publisher of the demo and the tests; PyYAML: the manifest validator.
-for module_package in zmq:pyzmq yaml:pyyaml; do
+# pyzmq: the real ZeroMQ publisher of the demo and the tests; PyYAML: the manifest validator;
+# chdb-core: a current ClickHouse that tests/support/clickhouse_compat.py replays our SQL on.
+for module_package in zmq:pyzmq yaml:pyyaml chdb:chdb-core; do
   module=${module_package%%:*}; package=${module_package#*:}
   if ! python3 -c "import $module" 2>/dev/null; then
     echo "installing $package from PyPI" >&2
