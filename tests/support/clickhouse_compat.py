@@ -71,16 +71,13 @@ class OldServer:
         self.url = url.rstrip("/") + "/"
         self.database = database
 
-    def request(self, sql, data=None, settings=None, database=True):
+    def request(self, sql, settings=None, database=True):
         params = dict(settings or {})
         if database:
             params["database"] = self.database
         url = self.url + "?" + urllib.parse.urlencode(params)
-        body = sql.encode() if data is None else data
-        if data is not None:
-            url += "&" + urllib.parse.urlencode({"query": sql})
         try:
-            with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=120) as response:
+            with urllib.request.urlopen(urllib.request.Request(url, data=sql.encode()), timeout=120) as response:
                 return response.read()
         except urllib.error.HTTPError as error:
             raise ServerError(error.read().decode(errors="replace").strip()) from None
@@ -123,7 +120,7 @@ def strip_comments(sql):
 
 
 def top_level(sql):
-    """The statement with quoted text and everything inside parentheses blanked out."""
+    """The statement without its quoted text and without what is inside parentheses."""
     out = []
     depth = 0
     quote = None
@@ -203,9 +200,12 @@ def same_field(old, new):
     if old == new:
         return True
     try:
-        return math.isclose(float(old), float(new), rel_tol=1e-9, abs_tol=1e-12)
+        old_number, new_number = float(old), float(new)
     except ValueError:
         return False
+    if math.isnan(old_number) and math.isnan(new_number):
+        return True
+    return math.isclose(old_number, new_number, rel_tol=1e-9, abs_tol=1e-12)
 
 
 def same_rows(old_text, new_text, ordered):
@@ -239,7 +239,8 @@ def captured(old, product):
     # type 2: QueryFinish. Within one second the log does not keep the order: ddl_rank orders
     # the schema statements of a second (a database before its tables).
     rows = old.text(
-        "SELECT toUInt32(event_time), query, Settings.Names, Settings.Values FROM system.query_log "
+        "SELECT toUInt32(event_time) AS second, query, Settings.Names AS names, "
+        "Settings.Values AS values FROM system.query_log "
         f"WHERE type = 2 AND http_user_agent LIKE '{product_pattern}' ORDER BY event_time "
         "FORMAT JSONEachRow",
         database=False,
@@ -247,10 +248,8 @@ def captured(old, product):
     statements = []
     for line in rows.splitlines():
         row = json.loads(line)
-        names = row["Settings.Names"]
-        values = row["Settings.Values"]
-        settings = {n: v for n, v in zip(names, values) if n not in ignored}
-        statements.append((int(row["toUInt32(event_time)"]), row["query"], settings))
+        settings = {n: v for n, v in zip(row["names"], row["values"]) if n not in ignored}
+        statements.append((int(row["second"]), row["query"], settings))
     return statements
 
 
