@@ -29,7 +29,7 @@ def main():
     parser.add_argument("--linger", type=float, default=2.0, help="seconds to keep the socket open after sending")
     parser.add_argument("--single-frame", action="append", default=[], help="also send this text as a one-frame message")
     parser.add_argument("--frames", action="append", default=[], help="also send the multipart messages of this binary file")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
 
     context = zmq.Context()
     socket = context.socket(zmq.XPUB)
