@@ -36,6 +36,9 @@ pub struct Metrics {
     /// Closed windows in which reconciliation found fewer messages in the stream than
     /// datagrepper has: gaps in live delivery, each then backfilled.
     pub gaps: IntCounter,
+    /// Dead letters that could not be stored either (logged), by reason: nothing else keeps
+    /// that input.
+    pub dead_letters_lost: IntCounterVec,
 }
 
 impl Metrics {
@@ -108,6 +111,11 @@ impl Metrics {
                 "statscache_ingestor_gaps_total",
                 "Closed windows in which the stream held fewer messages than datagrepper",
             )?,
+            dead_letters_lost: counter(
+                "statscache_ingestor_dead_letters_lost_total",
+                "Dead letters that could not be stored",
+                &["reason"],
+            )?,
         };
         registry.register(Box::new(metrics.received.clone()))?;
         registry.register(Box::new(metrics.backfill_windows.clone()))?;
@@ -123,6 +131,7 @@ impl Metrics {
         registry.register(Box::new(metrics.source_errors.clone()))?;
         registry.register(Box::new(metrics.publish_seconds.clone()))?;
         registry.register(Box::new(metrics.in_flight.clone()))?;
+        registry.register(Box::new(metrics.dead_letters_lost.clone()))?;
         Ok(metrics)
     }
 }

@@ -1,8 +1,8 @@
 //! The relay: validate what the sources received and publish it to JetStream, once, in order.
 //!
-//! - Validation: framing, UTF-8, JSON, envelope shape, timestamp, topic, size. A rejection is
-//!   counted, logged and published with its reason to the dead-letter stream; the next message
-//!   flows on.
+//! - Validation: framing, UTF-8, JSON, envelope shape, timestamp, topic, identity, size (body
+//!   and headers under the server's `max_payload`). A rejection is counted, logged and published
+//!   with its reason to the dead-letter stream; the next message flows on.
 //! - Identity: `Nats-Msg-Id` is the message identity, so JetStream drops a second copy (another
 //!   ingestor replica, a backfill overlapping live traffic) within its duplicate window; beyond
 //!   the window the worker's storage de-duplicates by the same identity.
@@ -11,28 +11,44 @@
 //!   the relay stops reading from the sources' channel, and the sources wait.
 //! - No loss: a message counts as relayed only when its ack arrives. A publish that times out or
 //!   fails is sent again with the same identity (JetStream de-duplicates a retry whose first
-//!   attempt did land), with backoff, until it is acked or the ingestor is killed.
+//!   attempt did land), with backoff, while NATS is away. But no message can hold a place in the
+//!   in-flight window for good: one JetStream refuses for good (too large, a 4xx error) is
+//!   dead-lettered at once with the reason, and one that keeps failing while NATS is connected
+//!   is dead-lettered after [`MAX_CONNECTED_FAILURES`] tries (`publish_failed`) and reported to
+//!   the caller, so a backfill window holding it is not recorded complete.
+//! - Dead letters never block: their headers are made safe and their payload cut to fit
+//!   ([`nats::publish_dead_letter`]); one that still cannot be stored is counted
+//!   (`statscache_ingestor_dead_letters_lost_total`) and logged, and the relay moves on.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_nats::connection::State;
+use async_nats::jetstream::context::{PublishAckFuture, PublishError, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
-use async_nats::jetstream::{self, context::PublishAckFuture};
+use async_nats::jetstream::{self, publish::PublishAck};
 use bytes::Bytes;
 use statscache_shared::admin::Health;
 use statscache_shared::config::Config;
 use statscache_shared::message::{Envelope, InvalidMessage};
 use statscache_shared::nats::{self, DeadLetter, HEADER_EVENT_TIME, HEADER_MSG_ID, HEADER_SOURCE};
 use statscache_shared::retry::backoff;
-use statscache_shared::topic::topic_to_subject;
+use statscache_shared::topic::{topic_to_subject, MAX_TOPIC_BYTES};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::metrics::Metrics;
 use crate::source::Incoming;
 
-/// Room left for headers under the server's max payload.
-const HEADER_ALLOWANCE: usize = 1024;
+/// Failed tries of one publish, while NATS is connected, before it is given up and
+/// dead-lettered (about two minutes with backoff). Tries while NATS is away do not count.
+pub const MAX_CONNECTED_FAILURES: u32 = 20;
+
+/// The same for a dead letter, before it is counted lost.
+const MAX_CONNECTED_DEAD_LETTER_FAILURES: u32 = 5;
+
+/// The dead-letter header carrying the transport's topic frame.
+const HEADER_TRANSPORT_TOPIC: &str = "Statscache-Transport-Topic";
 
 pub struct Relay {
     pub config: Arc<Config>,
@@ -46,7 +62,8 @@ struct Outgoing {
     source: &'static str,
     subject: String,
     identity: String,
-    event_time: String,
+    /// `Nats-Msg-Id`, source and event time: valid header values, counted in the size check.
+    headers: Vec<(&'static str, String)>,
     body: Bytes,
 }
 
@@ -54,6 +71,8 @@ struct Outgoing {
 enum Rejection {
     Framing(String),
     Invalid(InvalidMessage),
+    /// JetStream refused the publish, or it kept failing: a reason code and what happened.
+    Unstored(&'static str, String),
 }
 
 impl Rejection {
@@ -61,24 +80,82 @@ impl Rejection {
         match self {
             Rejection::Framing(_) => "bad_frames",
             Rejection::Invalid(invalid) => invalid.reason(),
+            Rejection::Unstored(reason, _) => reason,
         }
     }
 
     fn detail(&self) -> String {
         match self {
-            Rejection::Framing(detail) => detail.clone(),
+            Rejection::Framing(detail) | Rejection::Unstored(_, detail) => detail.clone(),
             Rejection::Invalid(invalid) => invalid.to_string(),
         }
     }
 }
 
+/// How one publish ended.
+enum Delivery {
+    Stored,
+    /// Dead-lettered: JetStream refused it for good, or it kept failing.
+    Unstored {
+        given_up: bool,
+    },
+}
+
+/// What a run of the relay could not store for a reason other than the input itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelaySummary {
+    /// Valid messages given up after [`MAX_CONNECTED_FAILURES`] failed tries (dead-lettered as
+    /// `publish_failed`): worth fetching again later.
+    pub given_up: usize,
+}
+
+/// Counts the failed tries of one publish and waits between them. Only failures while NATS is
+/// connected count towards the limit: an outage is waited out, a message that fails on a
+/// working connection is not tried forever.
+struct Tries {
+    failures: u32,
+    connected_failures: u32,
+    limit: u32,
+}
+
+impl Tries {
+    fn new(limit: u32) -> Tries {
+        Tries {
+            failures: 0,
+            connected_failures: 0,
+            limit,
+        }
+    }
+
+    /// Records a failure; `false` once the limit is reached.
+    fn failed(&mut self, client: &async_nats::Client) -> bool {
+        self.failures += 1;
+        if client.connection_state() == State::Connected {
+            self.connected_failures += 1;
+        }
+        self.connected_failures < self.limit
+    }
+
+    async fn pause(&self) {
+        let wait = backoff(
+            self.failures.saturating_sub(1),
+            Duration::from_millis(100),
+            Duration::from_secs(5),
+        );
+        tokio::time::sleep(wait).await;
+    }
+}
+
 impl Relay {
     /// Relays until every source has dropped its sender, then waits for the acks in flight.
-    pub async fn run(self: Arc<Self>, mut incoming: mpsc::Receiver<Incoming>) {
+    pub async fn run(self: Arc<Self>, mut incoming: mpsc::Receiver<Incoming>) -> RelaySummary {
         let permits = Arc::new(Semaphore::new(self.config.ingestor.max_in_flight.max(1)));
         let mut in_flight = JoinSet::new();
+        let mut summary = RelaySummary::default();
         while let Some(message) = incoming.recv().await {
-            while in_flight.try_join_next().is_some() {}
+            while let Some(ended) = in_flight.try_join_next() {
+                summary.count(ended);
+            }
             let outgoing = match self.validate(&message) {
                 Ok(outgoing) => outgoing,
                 Err(rejection) => {
@@ -94,51 +171,66 @@ impl Relay {
             let relay = self.clone();
             self.metrics.in_flight.inc();
             in_flight.spawn(async move {
-                relay.await_ack(outgoing, first_ack).await;
+                let delivery = relay.await_ack(outgoing, first_ack).await;
                 relay.metrics.in_flight.dec();
                 drop(permit);
+                delivery
             });
         }
         tracing::debug!(
             pending = in_flight.len(),
             "sources stopped; waiting for publish acks in flight"
         );
-        while in_flight.join_next().await.is_some() {}
+        while let Some(ended) = in_flight.join_next().await {
+            summary.count(ended);
+        }
+        summary
     }
 
     fn validate(&self, message: &Incoming) -> Result<Outgoing, Rejection> {
         if let Some(problem) = &message.framing_error {
             return Err(Rejection::Framing(problem.clone()));
         }
-        let limit = self
-            .jetstream
-            .client()
-            .server_info()
-            .max_payload
-            .saturating_sub(HEADER_ALLOWANCE);
-        if message.body.len() > limit {
+        let max_payload = self.jetstream.client().max_payload();
+        if message.body.len() > max_payload {
             let too_large = InvalidMessage::TooLarge {
                 size: message.body.len(),
-                limit,
+                limit: max_payload,
             };
             return Err(Rejection::Invalid(too_large));
         }
         let envelope = Envelope::parse(&message.body).map_err(Rejection::Invalid)?;
         if let Some(transport_topic) = &message.transport_topic {
-            let frame = String::from_utf8_lossy(transport_topic);
-            if frame != envelope.topic {
+            if transport_topic[..] != *envelope.topic.as_bytes() {
+                // Cut: a topic frame can be megabytes long, and the detail is logged.
+                let shown = &transport_topic[..transport_topic.len().min(MAX_TOPIC_BYTES)];
                 let mismatch = InvalidMessage::TopicMismatch {
-                    frame: frame.into_owned(),
+                    frame: String::from_utf8_lossy(shown).into_owned(),
                     envelope: envelope.topic,
                 };
                 return Err(Rejection::Invalid(mismatch));
             }
         }
+        // Valid header values: the envelope's checks bound the identity and keep it one line.
+        let identity = envelope.identity();
+        let headers = vec![
+            (HEADER_MSG_ID, identity.clone()),
+            (HEADER_SOURCE, message.source.to_string()),
+            (HEADER_EVENT_TIME, envelope.event_time().to_string()),
+        ];
+        let room = max_payload.saturating_sub(nats::header_block_len(&headers));
+        if message.body.len() > room {
+            let too_large = InvalidMessage::TooLarge {
+                size: message.body.len(),
+                limit: room,
+            };
+            return Err(Rejection::Invalid(too_large));
+        }
         Ok(Outgoing {
             source: message.source,
             subject: topic_to_subject(&self.config.nats.subject_prefix, &envelope.topic),
-            identity: envelope.identity(),
-            event_time: envelope.event_time().to_string(),
+            identity,
+            headers,
             body: message.body.clone(),
         })
     }
@@ -153,8 +245,9 @@ impl Relay {
         tracing::warn!(source = message.source, reason, %detail, "rejected input; dead-lettering it");
         let mut headers = vec![(HEADER_SOURCE, message.source.to_string())];
         if let Some(topic) = &message.transport_topic {
+            // Made a safe bounded line by the dead letter, like every header value.
             headers.push((
-                "Statscache-Transport-Topic",
+                HEADER_TRANSPORT_TOPIC,
                 String::from_utf8_lossy(topic).into_owned(),
             ));
         }
@@ -168,86 +261,136 @@ impl Relay {
         self.dead_letter(letter).await;
     }
 
-    /// Stores `letter` on the dead-letter stream, retrying until JetStream takes it: a dead
-    /// letter must not be lost either.
+    /// Stores `letter` on the dead-letter stream. A failure that may pass is tried again (an
+    /// outage is waited out); a letter that still cannot be stored is counted and logged, and
+    /// the caller moves on.
     pub async fn dead_letter(&self, letter: DeadLetter<'_>) {
-        let mut attempt = 0;
-        while let Err(error) =
-            nats::publish_dead_letter(&self.jetstream, &self.config.nats, letter.clone()).await
-        {
+        let client = self.jetstream.client();
+        let mut tries = Tries::new(MAX_CONNECTED_DEAD_LETTER_FAILURES);
+        loop {
+            let error =
+                match nats::publish_dead_letter(&self.jetstream, &self.config.nats, letter.clone())
+                    .await
+                {
+                    Ok(()) => return,
+                    Err(error) => error,
+                };
+            if error.is_permanent() || !tries.failed(&client) {
+                self.metrics
+                    .dead_letters_lost
+                    .with_label_values(&[letter.reason])
+                    .inc();
+                tracing::error!(%error, reason = letter.reason, "cannot store a dead letter; dropping it");
+                return;
+            }
             tracing::warn!(%error, "cannot store dead letter; retrying");
-            tokio::time::sleep(backoff(
-                attempt,
-                Duration::from_millis(100),
-                Duration::from_secs(5),
-            ))
-            .await;
-            attempt += 1;
+            tries.pause().await;
         }
     }
 
-    async fn send(&self, outgoing: &Outgoing) -> Result<PublishAckFuture, String> {
+    async fn send(&self, outgoing: &Outgoing) -> Result<PublishAckFuture, PublishError> {
         let publish = PublishMessage::build()
             .payload(outgoing.body.clone())
-            .header(HEADER_MSG_ID, outgoing.identity.as_str())
-            .header(HEADER_SOURCE, outgoing.source)
-            .header(HEADER_EVENT_TIME, outgoing.event_time.as_str());
+            .headers(nats::header_map(&outgoing.headers));
         self.jetstream
             .send_publish(outgoing.subject.clone(), publish)
             .await
-            .map_err(|error| error.to_string())
     }
 
-    /// Awaits the ack of `outgoing`, publishing again until one arrives.
-    async fn await_ack(&self, outgoing: Outgoing, first_attempt: Result<PublishAckFuture, String>) {
+    /// Awaits the ack of `outgoing`, publishing again while the failures may pass; a publish
+    /// refused for good, or failing too often, is dead-lettered.
+    async fn await_ack(
+        &self,
+        outgoing: Outgoing,
+        first_attempt: Result<PublishAckFuture, PublishError>,
+    ) -> Delivery {
         let started = Instant::now();
+        let client = self.jetstream.client();
+        let mut tries = Tries::new(MAX_CONNECTED_FAILURES);
         let mut attempt = first_attempt;
-        let mut retries = 0;
         loop {
             let outcome = match attempt {
-                Ok(ack_future) => ack_future.await.map_err(|error| error.to_string()),
+                Ok(ack_future) => ack_future.await,
                 Err(error) => Err(error),
             };
-            match outcome {
+            let error = match outcome {
                 Ok(ack) => {
-                    self.metrics
-                        .publish_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                    if ack.duplicate {
-                        self.metrics
-                            .duplicates
-                            .with_label_values(&[outgoing.source])
-                            .inc();
-                    } else {
-                        self.metrics
-                            .relayed
-                            .with_label_values(&[outgoing.source])
-                            .inc();
-                    }
-                    if retries > 0 {
-                        self.health.set_ready();
-                    }
-                    return;
+                    self.count_stored(&outgoing, &ack, started);
+                    self.restore_readiness(&tries);
+                    return Delivery::Stored;
                 }
-                Err(error) => {
-                    self.metrics
-                        .publish_retries
-                        .with_label_values(&[outgoing.source])
-                        .inc();
-                    if retries == 3 {
-                        self.health
-                            .set_not_ready(format!("JetStream publishes failing: {error}"));
-                    }
-                    tracing::warn!(%error, identity = %outgoing.identity, retries, "publish not acked; sending again");
-                    tokio::time::sleep(backoff(
-                        retries,
-                        Duration::from_millis(100),
-                        Duration::from_secs(5),
-                    ))
+                Err(error) => error,
+            };
+            if nats::is_permanent(&error) {
+                let reason = match error.kind() {
+                    PublishErrorKind::MaxPayloadExceeded => "too_large",
+                    _ => "rejected_by_server",
+                };
+                self.give_up(&outgoing, Rejection::Unstored(reason, error.to_string()))
                     .await;
-                    retries += 1;
-                    attempt = self.send(&outgoing).await;
-                }
+                self.restore_readiness(&tries);
+                return Delivery::Unstored { given_up: false };
+            }
+            self.metrics
+                .publish_retries
+                .with_label_values(&[outgoing.source])
+                .inc();
+            if !tries.failed(&client) {
+                let detail = format!("not acked after {} tries: {error}", tries.failures);
+                self.give_up(&outgoing, Rejection::Unstored("publish_failed", detail))
+                    .await;
+                self.restore_readiness(&tries);
+                return Delivery::Unstored { given_up: true };
+            }
+            if tries.failures == 3 {
+                self.health
+                    .set_not_ready(format!("JetStream publishes failing: {error}"));
+            }
+            tracing::warn!(%error, identity = %outgoing.identity, failures = tries.failures, "publish not acked; sending again");
+            tries.pause().await;
+            attempt = self.send(&outgoing).await;
+        }
+    }
+
+    fn count_stored(&self, outgoing: &Outgoing, ack: &PublishAck, started: Instant) {
+        self.metrics
+            .publish_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let counter = if ack.duplicate {
+            &self.metrics.duplicates
+        } else {
+            &self.metrics.relayed
+        };
+        counter.with_label_values(&[outgoing.source]).inc();
+    }
+
+    /// A message whose failures made the service not ready has ended, one way or the other.
+    fn restore_readiness(&self, tries: &Tries) {
+        if tries.failures >= 3 {
+            self.health.set_ready();
+        }
+    }
+
+    /// Dead-letters a valid message that could not be stored, with why.
+    async fn give_up(&self, outgoing: &Outgoing, rejection: Rejection) {
+        let incoming = Incoming {
+            source: outgoing.source,
+            transport_topic: None,
+            body: outgoing.body.clone(),
+            framing_error: None,
+        };
+        self.reject(&incoming, rejection).await;
+    }
+}
+
+impl RelaySummary {
+    fn count(&mut self, ended: Result<Delivery, tokio::task::JoinError>) {
+        match ended {
+            Ok(Delivery::Stored) | Ok(Delivery::Unstored { given_up: false }) => {}
+            Ok(Delivery::Unstored { given_up: true }) => self.given_up += 1,
+            Err(join_error) => {
+                tracing::error!(%join_error, "a publish task failed");
+                self.given_up += 1;
             }
         }
     }

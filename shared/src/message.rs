@@ -12,6 +12,10 @@ use sha2::{Digest, Sha256};
 use crate::time::MAX_PLAUSIBLE_TIME;
 use crate::topic::Topic;
 
+/// Longest `msg_id` accepted, in bytes. fedmsg's are 41 (`<year>-<uuid4>`); the identity is
+/// written as the `Nats-Msg-Id` header, and headers count against NATS's payload limit.
+pub const MAX_MSG_ID_BYTES: usize = 256;
+
 /// A fedmsg envelope with the fields fedmsg and datanommer define.
 ///
 /// Unknown fields are kept in `extra` so that nothing a publisher sent is lost when a message is
@@ -66,6 +70,8 @@ pub enum InvalidMessage {
     TopicMismatch { frame: String, envelope: String },
     #[error("payload of {size} bytes exceeds the limit of {limit} bytes")]
     TooLarge { size: usize, limit: usize },
+    #[error("msg_id cannot be an identity: {0}")]
+    BadMsgId(String),
 }
 
 impl InvalidMessage {
@@ -80,6 +86,7 @@ impl InvalidMessage {
             InvalidMessage::BadTopic(_) => "bad_topic",
             InvalidMessage::TopicMismatch { .. } => "topic_mismatch",
             InvalidMessage::TooLarge { .. } => "too_large",
+            InvalidMessage::BadMsgId(_) => "bad_msg_id",
         }
     }
 }
@@ -115,6 +122,7 @@ impl Envelope {
         if !timestamp.is_finite() || !(0.0..MAX_PLAUSIBLE_TIME).contains(&timestamp) {
             return Err(InvalidMessage::BadTimestamp(timestamp));
         }
+        check_msg_id(envelope.msg_id.as_deref())?;
         Ok(envelope)
     }
 
@@ -153,6 +161,28 @@ impl Envelope {
             Err(_) => "",
         }
     }
+}
+
+/// A `msg_id` becomes the identity, a header value: it must be one line of bounded length.
+/// Such an id is rejected rather than hashed: it is what datagrepper's `/id` and datanommer know
+/// the message by, and no fedmsg publisher makes one, so it marks a broken or hostile sender.
+fn check_msg_id(msg_id: Option<&str>) -> Result<(), InvalidMessage> {
+    let Some(msg_id) = msg_id else {
+        return Ok(());
+    };
+    let trimmed = msg_id.trim();
+    if trimmed.len() > MAX_MSG_ID_BYTES {
+        return Err(InvalidMessage::BadMsgId(format!(
+            "{} bytes long, more than the {MAX_MSG_ID_BYTES} allowed",
+            trimmed.len()
+        )));
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(InvalidMessage::BadMsgId(
+            "it contains a control character".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Serialises JSON with object keys sorted at every level, independent of how serde_json's map
@@ -266,11 +296,27 @@ mod tests {
                 br#"{"topic": "a.b.c.d", "msg": {}, "timestamp": 1e15}"#,
                 "bad_timestamp",
             ),
+            (
+                br#"{"topic": "a.b.c.d", "msg": {}, "timestamp": 1, "msg_id": "2026-a\r\nX: 1"}"#,
+                "bad_msg_id",
+            ),
         ];
         for (raw, reason) in cases {
             let error = Envelope::parse(raw).expect_err("must be rejected");
             assert_eq!(error.reason(), reason, "{error}");
         }
+        let long_id = format!(
+            r#"{{"topic": "a.b.c.d", "msg": {{}}, "timestamp": 1, "msg_id": "{}"}}"#,
+            "x".repeat(2000)
+        );
+        let error = Envelope::parse(long_id.as_bytes()).expect_err("must be rejected");
+        assert_eq!(error.reason(), "bad_msg_id", "{error}");
+        // Surrounding whitespace is not part of the identity, so it does not make an id bad.
+        let padded = br#"{"topic": "a.b.c.d", "msg": {}, "timestamp": 1, "msg_id": " 2026-a\n"}"#;
+        assert_eq!(
+            Envelope::parse(padded).map(|e| e.identity()),
+            Ok("2026-a".to_string())
+        );
     }
 
     #[test]

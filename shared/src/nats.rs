@@ -4,7 +4,15 @@
 //! brings their settings in line with the configuration, so either can start first and operators
 //! change retention by changing config. Header names live here so that publisher and consumer
 //! cannot disagree about them.
+//!
+//! Dead letters must never fail nor block on what they carry: every header value written from
+//! input is made a safe single line ([`header_value`]) and the payload is cut so that payload and
+//! headers fit the server's `max_payload` ([`publish_dead_letter`]). [`is_permanent`] tells a
+//! publish that can never be stored from one worth sending again.
 
+use std::error::Error as _;
+
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
 use bytes::Bytes;
@@ -37,9 +45,28 @@ pub enum NatsError {
         stream: String,
         source: async_nats::jetstream::context::CreateStreamError,
     },
-    #[error("cannot publish dead letter to {subject}: {detail}")]
-    DeadLetter { subject: String, detail: String },
+    #[error("cannot publish dead letter to {subject}: {source}")]
+    DeadLetter {
+        subject: String,
+        source: PublishError,
+    },
 }
+
+impl NatsError {
+    /// Whether trying again cannot help (see [`is_permanent`]).
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            NatsError::DeadLetter { source, .. } => is_permanent(source),
+            NatsError::Connect { .. } | NatsError::Stream { .. } => false,
+        }
+    }
+}
+
+/// Longest header value written from input, in bytes: headers count against `max_payload`.
+pub const MAX_HEADER_VALUE_BYTES: usize = 1024;
+
+/// Room kept for the `Statscache-Original-Size` header a cut dead letter gains.
+const ORIGINAL_SIZE_ROOM: usize = HEADER_ORIGINAL_SIZE.len() + 4 + 20;
 
 /// Connects to NATS, retrying in the background if the server is not up yet.
 pub async fn connect(
@@ -130,50 +157,112 @@ pub struct DeadLetter<'a> {
 
 /// Publishes `letter` on the dead-letter stream and waits for its ack.
 ///
-/// A payload that does not fit under the server's limit is cut and the original size recorded,
-/// so even a giant payload leaves an inspectable trace.
+/// Every header value is passed through [`header_value`], and a payload that does not fit
+/// beside the headers under the server's `max_payload` is cut, its original size recorded: a
+/// dead letter cannot be refused for what it carries, and even a giant payload leaves a trace.
 pub async fn publish_dead_letter(
     jetstream: &jetstream::Context,
     config: &NatsConfig,
     letter: DeadLetter<'_>,
 ) -> Result<(), NatsError> {
     let subject = format!("{}.{}", config.dead_letter_prefix, letter.service);
-    let mut headers = HeaderMap::new();
-    headers.insert(HEADER_REASON, letter.reason);
-    headers.insert(HEADER_DETAIL, truncate_header(&letter.detail).as_str());
+    let mut values = vec![
+        (HEADER_REASON, header_value(letter.reason)),
+        (HEADER_DETAIL, header_value(&letter.detail)),
+    ];
     for (name, value) in &letter.headers {
-        headers.insert(*name, value.as_str());
+        values.push((*name, header_value(value)));
     }
-    let max_payload = jetstream.client().server_info().max_payload;
-    let room = max_payload.saturating_sub(4096);
+    let max_payload = jetstream.client().max_payload();
+    let room = max_payload.saturating_sub(header_block_len(&values) + ORIGINAL_SIZE_ROOM);
     let payload = if letter.payload.len() > room {
-        headers.insert(
-            HEADER_ORIGINAL_SIZE,
-            letter.payload.len().to_string().as_str(),
-        );
+        values.push((HEADER_ORIGINAL_SIZE, letter.payload.len().to_string()));
         Bytes::copy_from_slice(&letter.payload[..room])
     } else {
         Bytes::copy_from_slice(letter.payload)
     };
-    let failed = |detail: String| NatsError::DeadLetter {
+    let failed = |source: PublishError| NatsError::DeadLetter {
         subject: subject.clone(),
-        detail,
+        source,
     };
     let ack = jetstream
-        .publish_with_headers(subject.clone(), headers, payload)
+        .publish_with_headers(subject.clone(), header_map(&values), payload)
         .await
-        .map_err(|e| failed(e.to_string()))?;
-    ack.await.map_err(|e| failed(e.to_string()))?;
+        .map_err(failed)?;
+    ack.await.map_err(failed)?;
     Ok(())
 }
 
-/// NATS header values are single lines of bounded length.
-fn truncate_header(text: &str) -> String {
-    let single_line: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    single_line.chars().take(1024).collect()
+/// `text` as a NATS header value: one line of at most [`MAX_HEADER_VALUE_BYTES`] bytes.
+///
+/// Control characters and `%` are percent-encoded, so the value says exactly what was received
+/// (a topic frame with `\r\n` reads `...%0D%0AX-Injected: 1`); a longer value is cut, ending
+/// with how long it was.
+pub fn header_value(text: &str) -> String {
+    let cut_note = format!("... ({} bytes)", text.len());
+    let room = MAX_HEADER_VALUE_BYTES - cut_note.len();
+    let mut value = String::new();
+    let mut piece = String::new();
+    for character in text.chars() {
+        piece.clear();
+        if character.is_control() || character == '%' {
+            let mut utf8 = [0; 4];
+            for byte in character.encode_utf8(&mut utf8).bytes() {
+                piece.push_str(&format!("%{byte:02X}"));
+            }
+        } else {
+            piece.push(character);
+        }
+        if value.len() + piece.len() > room {
+            value.push_str(&cut_note);
+            return value;
+        }
+        value.push_str(&piece);
+    }
+    value
+}
+
+/// The bytes a header block takes on the wire (`NATS/1.0\r\n`, `name: value\r\n` each, `\r\n`),
+/// which count against `max_payload` with the payload.
+pub fn header_block_len(values: &[(&str, String)]) -> usize {
+    let mut length = "NATS/1.0\r\n".len() + "\r\n".len();
+    for (name, value) in values {
+        length += name.len() + ": ".len() + value.len() + "\r\n".len();
+    }
+    length
+}
+
+/// The header map of `values`, which must be single lines ([`header_value`] or validated).
+pub fn header_map(values: &[(&str, String)]) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in values {
+        headers.insert(*name, value.as_str());
+    }
+    headers
+}
+
+/// Whether a publish was refused for good, so sending it again cannot succeed: too large for the
+/// server, or refused by JetStream with a 4xx error. Timeouts, a broken connection and server
+/// errors (5xx) may pass.
+pub fn is_permanent(error: &PublishError) -> bool {
+    match error.kind() {
+        PublishErrorKind::MaxPayloadExceeded
+        | PublishErrorKind::WrongLastMessageId
+        | PublishErrorKind::WrongLastSequence => true,
+        PublishErrorKind::Other => {
+            let jetstream_error = error
+                .source()
+                .and_then(|source| source.downcast_ref::<jetstream::Error>());
+            match jetstream_error {
+                Some(refusal) => (400..500).contains(&refusal.code()),
+                None => false,
+            }
+        }
+        PublishErrorKind::StreamNotFound
+        | PublishErrorKind::TimedOut
+        | PublishErrorKind::BrokenPipe
+        | PublishErrorKind::MaxAckPending => false,
+    }
 }
 
 #[cfg(test)]
@@ -193,8 +282,50 @@ mod tests {
     #[test]
     fn header_values_are_single_bounded_lines() {
         let long = "a\nb".repeat(1000);
-        let value = truncate_header(&long);
+        let value = header_value(&long);
         assert!(!value.contains('\n'));
-        assert_eq!(value.chars().count(), 1024);
+        assert!(value.len() <= MAX_HEADER_VALUE_BYTES, "{value}");
+        assert!(value.ends_with("... (3000 bytes)"), "{value}");
+        let huge = "x".repeat(2 * 1024 * 1024);
+        assert!(header_value(&huge).len() <= MAX_HEADER_VALUE_BYTES);
+    }
+
+    #[test]
+    fn header_values_keep_what_they_encode() {
+        let frame = "org.fedoraproject.prod.a.b\r\nX-Injected: 1 100% \u{0} \u{e9}";
+        assert_eq!(
+            header_value(frame),
+            "org.fedoraproject.prod.a.b%0D%0AX-Injected: 1 100%25 %00 \u{e9}"
+        );
+        assert_eq!(header_value("plain"), "plain");
+    }
+
+    #[test]
+    fn refusals_are_permanent_and_outages_are_not() {
+        let refusal = |json: &str| {
+            let error: jetstream::Error = serde_json::from_str(json).expect("a JetStream error");
+            PublishError::with_source(PublishErrorKind::Other, error)
+        };
+        let too_big = r#"{"code": 400, "err_code": 10054, "description": "message size exceeds maximum allowed"}"#;
+        assert!(is_permanent(&refusal(too_big)));
+        let unavailable = r#"{"code": 503, "err_code": 10008, "description": "JetStream system temporarily unavailable"}"#;
+        assert!(!is_permanent(&refusal(unavailable)));
+        assert!(is_permanent(&PublishError::new(
+            PublishErrorKind::MaxPayloadExceeded
+        )));
+        for passing in [PublishErrorKind::TimedOut, PublishErrorKind::StreamNotFound] {
+            assert!(!is_permanent(&PublishError::new(passing)));
+        }
+    }
+
+    #[test]
+    fn header_block_length_is_the_wire_length() {
+        let values = vec![
+            (HEADER_MSG_ID, "2026-x".to_string()),
+            (HEADER_SOURCE, "zeromq".to_string()),
+        ];
+        let wire = "NATS/1.0\r\nNats-Msg-Id: 2026-x\r\nStatscache-Source: zeromq\r\n\r\n";
+        assert_eq!(header_block_len(&values), wire.len());
+        assert_eq!(header_map(&values).len(), 2);
     }
 }

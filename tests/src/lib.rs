@@ -5,7 +5,8 @@
 //!   it can be stopped and restarted on the same ports and data, to test outages.
 //! - [`Service`]: one of our binaries (`statscache-ingestor`, `-worker`, `-api`) as a process,
 //!   configured through `STATSCACHE_*` variables exactly as in production; killed when dropped.
-//! - [`publish_corpus`]: a real ZeroMQ publisher (Python pyzmq) sending fedmsg frames.
+//! - [`publish_corpus`]: a real ZeroMQ publisher (Python pyzmq) sending fedmsg frames;
+//!   [`publish_frames`]: the same sending multipart messages of any shape (hostile input).
 //! - [`Datagrepper`]: the real datagrepper (Python, over datanommer and SQLite) serving a
 //!   corpus, for backfill tests; killed when dropped.
 //! - [`corpus`]: the real corpus and references computed from it; [`stack::CorpusStack`]: a
@@ -26,6 +27,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream::message::StreamMessage;
 use tempfile::TempDir;
 
 /// The repository root.
@@ -349,6 +351,18 @@ impl Service {
         drop(self);
     }
 
+    /// SIGTERM, then waits for the process to exit by itself, panicking (and killing it) if
+    /// it has not within `deadline`; returns whether it exited cleanly.
+    pub async fn terminate_within(mut self, deadline: Duration) -> bool {
+        let pid = self.process.0.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        wait_for("the process to exit after one SIGTERM", deadline, || {
+            let exited = self.process.0.try_wait().ok().flatten();
+            async move { exited.map(|status| status.success()) }
+        })
+        .await
+    }
+
     /// SIGTERM, then waits for the process to exit by itself; returns whether it exited cleanly.
     pub fn terminate(mut self) -> bool {
         let pid = self.process.0.id().to_string();
@@ -368,18 +382,57 @@ pub async fn publish_corpus(
     subscribers: usize,
     single_frames: &[&str],
 ) -> String {
+    let mut command = publisher(endpoint, subscribers);
+    for file in files {
+        command.arg(file);
+    }
+    for frame in single_frames {
+        command.args(["--single-frame", frame]);
+    }
+    run_publisher(command).await
+}
+
+/// Runs the pyzmq publisher sending `messages` as they are: each a multipart message of any
+/// number of frames of any bytes (hostile input). Returns its output.
+pub async fn publish_frames(
+    endpoint: &str,
+    messages: &[Vec<Vec<u8>>],
+    subscribers: usize,
+) -> String {
+    let mut encoded = Vec::new();
+    for frames in messages {
+        encoded.extend_from_slice(
+            &u32::try_from(frames.len())
+                .expect("frame count")
+                .to_be_bytes(),
+        );
+        for frame in frames {
+            encoded.extend_from_slice(
+                &u32::try_from(frame.len())
+                    .expect("frame size")
+                    .to_be_bytes(),
+            );
+            encoded.extend_from_slice(frame);
+        }
+    }
+    let file = tempfile::NamedTempFile::new().expect("frames file");
+    std::fs::write(file.path(), encoded).expect("write frames");
+    let mut command = publisher(endpoint, subscribers);
+    command.arg("--frames").arg(file.path());
+    run_publisher(command).await
+}
+
+fn publisher(endpoint: &str, subscribers: usize) -> tokio::process::Command {
     ensure_installed();
     let mut command = tokio::process::Command::new("python3");
     command
         .arg(repo_root().join("tests/support/fedmsg_publish.py"))
-        .arg(endpoint);
-    for file in files {
-        command.arg(file);
-    }
-    command.args(["--subscribers", &subscribers.to_string()]);
-    for frame in single_frames {
-        command.args(["--single-frame", frame]);
-    }
+        .arg(endpoint)
+        .args(["--subscribers", &subscribers.to_string()]);
+    command
+}
+
+async fn run_publisher(mut command: tokio::process::Command) -> String {
     let output = command.output().await.expect("run fedmsg_publish.py");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
@@ -534,6 +587,45 @@ impl Datagrepper {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.work.path().join("serve.log")).unwrap_or_default()
     }
+}
+
+/// Every message of `stream` (headers and payload), in stream order; none if it does not exist.
+pub async fn stream_contents(nats_url: &str, stream: &str) -> Vec<StreamMessage> {
+    let client = async_nats::connect(nats_url)
+        .await
+        .expect("connect to NATS");
+    let jetstream = async_nats::jetstream::new(client);
+    let Ok(mut stream) = jetstream.get_stream(stream).await else {
+        return Vec::new();
+    };
+    let last_sequence = stream
+        .info()
+        .await
+        .expect("stream info")
+        .state
+        .last_sequence;
+    let mut messages = Vec::new();
+    for sequence in 1..=last_sequence {
+        let message = stream
+            .get_raw_message(sequence)
+            .await
+            .unwrap_or_else(|e| panic!("message {sequence}: {e}"));
+        messages.push(message);
+    }
+    messages
+}
+
+/// The value of `header` on every message of `stream`, in stream order.
+pub async fn header_values(nats_url: &str, stream: &str, header: &str) -> Vec<String> {
+    let mut values = Vec::new();
+    for message in stream_contents(nats_url, stream).await {
+        let value = message
+            .headers
+            .get(header)
+            .unwrap_or_else(|| panic!("message {} has no {header}", message.sequence));
+        values.push(value.as_str().to_string());
+    }
+    values
 }
 
 /// Waits until `url` answers 2xx (a readiness probe, say).

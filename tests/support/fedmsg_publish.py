@@ -5,12 +5,15 @@ in fedmsg's wire format, the two-frame multipart [topic, json envelope].
 It binds an XPUB socket (a PUB that also sees subscriptions) and waits until the expected
 number of subscribers have subscribed, because a PUB silently drops what it sends before a
 subscription arrives. Lines that are not JSON objects with a topic are sent as-is with the
-topic frame "garbage", so the ingestor's handling of bad input can be exercised too.
+topic frame "garbage", so the ingestor's handling of bad input can be exercised too. Hostile
+multipart messages of any shape come from --frames files: a sequence of messages, each a
+big-endian u32 frame count, then per frame a u32 length and the bytes.
 
-    fedmsg_publish.py ENDPOINT FILE [FILE...] [--subscribers N] [--raw-frames HEX,...]
+    fedmsg_publish.py ENDPOINT [FILE...] [--subscribers N] [--single-frame TEXT] [--frames BIN]
 """
 import argparse
 import json
+import struct
 import sys
 import time
 
@@ -20,12 +23,13 @@ import zmq
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("endpoint", help="e.g. tcp://127.0.0.1:9940")
-    parser.add_argument("files", nargs="+", help="JSON Lines files of envelopes")
+    parser.add_argument("files", nargs="*", help="JSON Lines files of envelopes")
     parser.add_argument("--subscribers", type=int, default=1)
     parser.add_argument("--wait", type=float, default=60.0, help="seconds to wait for subscribers")
     parser.add_argument("--linger", type=float, default=2.0, help="seconds to keep the socket open after sending")
     parser.add_argument("--single-frame", action="append", default=[], help="also send this text as a one-frame message")
-    args = parser.parse_args()
+    parser.add_argument("--frames", action="append", default=[], help="also send the multipart messages of this binary file")
+    args = parser.parse_intermixed_args()
 
     context = zmq.Context()
     socket = context.socket(zmq.XPUB)
@@ -58,11 +62,30 @@ def main():
                     topic = b"garbage"
                 socket.send_multipart([topic, line])
                 sent += 1
+    for path in args.frames:
+        for frames in read_frames(path):
+            socket.send_multipart(frames)
+            sent += 1
     time.sleep(args.linger)
     print(f"published {sent} messages to {subscribed} subscribers", flush=True)
     socket.close()
     context.term()
     return 0
+
+
+def read_frames(path):
+    """The multipart messages of a --frames file, in order."""
+    with open(path, "rb") as data:
+        while True:
+            header = data.read(4)
+            if not header:
+                return
+            (count,) = struct.unpack(">I", header)
+            frames = []
+            for _ in range(count):
+                (length,) = struct.unpack(">I", data.read(4))
+                frames.append(data.read(length))
+            yield frames
 
 
 if __name__ == "__main__":

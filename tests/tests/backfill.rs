@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use statscache_tests::{
-    fixture, free_port, run_command, wait_for, Datagrepper, NatsServer, Service,
+    fixture, free_port, header_values, run_command, wait_for, Datagrepper, NatsServer, Service,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -63,34 +63,6 @@ async fn run_backfill(env: &[(String, String)], extra_args: &[&str]) -> (bool, S
     let output = run_command("ingestor", env, &args).await;
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     (output.status.success(), stderr)
-}
-
-/// The value of `header` on every message of `stream`, in stream order.
-async fn header_values(nats_url: &str, stream: &str, header: &str) -> Vec<String> {
-    let client = async_nats::connect(nats_url)
-        .await
-        .expect("connect to NATS");
-    let jetstream = async_nats::jetstream::new(client);
-    let mut stream = jetstream.get_stream(stream).await.expect("the stream");
-    let last_sequence = stream
-        .info()
-        .await
-        .expect("stream info")
-        .state
-        .last_sequence;
-    let mut values = Vec::new();
-    for sequence in 1..=last_sequence {
-        let message = stream
-            .get_raw_message(sequence)
-            .await
-            .unwrap_or_else(|e| panic!("message {sequence}: {e}"));
-        let value = message
-            .headers
-            .get(header)
-            .unwrap_or_else(|| panic!("message {sequence} has no {header}"));
-        values.push(value.as_str().to_string());
-    }
-    values
 }
 
 /// The `Nats-Msg-Id` of every message in the `FEDMSG` stream.

@@ -21,7 +21,8 @@
 //!    [`Incoming`] of source `datagrepper`: the relay validates it (dead-lettering what is not
 //!    an envelope), computes its identity and publishes it with `Nats-Msg-Id`, so history that
 //!    overlaps what the stream holds is dropped by JetStream or, later, by storage.
-//! 4. Only when all of a window's messages are stored is it recorded complete.
+//! 4. Only when all of a window's messages are stored is it recorded complete (a message the
+//!    relay gave up on after failing tries fails the window, to be fetched again).
 //!
 //! Step 4 is why each window gets its own run of the shared [`Relay`] over its own channel
 //! rather than going through the live sources' channel: a relay run returns once every message
@@ -55,7 +56,7 @@ pub use progress::ProgressStore;
 pub use window::Window;
 
 use crate::metrics::Metrics;
-use crate::relay::Relay;
+use crate::relay::{Relay, RelaySummary};
 use crate::source::Incoming;
 use client::HttpPages;
 use error::BadAnswer;
@@ -189,9 +190,16 @@ impl Backfill {
             progress.failed_requests += fetched.failures.requests;
             self.dead_letter_bad_answers(fetched.failures.bad_answers)
                 .await;
-            let stored = self.relay_window(fetched.collected).await?;
+            let (stored, summary) = self.relay_window(fetched.collected).await?;
             progress.messages += stored as u64;
-            match fetched.outcome {
+            let outcome = if summary.given_up > 0 {
+                // Not in the stream: the window must be fetched again, not recorded complete.
+                let reason = format!("{} messages could not be stored", summary.given_up);
+                Outcome::Failed(reason)
+            } else {
+                fetched.outcome
+            };
+            match outcome {
                 Outcome::Complete => {
                     if let Some(store) = &self.progress_store {
                         store.record_complete(&self.scope, window, stored).await;
@@ -279,12 +287,15 @@ impl Backfill {
     }
 
     /// Hands a window's messages to the relay in event-time order and returns, with their
-    /// number, once every one is stored or dead-lettered.
-    async fn relay_window(&self, collected: Collected) -> Result<usize, BackfillError> {
+    /// number and what the relay could not store, once every one is stored or dead-lettered.
+    async fn relay_window(
+        &self,
+        collected: Collected,
+    ) -> Result<(usize, RelaySummary), BackfillError> {
         let messages: Vec<FetchedMessage> = collected.into_time_order();
         let count = messages.len();
         if messages.is_empty() {
-            return Ok(0);
+            return Ok((0, RelaySummary::default()));
         }
         let (sender, receiver) = mpsc::channel(RELAY_CHANNEL_CAPACITY);
         let relay_run = tokio::spawn(self.relay.clone().run(receiver));
@@ -305,10 +316,10 @@ impl Backfill {
             }
         }
         drop(sender);
-        relay_run
+        let summary = relay_run
             .await
             .map_err(|error| BackfillError::Relay(error.to_string()))?;
-        Ok(count)
+        Ok((count, summary))
     }
 
     async fn pending_ranges(&self) -> Vec<Window> {
