@@ -349,6 +349,21 @@ impl Service {
     }
 }
 
+/// The pyzmq publisher (`tests/support/fedmsg_publish.py`) for `endpoint`, sending every line
+/// of `files` as fedmsg frames; its options are added by the caller.
+pub fn publisher_command(endpoint: &str, files: &[PathBuf]) -> tokio::process::Command {
+    ensure_installed();
+    let mut command = tokio::process::Command::new("python3");
+    command
+        .arg(repo_root().join("tests/support/fedmsg_publish.py"))
+        .arg(endpoint)
+        .kill_on_drop(true);
+    for file in files {
+        command.arg(file);
+    }
+    command
+}
+
 /// Runs the pyzmq publisher: binds `endpoint`, waits for `subscribers`, sends every line of
 /// `files` as fedmsg frames (plus `single_frames` as one-frame messages). Returns its output.
 pub async fn publish_corpus(
@@ -357,14 +372,7 @@ pub async fn publish_corpus(
     subscribers: usize,
     single_frames: &[&str],
 ) -> String {
-    ensure_installed();
-    let mut command = tokio::process::Command::new("python3");
-    command
-        .arg(repo_root().join("tests/support/fedmsg_publish.py"))
-        .arg(endpoint);
-    for file in files {
-        command.arg(file);
-    }
+    let mut command = publisher_command(endpoint, files);
     command.args(["--subscribers", &subscribers.to_string()]);
     for frame in single_frames {
         command.args(["--single-frame", frame]);
@@ -434,6 +442,57 @@ impl Servers {
     pub fn client(&self) -> clickhouse::Client {
         self.clickhouse.client(&self.database)
     }
+}
+
+/// `STATSCACHE_*` variables for an ingestor on `nats`, subscribed to `endpoints`, with its
+/// admin server on `admin`.
+pub fn ingestor_env(nats: &NatsServer, endpoints: &[String], admin: u16) -> Vec<(String, String)> {
+    vec![
+        ("STATSCACHE_NATS__URL".to_string(), nats.url.clone()),
+        (
+            "STATSCACHE_INGESTOR__ZEROMQ__ENDPOINTS".to_string(),
+            format!("[{}]", endpoints.join(",")),
+        ),
+        (
+            "STATSCACHE_INGESTOR__ADMIN_LISTEN".to_string(),
+            format!("127.0.0.1:{admin}"),
+        ),
+    ]
+}
+
+/// How many messages the JetStream stream `name` holds (0 if it does not exist yet).
+pub async fn stream_messages(jetstream: &async_nats::jetstream::Context, name: &str) -> u64 {
+    let Ok(mut stream) = jetstream.get_stream(name).await else {
+        return 0;
+    };
+    stream
+        .info()
+        .await
+        .map(|info| info.state.messages)
+        .unwrap_or(0)
+}
+
+/// The Prometheus text of the service whose admin server listens on `admin` (empty if it does
+/// not answer).
+pub async fn admin_metrics(admin: u16) -> String {
+    let url = format!("http://127.0.0.1:{admin}/metrics");
+    match reqwest::get(url).await {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// The value of one sample (`name{labels}`) in Prometheus text, 0 if absent.
+pub fn metric(text: &str, sample: &str) -> f64 {
+    for line in text.lines() {
+        if let Some(value) = line
+            .strip_prefix(sample)
+            .and_then(|rest| rest.strip_prefix(' '))
+        {
+            return value.trim().parse().unwrap_or(0.0);
+        }
+    }
+    0.0
 }
 
 /// GETs `url` and parses JSON, or `None` if the request or parse fails.
