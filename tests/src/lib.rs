@@ -239,12 +239,17 @@ fn spawn_clickhouse(data: &Path) -> Child {
         .expect("start clickhouse-server")
 }
 
-/// Where cargo put our binaries.
-fn binary(name: &str) -> PathBuf {
-    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+/// Cargo's target directory.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => PathBuf::from(dir),
         None => repo_root().join("target"),
-    };
+    }
+}
+
+/// Where cargo put our binaries.
+fn binary(name: &str) -> PathBuf {
+    let target = target_dir();
     // Benchmarks point this at release builds.
     let directory = match std::env::var_os("STATSCACHE_BIN_DIR") {
         Some(dir) => PathBuf::from(dir),
@@ -522,16 +527,12 @@ impl Datagrepper {
         let port = free_port();
         let log = std::fs::File::create(work.path().join("serve.log")).expect("datagrepper log");
         let log_for_stderr = log.try_clone().expect("datagrepper log");
-        let target = match std::env::var_os("CARGO_TARGET_DIR") {
-            Some(dir) => PathBuf::from(dir),
-            None => repo_root().join("target"),
-        };
         let child = Command::new("bash")
             .arg(repo_root().join("tests/support/datagrepper/serve.sh"))
             .arg(corpus)
             .arg(port.to_string())
             .arg(work.path())
-            .env("DATAGREPPER_VENV", target.join("datagrepper-venv"))
+            .env("DATAGREPPER_VENV", target_dir().join("datagrepper-venv"))
             // datagrepper 0.9.7 reads `start`/`end` in local time but datanommer stores UTC.
             .env("TZ", "UTC")
             .stdout(Stdio::from(log))
@@ -569,6 +570,28 @@ impl Datagrepper {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.work.path().join("serve.log")).unwrap_or_default()
     }
+}
+
+/// The Python of the environment the datagrepper tests install, which has the real fedmsg
+/// library (PyPI fedmsg 1.1.7); installed by starting a datagrepper once if it is missing.
+pub async fn fedmsg_python() -> PathBuf {
+    let python = target_dir().join("datagrepper-venv/bin/python");
+    let has_fedmsg = |python: &Path| {
+        Command::new(python)
+            .args(["-c", "import fedmsg"])
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    if !has_fedmsg(&python) {
+        let empty = tempfile::NamedTempFile::new().expect("empty corpus");
+        drop(Datagrepper::start(empty.path()).await);
+    }
+    assert!(
+        has_fedmsg(&python),
+        "{} cannot import fedmsg",
+        python.display()
+    );
+    python
 }
 
 /// Waits until `url` answers 2xx (a readiness probe, say).

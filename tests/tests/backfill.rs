@@ -375,7 +375,6 @@ async fn wait_for_startup_backfill(metrics_url: &str, deadline: Duration) -> Str
     .await
 }
 
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_startup_backfill_survives_a_faulty_datagrepper_and_counts_the_faults() {
     let nats = NatsServer::start().await;

@@ -10,8 +10,8 @@ use std::time::Duration;
 use async_nats::jetstream;
 use serde_json::{json, Value};
 use statscache_tests::{
-    admin_metrics, free_port, ingestor_env, metric, publisher_command, stream_messages, wait_for,
-    wait_until_ok, Datagrepper, NatsServer, Service,
+    admin_metrics, fedmsg_python, free_port, ingestor_env, metric, publisher_command, repo_root,
+    stream_messages, wait_for, wait_until_ok, Datagrepper, NatsServer, Service,
 };
 
 /// A production publisher's schedule: bind within `--bind-after-random` seconds, send one
@@ -130,7 +130,10 @@ async fn publishers_binding_at_any_moment_lose_nothing_sent_a_second_after_bindi
         }
         for publisher in publishers {
             let output = publisher.await.expect("publisher task");
-            assert!(output.contains(&format!("sent {MESSAGES} messages")), "{output}");
+            assert!(
+                output.contains(&format!("sent {MESSAGES} messages")),
+                "{output}"
+            );
         }
         expected += MESSAGES * endpoints.len() as u64;
         wait_for_stream(&jetstream, expected).await;
@@ -139,8 +142,16 @@ async fn publishers_binding_at_any_moment_lose_nothing_sent_a_second_after_bindi
     // A new process restarting `i` at 1 is not a loss.
     let text = admin_metrics(admin).await;
     for endpoint in &endpoints {
-        assert_eq!(endpoint_metric(&text, "sequence_gaps_total", endpoint), 0.0, "{text}");
-        assert_eq!(endpoint_metric(&text, "missing_messages_total", endpoint), 0.0, "{text}");
+        assert_eq!(
+            endpoint_metric(&text, "sequence_gaps_total", endpoint),
+            0.0,
+            "{text}"
+        );
+        assert_eq!(
+            endpoint_metric(&text, "missing_messages_total", endpoint),
+            0.0,
+            "{text}"
+        );
     }
 }
 
@@ -171,10 +182,63 @@ async fn a_publisher_killed_and_restarted_mid_stream_loses_nothing_sent_a_second
     }
 
     let text = admin_metrics(admin).await;
-    assert_eq!(endpoint_metric(&text, "missing_messages_total", &endpoint), 0.0, "{text}");
+    assert_eq!(
+        endpoint_metric(&text, "missing_messages_total", &endpoint),
+        0.0,
+        "{text}"
+    );
     assert!(
-        metric(&text, "statscache_ingestor_source_errors_total{source=\"zeromq\"}") >= 2.0,
+        metric(
+            &text,
+            "statscache_ingestor_source_errors_total{source=\"zeromq\"}"
+        ) >= 2.0,
         "each kill is a lost connection: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_real_fedmsg_library_restarted_mid_stream_loses_nothing_and_shows_no_false_gap() {
+    const MESSAGES: u64 = 50;
+    let python = fedmsg_python().await;
+    let nats = NatsServer::start().await;
+    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    let (_ingestor, admin) = start_ingestor(&nats, std::slice::from_ref(&endpoint), &[]).await;
+    let jetstream = jetstream_of(&nats).await;
+
+    // fedmsg.init() binds, then sleeps its post_init_sleep (1 s) before anything is published.
+    let mut expected = 0;
+    for _process in 0..3 {
+        let mut publisher = tokio::process::Command::new(&python)
+            .arg(repo_root().join("tests/support/fedmsg_library_publish.py"))
+            .arg(&endpoint)
+            .arg(MESSAGES.to_string())
+            .args([
+                "--bind-after-random",
+                "2",
+                "--interval",
+                "0.01",
+                "--linger",
+                "600",
+            ])
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the fedmsg publisher");
+        expected += MESSAGES;
+        wait_for_stream(&jetstream, expected).await;
+        publisher.kill().await.expect("kill -9 the publisher");
+    }
+
+    let text = admin_metrics(admin).await;
+    assert_eq!(
+        endpoint_metric(&text, "sequence_gaps_total", &endpoint),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(
+        endpoint_metric(&text, "missing_messages_total", &endpoint),
+        0.0,
+        "{text}"
     );
 }
 
@@ -209,10 +273,14 @@ async fn a_gap_in_i_is_counted_and_exported_and_a_restart_reports_the_downtime_n
     let output = run_publisher(&endpoint, &file, &["--subscribers", "1"]).await;
     assert!(output.contains("sent 26 messages"), "{output}");
     wait_for_stream(&jetstream, sent.len() as u64).await;
-    let text = wait_for("the gaps to be counted", Duration::from_secs(60), || async {
-        let text = admin_metrics(admin).await;
-        (endpoint_metric(&text, "sequence_gaps_total", &endpoint) == 2.0).then_some(text)
-    })
+    let text = wait_for(
+        "the gaps to be counted",
+        Duration::from_secs(60),
+        || async {
+            let text = admin_metrics(admin).await;
+            (endpoint_metric(&text, "sequence_gaps_total", &endpoint) == 2.0).then_some(text)
+        },
+    )
     .await;
     assert_eq!(
         endpoint_metric(&text, "missing_messages_total", &endpoint),
@@ -272,15 +340,21 @@ async fn a_gap_in_i_is_backfilled_from_datagrepper_without_waiting_for_reconcili
     wait_for_stream(&jetstream, everything.len() as u64).await;
 
     let text = admin_metrics(admin).await;
-    assert_eq!(endpoint_metric(&text, "sequence_gaps_total", &endpoint), 2.0, "{text}");
+    assert_eq!(
+        endpoint_metric(&text, "sequence_gaps_total", &endpoint),
+        2.0,
+        "{text}"
+    );
     assert_eq!(
         endpoint_metric(&text, "missing_messages_total", &endpoint),
         LOST.len() as f64,
         "{text}"
     );
     assert!(
-        metric(&text, "statscache_ingestor_relayed_total{source=\"datagrepper\"}")
-            >= LOST.len() as f64,
+        metric(
+            &text,
+            "statscache_ingestor_relayed_total{source=\"datagrepper\"}"
+        ) >= LOST.len() as f64,
         "{text}"
     );
 }

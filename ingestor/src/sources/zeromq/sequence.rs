@@ -164,7 +164,10 @@ mod tests {
                 }
             }]
         );
-        assert_eq!(missing(&tracker.flush().into_iter().collect::<Vec<_>>()), [1]);
+        assert_eq!(
+            missing(&tracker.flush().into_iter().collect::<Vec<_>>()),
+            [1]
+        );
         assert_eq!(tracker.flush(), None);
     }
 
@@ -197,7 +200,10 @@ mod tests {
         assert!(feed(&mut tracker, &[4000, 1, 9]).is_empty());
         // A process first seen above the others, then the others again.
         let mut tracker = SequenceTracker::default();
-        assert_eq!(feed(&mut tracker, &[10, 11, 90, 12]), [Finding::Interleaved]);
+        assert_eq!(
+            feed(&mut tracker, &[10, 11, 90, 12]),
+            [Finding::Interleaved]
+        );
         // fedmsg's test corpus: many origins, mostly i = 1.
         let mut tracker = SequenceTracker::default();
         assert_eq!(

@@ -70,7 +70,10 @@ impl Subscriber {
             let (socket, events) = match opened {
                 Ok(opened) => opened,
                 Err(error) => {
-                    self.metrics.source_errors.with_label_values(&["zeromq"]).inc();
+                    self.metrics
+                        .source_errors
+                        .with_label_values(&["zeromq"])
+                        .inc();
                     tracing::warn!(%error, "cannot subscribe to the endpoint; trying again");
                     if !self.pause(attempt, &shutdown).await {
                         return;
@@ -91,7 +94,10 @@ impl Subscriber {
             match ended {
                 Ended::Shutdown | Ended::RelayClosed => return,
                 Ended::Lost(error) => {
-                    self.metrics.source_errors.with_label_values(&["zeromq"]).inc();
+                    self.metrics
+                        .source_errors
+                        .with_label_values(&["zeromq"])
+                        .inc();
                     tracing::warn!(%error, "ZeroMQ endpoint lost; reconnecting");
                 }
                 Ended::Idle => {
@@ -118,7 +124,11 @@ impl Subscriber {
 
     /// Waits before connection attempt `attempt + 1`; `false` if shutdown came first.
     async fn pause(&self, attempt: u32, shutdown: &CancellationToken) -> bool {
-        let wait = backoff(attempt, self.config.reconnect_min, self.config.reconnect_max);
+        let wait = backoff(
+            attempt,
+            self.config.reconnect_min,
+            self.config.reconnect_max,
+        );
         tokio::select! {
             _ = shutdown.cancelled() => false,
             _ = tokio::time::sleep(wait) => true,
