@@ -52,6 +52,8 @@ impl Subscriber {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut sequence = self.sequence_tracker();
         let mut attempt = 0;
+        // Replacing a silent connection is routine: logged at debug level only.
+        let mut replacing_idle = false;
         loop {
             if let Err(detail) = connection::probe(&self.endpoint).await {
                 if attempt == 0 {
@@ -83,7 +85,11 @@ impl Subscriber {
                 }
             };
             attempt = 0;
-            tracing::info!(endpoint = %self.endpoint, prefixes = ?self.config.topic_prefixes, "subscribed to fedmsg endpoint");
+            if replacing_idle {
+                tracing::debug!(endpoint = %self.endpoint, "subscribed again");
+            } else {
+                tracing::info!(endpoint = %self.endpoint, prefixes = ?self.config.topic_prefixes, "subscribed to fedmsg endpoint");
+            }
             let ended = self
                 .receive(socket, events, sequence.as_mut(), &shutdown)
                 .await;
@@ -91,6 +97,7 @@ impl Subscriber {
                 // No next message may come to confirm a gap held back: report it now.
                 self.report(tracker.flush());
             }
+            replacing_idle = matches!(ended, Ended::Idle);
             match ended {
                 Ended::Shutdown | Ended::RelayClosed => return,
                 Ended::Lost(error) => {
