@@ -7,10 +7,12 @@
 //! - [`source`]: the trait every input implements; [`sources`]: one folder per input (ZeroMQ,
 //!   datagrepper history).
 //! - [`relay`]: validation, dead letters, ordered publishing with bounded in-flight acks.
-//! - [`metrics`]: Prometheus metrics.
+//! - [`metrics`]: Prometheus metrics; [`downtime`]: what start-up says about the time nothing
+//!   was received.
 //! - [`run`]: the service; [`backfill`]: the one-off `backfill` command.
 //! - [`publish`] and [`tail`]: the operator's `fedmsg-logger` and `fedmsg-tail`.
 
+pub mod downtime;
 pub mod metrics;
 pub mod publish;
 pub mod relay;
@@ -31,6 +33,9 @@ use crate::sources::datagrepper::{self, Backfill, BackfillError, Filters, Progre
 
 /// Messages buffered between the sources and the relay.
 const CHANNEL_CAPACITY: usize = 1024;
+
+/// Lost spans waiting for their backfill; more are left to reconciliation.
+const LOST_SPANS_CAPACITY: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestorError {
@@ -106,35 +111,46 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
         health: health.clone(),
     });
 
+    downtime::report_startup_downtime(&jetstream, &config, &metrics, &health).await;
+
+    let datagrepper_config = &config.ingestor.datagrepper;
+    let mut backfill_tasks = Vec::new();
+    let mut lost_spans = None;
+    if !datagrepper_config.url.is_empty() {
+        let progress_store = open_progress_store(&jetstream, &config).await;
+        let backfill = Arc::new(Backfill::new(
+            datagrepper_config,
+            configured_filters(&config),
+            relay.clone(),
+            progress_store,
+            watch::Sender::new(Progress::default()),
+        )?);
+        tracing::info!(url = %datagrepper_config.url, "starting the datagrepper backfill and reconciliation");
+        backfill_tasks.push(tokio::spawn(datagrepper::run_in_service(
+            backfill.clone(),
+            jetstream.clone(),
+            config.nats.clone(),
+            datagrepper_config.clone(),
+            shutdown.clone(),
+        )));
+        let (lost_span_sender, lost_span_receiver) = mpsc::channel(LOST_SPANS_CAPACITY);
+        lost_spans = Some(lost_span_sender);
+        backfill_tasks.push(tokio::spawn(datagrepper::backfill_lost_spans(
+            backfill,
+            lost_span_receiver,
+            shutdown.clone(),
+        )));
+    }
     let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
     if !config.ingestor.zeromq.endpoints.is_empty() {
         sources.push(Box::new(sources::zeromq::ZeroMqSource::new(
             config.ingestor.zeromq.clone(),
             metrics.clone(),
+            lost_spans,
         )));
     }
-    let datagrepper_config = &config.ingestor.datagrepper;
-    let mut backfill_task = None;
-    if !datagrepper_config.url.is_empty() {
-        let progress_store = open_progress_store(&jetstream, &config).await;
-        let backfill = Backfill::new(
-            datagrepper_config,
-            configured_filters(&config),
-            relay.clone(),
-            progress_store,
-            watch::Sender::new(Progress::default()),
-        )?;
-        tracing::info!(url = %datagrepper_config.url, "starting the datagrepper backfill and reconciliation");
-        backfill_task = Some(tokio::spawn(datagrepper::run_in_service(
-            backfill,
-            jetstream.clone(),
-            config.nats.clone(),
-            datagrepper_config.clone(),
-            shutdown.clone(),
-        )));
-    }
-    if sources.is_empty() && backfill_task.is_none() {
+    if sources.is_empty() && backfill_tasks.is_empty() {
         tracing::warn!(
             "no source configured: set [ingestor.zeromq] endpoints or [ingestor.datagrepper] url"
         );
@@ -149,9 +165,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
     health.set_ready();
     relay.run(receiver).await;
     while source_tasks.join_next().await.is_some() {}
-    if let Some(task) = backfill_task {
+    for task in backfill_tasks {
         if let Err(join_error) = task.await {
-            tracing::error!(%join_error, "the datagrepper task failed");
+            tracing::error!(%join_error, "a datagrepper task failed");
         }
     }
     tracing::info!("ingestor stopped");

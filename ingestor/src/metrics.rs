@@ -39,6 +39,17 @@ pub struct Metrics {
     /// Dead letters that could not be stored either (logged), by reason: nothing else keeps
     /// that input.
     pub dead_letters_lost: IntCounterVec,
+    /// Jumps of fedmsg's `i` on an endpoint (messages lost between two received ones), by
+    /// endpoint.
+    pub sequence_gaps: IntCounterVec,
+    /// Messages those jumps say were lost, by endpoint.
+    pub missing_messages: IntCounterVec,
+    /// At start-up, seconds since the event time of the stream's newest message: nothing
+    /// published in that time was received live.
+    pub startup_downtime_seconds: IntGauge,
+    /// The part of that downtime no start-up backfill recovers (no datagrepper configured, or
+    /// beyond `startup-max-backfill`).
+    pub downtime_not_backfilled_seconds: IntGauge,
 }
 
 impl Metrics {
@@ -116,7 +127,29 @@ impl Metrics {
                 "Dead letters that could not be stored",
                 &["reason"],
             )?,
+            sequence_gaps: counter(
+                "statscache_ingestor_sequence_gaps_total",
+                "Jumps of fedmsg's i counter on an endpoint (messages lost)",
+                &["endpoint"],
+            )?,
+            missing_messages: counter(
+                "statscache_ingestor_missing_messages_total",
+                "Messages fedmsg's i counter says were lost on an endpoint",
+                &["endpoint"],
+            )?,
+            startup_downtime_seconds: IntGauge::new(
+                "statscache_ingestor_startup_downtime_seconds",
+                "At start-up, seconds since the event time of the stream's newest message",
+            )?,
+            downtime_not_backfilled_seconds: IntGauge::new(
+                "statscache_ingestor_downtime_not_backfilled_seconds",
+                "Seconds of the start-up downtime no backfill recovers",
+            )?,
         };
+        registry.register(Box::new(metrics.sequence_gaps.clone()))?;
+        registry.register(Box::new(metrics.missing_messages.clone()))?;
+        registry.register(Box::new(metrics.startup_downtime_seconds.clone()))?;
+        registry.register(Box::new(metrics.downtime_not_backfilled_seconds.clone()))?;
         registry.register(Box::new(metrics.received.clone()))?;
         registry.register(Box::new(metrics.backfill_windows.clone()))?;
         registry.register(Box::new(metrics.backfill_pages.clone()))?;

@@ -22,6 +22,18 @@ pub struct Incoming {
     pub framing_error: Option<String>,
 }
 
+/// Messages a source knows it missed (fedmsg's `i` jumped), sent between two event times.
+/// The ingestor backfills the span from datagrepper when it can.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LostSpan {
+    /// How many messages are missing.
+    pub missing: u64,
+    /// Event time (epoch seconds) of the last message received before the loss.
+    pub after: f64,
+    /// Event time of the first message received after it.
+    pub before: f64,
+}
+
 /// A source of fedmsg messages. It runs until `shutdown` is cancelled, sending what it receives
 /// into `relay` (a bounded channel: when the relay is behind, the source waits).
 #[async_trait]

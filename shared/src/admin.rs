@@ -4,6 +4,7 @@
 //! and ClickHouse reachable, stream and consumer in place); Kubernetes stops routing to, or
 //! waits on, a replica that is not ready. Metrics are Prometheus text from one registry.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -18,12 +19,16 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone)]
 pub struct Health {
     not_ready_reason: Arc<Mutex<Option<String>>>,
+    /// Facts the readiness body reports under the verdict without changing it (e.g. a downtime
+    /// that was not backfilled), by name.
+    details: Arc<Mutex<BTreeMap<&'static str, String>>>,
 }
 
 impl Default for Health {
     fn default() -> Self {
         Health {
             not_ready_reason: Arc::new(Mutex::new(Some("starting".to_string()))),
+            details: Arc::default(),
         }
     }
 }
@@ -49,6 +54,28 @@ impl Health {
         }
     }
 
+    /// Adds (or replaces) a line `<name>: <text>` under the readiness verdict.
+    pub fn set_detail(&self, name: &'static str, text: impl Into<String>) {
+        let mut guard = match self.details.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        guard.insert(name, text.into());
+    }
+
+    /// The detail lines, one `\n<name>: <text>` each.
+    fn detail_lines(&self) -> String {
+        let guard = match self.details.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut lines = String::new();
+        for (name, text) in guard.iter() {
+            lines.push_str(&format!("\n{name}: {text}"));
+        }
+        lines
+    }
+
     fn set(&self, reason: Option<String>) {
         let mut guard = match self.not_ready_reason.lock() {
             Ok(guard) => guard,
@@ -65,11 +92,12 @@ fn livez() -> &'static str {
 
 #[handler]
 fn readyz(health: Data<&Health>) -> Response {
+    let details = health.detail_lines();
     match health.readiness() {
-        Ok(()) => "ready".into_response(),
+        Ok(()) => format!("ready{details}").into_response(),
         Err(reason) => Response::builder()
             .status(StatusCode::SERVICE_UNAVAILABLE)
-            .body(reason),
+            .body(format!("{reason}{details}")),
     }
 }
 

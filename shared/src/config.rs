@@ -109,10 +109,17 @@ pub struct ZeroMqConfig {
     pub endpoints: Vec<String>,
     /// Topic prefixes to subscribe to; `[""]` receives everything.
     pub topic_prefixes: Vec<String>,
+    /// Pause between connection attempts to an endpoint nobody listens on: doubling from
+    /// `reconnect-min` up to `reconnect-max`, forever (libzmq retries every 100 ms).
     #[serde(with = "humantime_serde")]
     pub reconnect_min: Duration,
     #[serde(with = "humantime_serde")]
     pub reconnect_max: Duration,
+    /// An endpoint silent this long is checked: its connection is replaced by a fresh one, so
+    /// a connection that died without a word (no ZMTP heartbeats in the `zeromq` crate) is not
+    /// kept forever. `0s` disables the check.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
 }
 
 /// History from datagrepper's `/raw`: the start-up backfill of the downtime, the continuous

@@ -252,12 +252,17 @@ fn spawn_clickhouse(data: &Path) -> Child {
         .expect("start clickhouse-server")
 }
 
-/// Where cargo put our binaries.
-fn binary(name: &str) -> PathBuf {
-    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+/// Cargo's target directory.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => PathBuf::from(dir),
         None => repo_root().join("target"),
-    };
+    }
+}
+
+/// Where cargo put our binaries.
+fn binary(name: &str) -> PathBuf {
+    let target = target_dir();
     // Benchmarks point this at release builds.
     let directory = match std::env::var_os("STATSCACHE_BIN_DIR") {
         Some(dir) => PathBuf::from(dir),
@@ -374,6 +379,21 @@ impl Service {
     }
 }
 
+/// The pyzmq publisher (`tests/support/fedmsg_publish.py`) for `endpoint`, sending every line
+/// of `files` as fedmsg frames; its options are added by the caller.
+pub fn publisher_command(endpoint: &str, files: &[PathBuf]) -> tokio::process::Command {
+    ensure_installed();
+    let mut command = tokio::process::Command::new("python3");
+    command
+        .arg(repo_root().join("tests/support/fedmsg_publish.py"))
+        .arg(endpoint)
+        .kill_on_drop(true);
+    for file in files {
+        command.arg(file);
+    }
+    command
+}
+
 /// Runs the pyzmq publisher: binds `endpoint`, waits for `subscribers`, sends every line of
 /// `files` as fedmsg frames (plus `single_frames` as one-frame messages). Returns its output.
 pub async fn publish_corpus(
@@ -382,10 +402,8 @@ pub async fn publish_corpus(
     subscribers: usize,
     single_frames: &[&str],
 ) -> String {
-    let mut command = publisher(endpoint, subscribers);
-    for file in files {
-        command.arg(file);
-    }
+    let mut command = publisher_command(endpoint, files);
+    command.args(["--subscribers", &subscribers.to_string()]);
     for frame in single_frames {
         command.args(["--single-frame", frame]);
     }
@@ -417,19 +435,10 @@ pub async fn publish_frames(
     }
     let file = tempfile::NamedTempFile::new().expect("frames file");
     std::fs::write(file.path(), encoded).expect("write frames");
-    let mut command = publisher(endpoint, subscribers);
+    let mut command = publisher_command(endpoint, &[]);
+    command.args(["--subscribers", &subscribers.to_string()]);
     command.arg("--frames").arg(file.path());
     run_publisher(command).await
-}
-
-fn publisher(endpoint: &str, subscribers: usize) -> tokio::process::Command {
-    ensure_installed();
-    let mut command = tokio::process::Command::new("python3");
-    command
-        .arg(repo_root().join("tests/support/fedmsg_publish.py"))
-        .arg(endpoint)
-        .args(["--subscribers", &subscribers.to_string()]);
-    command
 }
 
 async fn run_publisher(mut command: tokio::process::Command) -> String {
@@ -513,6 +522,57 @@ impl Servers {
     }
 }
 
+/// `STATSCACHE_*` variables for an ingestor on `nats`, subscribed to `endpoints`, with its
+/// admin server on `admin`.
+pub fn ingestor_env(nats: &NatsServer, endpoints: &[String], admin: u16) -> Vec<(String, String)> {
+    vec![
+        ("STATSCACHE_NATS__URL".to_string(), nats.url.clone()),
+        (
+            "STATSCACHE_INGESTOR__ZEROMQ__ENDPOINTS".to_string(),
+            format!("[{}]", endpoints.join(",")),
+        ),
+        (
+            "STATSCACHE_INGESTOR__ADMIN_LISTEN".to_string(),
+            format!("127.0.0.1:{admin}"),
+        ),
+    ]
+}
+
+/// How many messages the JetStream stream `name` holds (0 if it does not exist yet).
+pub async fn stream_messages(jetstream: &async_nats::jetstream::Context, name: &str) -> u64 {
+    let Ok(mut stream) = jetstream.get_stream(name).await else {
+        return 0;
+    };
+    stream
+        .info()
+        .await
+        .map(|info| info.state.messages)
+        .unwrap_or(0)
+}
+
+/// The Prometheus text of the service whose admin server listens on `admin` (empty if it does
+/// not answer).
+pub async fn admin_metrics(admin: u16) -> String {
+    let url = format!("http://127.0.0.1:{admin}/metrics");
+    match reqwest::get(url).await {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// The value of one sample (`name{labels}`) in Prometheus text, 0 if absent.
+pub fn metric(text: &str, sample: &str) -> f64 {
+    for line in text.lines() {
+        if let Some(value) = line
+            .strip_prefix(sample)
+            .and_then(|rest| rest.strip_prefix(' '))
+        {
+            return value.trim().parse().unwrap_or(0.0);
+        }
+    }
+    0.0
+}
+
 /// GETs `url` and parses JSON, or `None` if the request or parse fails.
 pub async fn get_json(url: &str) -> Option<serde_json::Value> {
     let response = reqwest::get(url).await.ok()?;
@@ -540,16 +600,12 @@ impl Datagrepper {
         let port = free_port();
         let log = std::fs::File::create(work.path().join("serve.log")).expect("datagrepper log");
         let log_for_stderr = log.try_clone().expect("datagrepper log");
-        let target = match std::env::var_os("CARGO_TARGET_DIR") {
-            Some(dir) => PathBuf::from(dir),
-            None => repo_root().join("target"),
-        };
         let child = Command::new("bash")
             .arg(repo_root().join("tests/support/datagrepper/serve.sh"))
             .arg(corpus)
             .arg(port.to_string())
             .arg(work.path())
-            .env("DATAGREPPER_VENV", target.join("datagrepper-venv"))
+            .env("DATAGREPPER_VENV", target_dir().join("datagrepper-venv"))
             // datagrepper 0.9.7 reads `start`/`end` in local time but datanommer stores UTC.
             .env("TZ", "UTC")
             .stdout(Stdio::from(log))
@@ -626,6 +682,28 @@ pub async fn header_values(nats_url: &str, stream: &str, header: &str) -> Vec<St
         values.push(value.as_str().to_string());
     }
     values
+}
+
+/// The Python of the environment the datagrepper tests install, which has the real fedmsg
+/// library (PyPI fedmsg 1.1.7); installed by starting a datagrepper once if it is missing.
+pub async fn fedmsg_python() -> PathBuf {
+    let python = target_dir().join("datagrepper-venv/bin/python");
+    let has_fedmsg = |python: &Path| {
+        Command::new(python)
+            .args(["-c", "import fedmsg"])
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    if !has_fedmsg(&python) {
+        let empty = tempfile::NamedTempFile::new().expect("empty corpus");
+        drop(Datagrepper::start(empty.path()).await);
+    }
+    assert!(
+        has_fedmsg(&python),
+        "{} cannot import fedmsg",
+        python.display()
+    );
+    python
 }
 
 /// Waits until `url` answers 2xx (a readiness probe, say).

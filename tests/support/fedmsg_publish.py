@@ -9,10 +9,17 @@ topic frame "garbage", so the ingestor's handling of bad input can be exercised 
 multipart messages of any shape come from --frames files: a sequence of messages, each a
 big-endian u32 frame count, then per frame a u32 length and the bytes.
 
+Or, as a publisher in production behaves (it knows nothing of its subscribers), it binds at a
+random moment (--bind-after-random MAX seconds), sends a fixed time after binding
+(--send-after SECONDS) whoever listens, paced (--interval SECONDS), and stays bound for
+--linger seconds (a test may kill it then, as a crash would).
+
     fedmsg_publish.py ENDPOINT [FILE...] [--subscribers N] [--single-frame TEXT] [--frames BIN]
+                      [--bind-after-random MAX] [--send-after SECONDS] [--interval SECONDS]
 """
 import argparse
 import json
+import random
 import struct
 import sys
 import time
@@ -29,23 +36,32 @@ def main():
     parser.add_argument("--linger", type=float, default=2.0, help="seconds to keep the socket open after sending")
     parser.add_argument("--single-frame", action="append", default=[], help="also send this text as a one-frame message")
     parser.add_argument("--frames", action="append", default=[], help="also send the multipart messages of this binary file")
+    parser.add_argument("--bind-after-random", type=float, default=0.0, help="bind after a random delay of up to this many seconds")
+    parser.add_argument("--send-after", type=float, default=None, help="send this many seconds after binding, without waiting for subscribers")
+    parser.add_argument("--interval", type=float, default=0.0, help="seconds between messages")
     args = parser.parse_intermixed_args()
 
+    bind_delay = random.uniform(0, args.bind_after_random)
+    print(f"binding after {bind_delay:.3f}s", flush=True)
+    time.sleep(bind_delay)
     context = zmq.Context()
     socket = context.socket(zmq.XPUB)
     socket.setsockopt(zmq.SNDHWM, 0)
     # Pass every subscription up, not only the first per topic: each subscriber is counted.
     socket.setsockopt(zmq.XPUB_VERBOSE, 1)
     socket.bind(args.endpoint)
-    deadline = time.time() + args.wait
     subscribed = 0
-    while subscribed < args.subscribers:
-        if socket.poll(timeout=max(0, int((deadline - time.time()) * 1000))) == 0:
-            print(f"only {subscribed} of {args.subscribers} subscribers after {args.wait}s", file=sys.stderr)
-            return 1
-        event = socket.recv()
-        if event[:1] == b"\x01":
-            subscribed += 1
+    if args.send_after is not None:
+        time.sleep(args.send_after)
+    else:
+        deadline = time.time() + args.wait
+        while subscribed < args.subscribers:
+            if socket.poll(timeout=max(0, int((deadline - time.time()) * 1000))) == 0:
+                print(f"only {subscribed} of {args.subscribers} subscribers after {args.wait}s", file=sys.stderr)
+                return 1
+            event = socket.recv()
+            if event[:1] == b"\x01":
+                subscribed += 1
     sent = 0
     for text in args.single_frame:
         socket.send(text.encode())
@@ -62,10 +78,13 @@ def main():
                     topic = b"garbage"
                 socket.send_multipart([topic, line])
                 sent += 1
+                if args.interval:
+                    time.sleep(args.interval)
     for path in args.frames:
         for frames in read_frames(path):
             socket.send_multipart(frames)
             sent += 1
+    print(f"sent {sent} messages", flush=True)
     time.sleep(args.linger)
     print(f"published {sent} messages to {subscribed} subscribers", flush=True)
     socket.close()

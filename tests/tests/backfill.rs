@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use statscache_tests::{
-    fixture, free_port, header_values, run_command, wait_for, Datagrepper, NatsServer, Service,
+    fixture, free_port, header_values, metric, run_command, wait_for, Datagrepper, NatsServer,
+    Service,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -332,7 +333,6 @@ async fn respond(connection: &mut TcpStream, status: u16, content_type: &str, bo
     let _ = connection.shutdown().await;
 }
 
-/// The value of one sample (`name{labels}`) in Prometheus text, 0 if absent.
 /// Waits until the ingestor serving `metrics_url` has completed a backfill window and has none
 /// left (its start-up backfill is done); returns its metrics then.
 async fn wait_for_startup_backfill(metrics_url: &str, deadline: Duration) -> String {
@@ -346,18 +346,6 @@ async fn wait_for_startup_backfill(metrics_url: &str, deadline: Duration) -> Str
         (complete > 0.0 && remaining == 0.0).then_some(text)
     })
     .await
-}
-
-fn metric(text: &str, sample: &str) -> f64 {
-    for line in text.lines() {
-        if let Some(value) = line
-            .strip_prefix(sample)
-            .and_then(|rest| rest.strip_prefix(' '))
-        {
-            return value.trim().parse().unwrap_or(0.0);
-        }
-    }
-    0.0
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -7,40 +7,9 @@ use std::time::Duration;
 use async_nats::jetstream;
 use statscache_shared::topic::subject_to_topic;
 use statscache_tests::{
-    fixture, free_port, publish_corpus, run_command, wait_for, NatsServer, Service,
+    admin_metrics, fixture, free_port, ingestor_env, publish_corpus, run_command, stream_messages,
+    wait_for, NatsServer, Service,
 };
-
-async fn stream_messages(jetstream: &jetstream::Context, name: &str) -> u64 {
-    let Ok(mut stream) = jetstream.get_stream(name).await else {
-        return 0;
-    };
-    stream
-        .info()
-        .await
-        .map(|info| info.state.messages)
-        .unwrap_or(0)
-}
-
-fn ingestor_env(nats: &NatsServer, endpoints: &[String], admin: u16) -> Vec<(String, String)> {
-    vec![
-        ("STATSCACHE_NATS__URL".to_string(), nats.url.clone()),
-        (
-            "STATSCACHE_INGESTOR__ZEROMQ__ENDPOINTS".to_string(),
-            format!("[{}]", endpoints.join(",")),
-        ),
-        (
-            "STATSCACHE_INGESTOR__ADMIN_LISTEN".to_string(),
-            format!("127.0.0.1:{admin}"),
-        ),
-    ]
-}
-
-async fn metrics(admin: u16) -> String {
-    let response = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
-        .await
-        .expect("metrics");
-    response.text().await.expect("metrics body")
-}
 
 async fn wait_subscribed(admin: u16) {
     statscache_tests::wait_until_ok(&format!("http://127.0.0.1:{admin}/health/readyz")).await;
@@ -109,7 +78,7 @@ async fn bad_input_is_counted_and_dead_lettered_and_good_messages_still_flow() {
     )
     .await;
 
-    let text = metrics(admin).await;
+    let text = admin_metrics(admin).await;
     for reason in [
         "not_json",
         "wrong_shape",
@@ -190,7 +159,7 @@ async fn two_replicas_on_the_same_endpoint_store_each_message_once() {
         || async {
             let mut acked = 0;
             for admin in [first_admin, second_admin] {
-                for line in metrics(admin).await.lines() {
+                for line in admin_metrics(admin).await.lines() {
                     let value = line
                         .strip_prefix(r#"statscache_ingestor_relayed_total{source="zeromq"} "#)
                         .or_else(|| {

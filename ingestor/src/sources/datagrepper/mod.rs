@@ -2,9 +2,10 @@
 //!
 //! Why: ZeroMQ cannot tell a quiet bus from a lost message, and nothing is received while the
 //! ingestor is down. datagrepper serves everything datanommer stored, so the ingestor fills
-//! gaps from it: the downtime at start-up ([`backfill_downtime`]), every closed window in which
-//! live delivery lost messages ([`reconcile`]), and any range an operator asks for
-//! (`statscache-ingestor backfill`). The original statscache skipped datagrepper
+//! gaps from it: the downtime at start-up ([`backfill_downtime`]), the spans in which fedmsg's
+//! `i` says live delivery lost messages, as soon as that is seen ([`backfill_lost_spans`]),
+//! every closed window in which live delivery lost messages ([`reconcile`]), and any range an
+//! operator asks for (`statscache-ingestor backfill`). The original statscache skipped datagrepper
 //! pages that failed, silently losing history; here a backfill either completes every window
 //! or fails and names the windows that are incomplete.
 //!
@@ -52,12 +53,12 @@ use tokio_util::sync::CancellationToken;
 
 pub use client::Filters;
 pub use error::{BackfillError, FailedWindow, FailedWindows};
-pub use progress::ProgressStore;
+pub use progress::{newest_event_time, ProgressStore};
 pub use window::Window;
 
 use crate::metrics::Metrics;
 use crate::relay::{Relay, RelaySummary};
-use crate::source::Incoming;
+use crate::source::{Incoming, LostSpan};
 use client::HttpPages;
 use error::BadAnswer;
 use fetch::{Failures, FetchedWindow, Outcome, WindowFetcher};
@@ -389,7 +390,7 @@ pub fn startup_range(now: i64, newest_in_stream: Option<f64>, max_backfill: Dura
 /// The ingestor's datagrepper task: backfills the downtime and, if configured, reconciles
 /// each window that closes while it runs; returns at shutdown.
 pub async fn run_in_service(
-    backfill: Backfill,
+    backfill: Arc<Backfill>,
     jetstream: jetstream::Context,
     nats: NatsConfig,
     config: DatagrepperConfig,
@@ -418,6 +419,44 @@ pub async fn run_in_service(
     };
     tokio::join!(startup, reconciliation);
     shutdown.cancelled().await;
+}
+
+/// Backfills each span a live source reports lost (fedmsg's `i` jumped), as it comes, without
+/// waiting for its window to be reconciled; returns at shutdown. A span that cannot be fetched
+/// now is left pending for the next start-up backfill (and its window's reconciliation).
+pub async fn backfill_lost_spans(
+    backfill: Arc<Backfill>,
+    mut lost_spans: mpsc::Receiver<LostSpan>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let span = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            span = lost_spans.recv() => span,
+        };
+        let Some(span) = span else { return };
+        let range = lost_span_range(span);
+        match backfill.run(range, false, &shutdown).await {
+            Ok(progress) => {
+                tracing::info!(%range, missing = span.missing, fetched = progress.messages, "backfilled a span fedmsg's `i` said was lost");
+            }
+            Err(BackfillError::Interrupted { .. }) => return,
+            Err(error) => {
+                tracing::error!(%range, %error, "cannot backfill a lost span now; the next start-up backfill will");
+                backfill.add_pending(range).await;
+            }
+        }
+    }
+}
+
+/// The whole seconds a lost span covers: both event times included (fedmsg's timestamps are
+/// whole seconds, so they often coincide), earlier first whatever the publishers' clocks did.
+fn lost_span_range(span: LostSpan) -> Window {
+    let covering = Window::covering(span.after.min(span.before), span.after.max(span.before));
+    Window {
+        start: covering.start,
+        end: covering.end.max(covering.start + 1),
+    }
 }
 
 /// Backfills the downtime: [`startup_range`], plus every range an earlier run left pending.
@@ -510,6 +549,19 @@ mod tests {
         );
         // A message from the future does not push the start past now.
         assert!(startup_range(now, Some((now + 9000) as f64), DAY).is_empty());
+    }
+
+    #[test]
+    fn a_lost_span_covers_both_event_times_in_whole_seconds() {
+        let span = |after, before| LostSpan {
+            missing: 1,
+            after,
+            before,
+        };
+        let window = |start, end| Window { start, end };
+        assert_eq!(lost_span_range(span(100.0, 100.0)), window(100, 101));
+        assert_eq!(lost_span_range(span(100.5, 103.2)), window(100, 104));
+        assert_eq!(lost_span_range(span(103.0, 100.0)), window(100, 103));
     }
 
     #[test]

@@ -17,4 +17,6 @@ pub enum ZeroMqError {
     },
     #[error("receive failed on {endpoint}: {detail}")]
     Receive { endpoint: String, detail: String },
+    #[error("the publisher at {endpoint} disconnected")]
+    Disconnected { endpoint: String },
 }

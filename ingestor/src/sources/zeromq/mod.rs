@@ -1,39 +1,52 @@
 //! fedmsg over ZeroMQ: SUB sockets connected to the configured endpoints.
 //!
-//! One task per endpoint, each with its own socket, so a dead endpoint never delays the others.
-//! A fedmsg message is a two-frame multipart `[topic, json envelope]`; anything else is passed on
-//! with a framing error so the relay can dead-letter it. Note that a SUB `connect` can succeed
-//! before any publisher exists and that a PUB drops what a SUB missed: this source cannot tell a
-//! quiet bus from a lost message, which is why the ingestor reconciles with datagrepper.
+//! One task per endpoint ([`subscriber`]), each with its own socket, so a dead endpoint never
+//! delays the others. It reconnects as libzmq does, around the `zeromq` crate's own reconnection
+//! ([`connection`] says why), and tracks fedmsg's `i` to detect losses ([`sequence`]). A fedmsg
+//! message is a two-frame multipart `[topic, json envelope]`; anything else is passed on with a
+//! framing error so the relay can dead-letter it. A PUB drops what a SUB missed, so what the
+//! source cannot see (a loss with no later message, topic-filtered subscriptions) is left to
+//! reconciliation with datagrepper.
 
+mod connection;
 mod error;
+mod sequence;
+mod subscriber;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use statscache_shared::config::ZeroMqConfig;
-use statscache_shared::retry::backoff;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use zeromq::{Socket, SocketRecv, SubSocket, ZmqMessage};
+use zeromq::ZmqMessage;
 
 pub use error::ZeroMqError;
 
 use crate::metrics::Metrics;
-use crate::source::{Incoming, Source};
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::source::{Incoming, LostSpan, Source};
+use subscriber::Subscriber;
 
 pub struct ZeroMqSource {
     config: ZeroMqConfig,
     metrics: Arc<Metrics>,
+    lost_spans: Option<mpsc::Sender<LostSpan>>,
 }
 
 impl ZeroMqSource {
-    pub fn new(config: ZeroMqConfig, metrics: Arc<Metrics>) -> ZeroMqSource {
-        ZeroMqSource { config, metrics }
+    /// A source for `config`'s endpoints; spans that fedmsg's `i` says were lost go to
+    /// `lost_spans` (for backfill) if given.
+    pub fn new(
+        config: ZeroMqConfig,
+        metrics: Arc<Metrics>,
+        lost_spans: Option<mpsc::Sender<LostSpan>>,
+    ) -> ZeroMqSource {
+        ZeroMqSource {
+            config,
+            metrics,
+            lost_spans,
+        }
     }
 }
 
@@ -46,89 +59,16 @@ impl Source for ZeroMqSource {
     async fn run(self: Box<Self>, relay: mpsc::Sender<Incoming>, shutdown: CancellationToken) {
         let mut tasks = tokio::task::JoinSet::new();
         for endpoint in &self.config.endpoints {
-            tasks.spawn(subscribe_forever(
-                endpoint.clone(),
-                self.config.clone(),
-                relay.clone(),
-                self.metrics.clone(),
-                shutdown.clone(),
-            ));
+            let subscriber = Subscriber {
+                endpoint: endpoint.clone(),
+                config: self.config.clone(),
+                relay: relay.clone(),
+                metrics: self.metrics.clone(),
+                lost_spans: self.lost_spans.clone(),
+            };
+            tasks.spawn(subscriber.run(shutdown.clone()));
         }
         while tasks.join_next().await.is_some() {}
-    }
-}
-
-/// Keeps one endpoint subscribed until shutdown, reconnecting with backoff.
-async fn subscribe_forever(
-    endpoint: String,
-    config: ZeroMqConfig,
-    relay: mpsc::Sender<Incoming>,
-    metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
-) {
-    let mut attempt = 0;
-    while !shutdown.is_cancelled() {
-        let outcome = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            outcome = receive_from(&endpoint, &config, &relay, &metrics, &mut attempt) => outcome,
-        };
-        match outcome {
-            Ok(()) => return, // the relay is gone: the ingestor is stopping
-            Err(error) => {
-                metrics.source_errors.with_label_values(&["zeromq"]).inc();
-                tracing::warn!(%error, "ZeroMQ endpoint failed; reconnecting");
-            }
-        }
-        let wait = backoff(attempt, config.reconnect_min, config.reconnect_max);
-        attempt += 1;
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
-    }
-}
-
-/// Connects, subscribes and forwards messages until an error. `Ok` means the relay closed.
-async fn receive_from(
-    endpoint: &str,
-    config: &ZeroMqConfig,
-    relay: &mpsc::Sender<Incoming>,
-    metrics: &Metrics,
-    attempt: &mut u32,
-) -> Result<(), ZeroMqError> {
-    let mut socket = SubSocket::new();
-    let connected = tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(endpoint)).await;
-    let connect_error = |detail: String| ZeroMqError::Connect {
-        endpoint: endpoint.to_string(),
-        timeout: CONNECT_TIMEOUT,
-        detail,
-    };
-    match connected {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => return Err(connect_error(error.to_string())),
-        Err(_elapsed) => return Err(connect_error("timed out".into())),
-    }
-    for prefix in &config.topic_prefixes {
-        socket
-            .subscribe(prefix)
-            .await
-            .map_err(|error| ZeroMqError::Subscribe {
-                endpoint: endpoint.to_string(),
-                prefix: prefix.clone(),
-                detail: error.to_string(),
-            })?;
-    }
-    tracing::info!(endpoint, prefixes = ?config.topic_prefixes, "subscribed to fedmsg endpoint");
-    *attempt = 0;
-    loop {
-        let message = socket.recv().await.map_err(|error| ZeroMqError::Receive {
-            endpoint: endpoint.to_string(),
-            detail: error.to_string(),
-        })?;
-        metrics.received.with_label_values(&["zeromq"]).inc();
-        if relay.send(to_incoming(message)).await.is_err() {
-            return Ok(());
-        }
     }
 }
 

@@ -1,0 +1,360 @@
+//! The ZeroMQ edge against real pyzmq publishers that behave as production ones do: they bind
+//! when they start (at any moment), send whoever listens, and restart. Nothing sent a second
+//! after a publisher binds may be lost; what fedmsg's `i` says was lost is counted, exported
+//! and, with the real datagrepper configured, backfilled at once; a restarted ingestor says how
+//! long it received nothing.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use serde_json::{json, Value};
+use statscache_tests::{
+    admin_metrics, fedmsg_python, free_port, ingestor_env, metric, publisher_command, repo_root,
+    stream_messages, wait_for, wait_until_ok, Datagrepper, NatsServer, Service,
+};
+
+/// A production publisher's schedule: bind within `--bind-after-random` seconds, send one
+/// second after binding (whoever has subscribed by then), paced.
+const PRODUCTION_PUBLISHER: [&str; 6] = [
+    "--bind-after-random",
+    "3",
+    "--send-after",
+    "1",
+    "--interval",
+    "0.01",
+];
+
+/// `count` envelopes of one publishing process: `i` from 1, distinct ids, event times one
+/// second apart from `first_time`.
+fn envelopes(tag: &str, count: u64, first_time: i64) -> Vec<Value> {
+    let mut messages = Vec::new();
+    for index in 0..count {
+        messages.push(json!({
+            "topic": "org.fedoraproject.prod.edge.test",
+            "msg": {"index": index},
+            "msg_id": format!("2026-edge-{tag}-{index}"),
+            "i": index + 1,
+            "timestamp": first_time + index as i64,
+            "username": "apache",
+        }));
+    }
+    messages
+}
+
+fn write_lines(path: &Path, messages: &[Value]) -> PathBuf {
+    let lines: Vec<String> = messages.iter().map(Value::to_string).collect();
+    std::fs::write(path, lines.join("\n") + "\n").expect("write messages");
+    path.to_path_buf()
+}
+
+fn epoch_now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+async fn jetstream_of(nats: &NatsServer) -> jetstream::Context {
+    jetstream::new(async_nats::connect(&nats.url).await.expect("nats"))
+}
+
+async fn wait_for_stream(jetstream: &jetstream::Context, expected: u64) {
+    wait_for(
+        &format!("{expected} messages in the stream"),
+        Duration::from_secs(120),
+        || async { (stream_messages(jetstream, "FEDMSG").await == expected).then_some(()) },
+    )
+    .await;
+}
+
+/// Runs a publisher to its end; returns its output.
+async fn run_publisher(endpoint: &str, file: &Path, options: &[&str]) -> String {
+    let output = publisher_command(endpoint, &[file.to_path_buf()])
+        .args(options)
+        .output()
+        .await
+        .expect("run the publisher");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "publisher failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// The `statscache_ingestor_<name>{endpoint="..."}` sample.
+fn endpoint_metric(text: &str, name: &str, endpoint: &str) -> f64 {
+    metric(
+        text,
+        &format!("statscache_ingestor_{name}{{endpoint=\"{endpoint}\"}}"),
+    )
+}
+
+/// An ingestor subscribed to `endpoints` (plus `extra` settings), ready; with its admin port.
+async fn start_ingestor(
+    nats: &NatsServer,
+    endpoints: &[String],
+    extra: &[(String, String)],
+) -> (Service, u16) {
+    let admin = free_port();
+    let mut env = ingestor_env(nats, endpoints, admin);
+    env.extend_from_slice(extra);
+    let ingestor = Service::start("ingestor", &env, &[]);
+    wait_until_ok(&format!("http://127.0.0.1:{admin}/health/readyz")).await;
+    (ingestor, admin)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn publishers_binding_at_any_moment_lose_nothing_sent_a_second_after_binding() {
+    const MESSAGES: u64 = 40;
+    let nats = NatsServer::start().await;
+    let endpoints: Vec<String> = (0..3)
+        .map(|_| format!("tcp://127.0.0.1:{}", free_port()))
+        .collect();
+    let (_ingestor, admin) = start_ingestor(&nats, &endpoints, &[]).await;
+    let jetstream = jetstream_of(&nats).await;
+    let work = tempfile::TempDir::new().expect("temp dir");
+
+    // Two rounds: every endpoint is bound by a new publisher process at a random moment, which
+    // sends a second later and exits; the second round binds the same endpoints again.
+    let mut expected = 0;
+    for round in 0..2 {
+        let mut publishers = Vec::new();
+        for (index, endpoint) in endpoints.iter().enumerate() {
+            let tag = format!("round{round}-endpoint{index}");
+            let messages = envelopes(&tag, MESSAGES, epoch_now());
+            let file = write_lines(&work.path().join(format!("{tag}.jsonl")), &messages);
+            let endpoint = endpoint.clone();
+            publishers.push(tokio::spawn(async move {
+                run_publisher(&endpoint, &file, &PRODUCTION_PUBLISHER).await
+            }));
+        }
+        for publisher in publishers {
+            let output = publisher.await.expect("publisher task");
+            assert!(
+                output.contains(&format!("sent {MESSAGES} messages")),
+                "{output}"
+            );
+        }
+        expected += MESSAGES * endpoints.len() as u64;
+        wait_for_stream(&jetstream, expected).await;
+    }
+
+    // A new process restarting `i` at 1 is not a loss.
+    let text = admin_metrics(admin).await;
+    for endpoint in &endpoints {
+        assert_eq!(
+            endpoint_metric(&text, "sequence_gaps_total", endpoint),
+            0.0,
+            "{text}"
+        );
+        assert_eq!(
+            endpoint_metric(&text, "missing_messages_total", endpoint),
+            0.0,
+            "{text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_publisher_killed_and_restarted_mid_stream_loses_nothing_sent_a_second_after_binding() {
+    const MESSAGES: u64 = 60;
+    let nats = NatsServer::start().await;
+    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    let (_ingestor, admin) = start_ingestor(&nats, std::slice::from_ref(&endpoint), &[]).await;
+    let jetstream = jetstream_of(&nats).await;
+    let work = tempfile::TempDir::new().expect("temp dir");
+
+    let mut expected = 0;
+    for process in 0..3 {
+        let tag = format!("process{process}");
+        let messages = envelopes(&tag, MESSAGES, epoch_now());
+        let file = write_lines(&work.path().join(format!("{tag}.jsonl")), &messages);
+        // The process stays bound after sending, until it is killed as a crash would.
+        let mut publisher = publisher_command(&endpoint, &[file])
+            .args(PRODUCTION_PUBLISHER)
+            .args(["--linger", "600"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start the publisher");
+        expected += MESSAGES;
+        wait_for_stream(&jetstream, expected).await;
+        publisher.kill().await.expect("kill -9 the publisher");
+    }
+
+    let text = admin_metrics(admin).await;
+    assert_eq!(
+        endpoint_metric(&text, "missing_messages_total", &endpoint),
+        0.0,
+        "{text}"
+    );
+    assert!(
+        metric(
+            &text,
+            "statscache_ingestor_source_errors_total{source=\"zeromq\"}"
+        ) >= 2.0,
+        "each kill is a lost connection: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_real_fedmsg_library_restarted_mid_stream_loses_nothing_and_shows_no_false_gap() {
+    const MESSAGES: u64 = 50;
+    let python = fedmsg_python().await;
+    let nats = NatsServer::start().await;
+    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    let (_ingestor, admin) = start_ingestor(&nats, std::slice::from_ref(&endpoint), &[]).await;
+    let jetstream = jetstream_of(&nats).await;
+
+    // fedmsg.init() binds, then sleeps its post_init_sleep (1 s) before anything is published.
+    let mut expected = 0;
+    for _process in 0..3 {
+        let mut publisher = tokio::process::Command::new(&python)
+            .arg(repo_root().join("tests/support/fedmsg_library_publish.py"))
+            .arg(&endpoint)
+            .arg(MESSAGES.to_string())
+            .args([
+                "--bind-after-random",
+                "2",
+                "--interval",
+                "0.01",
+                "--linger",
+                "600",
+            ])
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the fedmsg publisher");
+        expected += MESSAGES;
+        wait_for_stream(&jetstream, expected).await;
+        publisher.kill().await.expect("kill -9 the publisher");
+    }
+
+    let text = admin_metrics(admin).await;
+    assert_eq!(
+        endpoint_metric(&text, "sequence_gaps_total", &endpoint),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(
+        endpoint_metric(&text, "missing_messages_total", &endpoint),
+        0.0,
+        "{text}"
+    );
+}
+
+/// `count` messages from `first_time` with the ones at `lost` indexes left out of what the
+/// publisher sends: (everything, what is sent).
+fn with_losses(tag: &str, count: u64, first_time: i64, lost: &[u64]) -> (Vec<Value>, Vec<Value>) {
+    let everything = envelopes(tag, count, first_time);
+    let mut sent = Vec::new();
+    for (index, message) in everything.iter().enumerate() {
+        if !lost.contains(&(index as u64)) {
+            sent.push(message.clone());
+        }
+    }
+    (everything, sent)
+}
+
+/// Indexes the live feed loses: two gaps, of three messages and of one.
+const LOST: [u64; 4] = [9, 10, 11, 24];
+const GAP_MESSAGES: u64 = 30;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gap_in_i_is_counted_and_exported_and_a_restart_reports_the_downtime_not_backfilled() {
+    let nats = NatsServer::start().await;
+    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    let (ingestor, admin) = start_ingestor(&nats, std::slice::from_ref(&endpoint), &[]).await;
+    let jetstream = jetstream_of(&nats).await;
+    let work = tempfile::TempDir::new().expect("temp dir");
+
+    // Event times ten minutes ago: the stream's newest message is that old at the restart.
+    let (_, sent) = with_losses("gap", GAP_MESSAGES, epoch_now() - 600, &LOST);
+    let file = write_lines(&work.path().join("sent.jsonl"), &sent);
+    let output = run_publisher(&endpoint, &file, &["--subscribers", "1"]).await;
+    assert!(output.contains("sent 26 messages"), "{output}");
+    wait_for_stream(&jetstream, sent.len() as u64).await;
+    let text = wait_for(
+        "the gaps to be counted",
+        Duration::from_secs(60),
+        || async {
+            let text = admin_metrics(admin).await;
+            (endpoint_metric(&text, "sequence_gaps_total", &endpoint) == 2.0).then_some(text)
+        },
+    )
+    .await;
+    assert_eq!(
+        endpoint_metric(&text, "missing_messages_total", &endpoint),
+        LOST.len() as f64,
+        "{text}"
+    );
+
+    // Restarted without datagrepper: the time since the newest message is not backfilled, and
+    // the ingestor says so.
+    assert!(ingestor.terminate(), "the ingestor exits cleanly");
+    let (_restarted, admin) = start_ingestor(&nats, std::slice::from_ref(&endpoint), &[]).await;
+    let readiness = reqwest::get(format!("http://127.0.0.1:{admin}/health/readyz"))
+        .await
+        .expect("readyz")
+        .text()
+        .await
+        .expect("readyz body");
+    assert!(readiness.starts_with("ready"), "{readiness}");
+    assert!(
+        readiness.contains("not backfilled (no datagrepper is configured)"),
+        "{readiness}"
+    );
+    let text = admin_metrics(admin).await;
+    let not_backfilled = metric(&text, "statscache_ingestor_downtime_not_backfilled_seconds");
+    assert!(not_backfilled >= 500.0, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gap_in_i_is_backfilled_from_datagrepper_without_waiting_for_reconciliation() {
+    let nats = NatsServer::start().await;
+    let work = tempfile::TempDir::new().expect("temp dir");
+    let (everything, sent) = with_losses("backfill", GAP_MESSAGES, epoch_now() - 3600, &LOST);
+    let datagrepper =
+        Datagrepper::start(&write_lines(&work.path().join("all.jsonl"), &everything)).await;
+    // Only the lost spans can bring the lost messages: no start-up backfill, no reconciliation.
+    let mut settings = Vec::new();
+    for (key, value) in [
+        ("URL", datagrepper.url.as_str()),
+        ("STARTUP_MAX_BACKFILL", "0s"),
+        ("RECONCILE", "false"),
+        ("REQUESTS_PER_SECOND", "50"),
+        ("REQUEST_TIMEOUT", "5s"),
+    ] {
+        settings.push((
+            format!("STATSCACHE_INGESTOR__DATAGREPPER__{key}"),
+            value.to_string(),
+        ));
+    }
+    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    let (_ingestor, admin) =
+        start_ingestor(&nats, std::slice::from_ref(&endpoint), &settings).await;
+    let jetstream = jetstream_of(&nats).await;
+
+    let file = write_lines(&work.path().join("sent.jsonl"), &sent);
+    let output = run_publisher(&endpoint, &file, &["--subscribers", "1"]).await;
+    assert!(output.contains("sent 26 messages"), "{output}");
+    wait_for_stream(&jetstream, everything.len() as u64).await;
+
+    let text = admin_metrics(admin).await;
+    assert_eq!(
+        endpoint_metric(&text, "sequence_gaps_total", &endpoint),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(
+        endpoint_metric(&text, "missing_messages_total", &endpoint),
+        LOST.len() as f64,
+        "{text}"
+    );
+    assert!(
+        metric(
+            &text,
+            "statscache_ingestor_relayed_total{source=\"datagrepper\"}"
+        ) >= LOST.len() as f64,
+        "{text}"
+    );
+}
