@@ -24,6 +24,7 @@ use serde::Deserialize;
 use statscache_shared::config::StatisticKind;
 use statscache_shared::period::Level;
 use statscache_shared::schema::{rollup_table, rollup_value_columns};
+use statscache_shared::sql::{bind_all, clamp_time, key_filter, placeholders, Bound};
 
 use crate::sink::FactRow;
 
@@ -57,12 +58,7 @@ impl Scope {
             Bound::Time(clamp_time(self.start)),
             Bound::Time(clamp_time(self.end.saturating_sub(1))),
         ];
-        if !self.keys.is_empty() {
-            sql.push_str(&format!(" AND key IN ({})", placeholders(self.keys.len())));
-            for key in &self.keys {
-                binds.push(Bound::Text(key.clone()));
-            }
-        }
+        sql.push_str(&key_filter(&self.keys, &mut binds));
         if !self.periods.is_empty() {
             let period = level.sql(column);
             sql.push_str(&format!(
@@ -75,35 +71,6 @@ impl Scope {
         }
         (sql, binds)
     }
-}
-
-/// A value bound to a `?` of a query.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Bound {
-    Time(u32),
-    Text(String),
-}
-
-/// Binds `values` in order.
-pub fn bind_all(mut query: clickhouse::query::Query, values: &[Bound]) -> clickhouse::query::Query {
-    for value in values {
-        query = match value {
-            Bound::Time(seconds) => query.bind(*seconds),
-            Bound::Text(text) => query.bind(text.as_str()),
-        };
-    }
-    query
-}
-
-/// `?, ?, ?` for a list bound one value per placeholder: `IN (?, ?)` is portable, where an array
-/// bound to `IN ?` is not understood by ClickHouse 18.16.
-pub fn placeholders(count: usize) -> String {
-    vec!["?"; count].join(", ")
-}
-
-/// A time as a `DateTime` can hold it.
-fn clamp_time(seconds: u64) -> u32 {
-    u32::try_from(seconds).unwrap_or(u32::MAX)
 }
 
 /// The keys and hours one batch wrote facts for, in one plugin's table.
