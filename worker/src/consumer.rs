@@ -216,8 +216,8 @@ impl Consumer {
             stored = self.roll_up_until_done(&batch, &to_ack, shutdown).await;
         }
         if !stored {
-            // Shutting down before the rows were stored and rolled up: give the messages back (nak) so that
-            // JetStream redelivers them at once to a replica that can store them.
+            // Shutting down before the rows were stored and rolled up: give the messages back
+            // (nak) so that JetStream redelivers them at once to a replica that can store them.
             for message in &to_ack {
                 if let Err(error) = message.ack_with(AckKind::Nak(None)).await {
                     tracing::warn!(%error, "cannot give a message back; it is redelivered after ack-wait");
