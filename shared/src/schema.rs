@@ -6,6 +6,14 @@
 //! - `stat_<plugin>`: one per plugin, the *facts* its statistic is computed from: one row per
 //!   (message, key, value). A count is `uniqExact(msg_id)`, a distinct count `uniqExact(value)`,
 //!   a latest value the row with the greatest (timestamp, msg_id).
+//! - `stat_<plugin>_hourly`, `_daily`, `_monthly`: the plugin's *rollups*, one row per (key,
+//!   period) and recomputation, `period` the UTC start of the hour, day or month. Count plugins
+//!   keep `count UInt64`, latest plugins the period's latest `(timestamp, msg_id, value)`,
+//!   distinct-count plugins `distinct_values AggregateFunction(uniqExact, String)`. A (key, period)
+//!   may hold several rows until merges fold them: its answer is the greatest `count`
+//!   (`max(count)`), the greatest `(timestamp, msg_id, value)`, or the merge of the states
+//!   (`uniqExactMerge(distinct_values)`). Why that is exact: see ARCHITECTURE.md, "Rollups".
+//! - `rollups_filled`: the fact tables whose rollups were filled from existing facts.
 //!
 //! Why facts and not running counters: a redelivered, replayed or backfilled message writes the
 //! same fact rows again, and the statistic — computed over distinct identities — does not change.
@@ -24,6 +32,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ClickHouseConfig, StatisticKind};
+use crate::period::Level;
 
 /// A row of the `plugins` table: written by every worker at start-up, read by the api.
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize, Deserialize)]
@@ -103,11 +112,12 @@ struct Migration {
     statements: &'static [&'static str],
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "messages, plugin catalog",
-    statements: &[
-        "CREATE TABLE IF NOT EXISTS messages (
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "messages, plugin catalog",
+        statements: &[
+            "CREATE TABLE IF NOT EXISTS messages (
             msg_id String,
             topic String,
             category String,
@@ -124,7 +134,7 @@ const MIGRATIONS: &[Migration] = &[Migration {
         ) ENGINE = ReplacingMergeTree()
         PARTITION BY toYear(time)
         ORDER BY (time, msg_id)",
-        "CREATE TABLE IF NOT EXISTS plugins (
+            "CREATE TABLE IF NOT EXISTS plugins (
             identifier String,
             name String,
             description String,
@@ -135,8 +145,18 @@ const MIGRATIONS: &[Migration] = &[Migration {
             updated_at DateTime
         ) ENGINE = ReplacingMergeTree(updated_at)
         ORDER BY identifier",
-    ],
-}];
+        ],
+    },
+    Migration {
+        version: 2,
+        description: "ledger of rollups filled from existing facts",
+        statements: &["CREATE TABLE IF NOT EXISTS rollups_filled (
+            stat_table String,
+            filled_at DateTime
+        ) ENGINE = ReplacingMergeTree(filled_at)
+        ORDER BY stat_table"],
+    },
+];
 
 /// Creates the database and applies the migrations not yet recorded.
 pub async fn migrate(config: &ClickHouseConfig) -> Result<(), SchemaError> {
@@ -234,6 +254,101 @@ pub async fn create_stat_table(
             table: table.to_string(),
             source,
         })
+}
+
+/// Name of a plugin's rollup table at `level` (`stat_volume` → `stat_volume_daily`).
+pub fn rollup_table(stat_table: &str, level: Level) -> String {
+    format!("{stat_table}_{}", level.name())
+}
+
+/// The columns of a rollup table after `key, period`, by statistic kind.
+pub fn rollup_value_columns(kind: StatisticKind) -> &'static str {
+    match kind {
+        StatisticKind::Count => "count",
+        StatisticKind::Latest => "timestamp, msg_id, value",
+        StatisticKind::DistinctCount => "distinct_values",
+    }
+}
+
+/// Creates a plugin's rollup tables if they do not exist.
+///
+/// Engines: a count only grows as facts arrive, so merges keep the greatest (`ReplacingMergeTree
+/// (count)`); latest rows differ in their sort key, so merges only fold identical rows; distinct
+/// sets are merged by union (`AggregatingMergeTree`). Readers never depend on merges.
+pub async fn create_rollup_tables(
+    client: &clickhouse::Client,
+    stat_table: &str,
+    kind: StatisticKind,
+) -> Result<(), SchemaError> {
+    let (columns, engine, order) = match kind {
+        StatisticKind::Count => ("count UInt64", "ReplacingMergeTree(count)", "key, period"),
+        StatisticKind::Latest => (
+            "timestamp Float64, msg_id String, value String",
+            "ReplacingMergeTree()",
+            "key, period, timestamp, msg_id, value",
+        ),
+        StatisticKind::DistinctCount => (
+            "distinct_values AggregateFunction(uniqExact, String)",
+            "AggregatingMergeTree()",
+            "key, period",
+        ),
+    };
+    for level in Level::ALL {
+        let table = rollup_table(stat_table, level);
+        let failed = |source| SchemaError::CreateTable {
+            table: table.clone(),
+            source,
+        };
+        let statement = format!(
+            "CREATE TABLE IF NOT EXISTS {table} (
+                key String,
+                period DateTime,
+                {columns}
+            ) ENGINE = {engine}
+            PARTITION BY toYear(period)
+            ORDER BY ({order})"
+        );
+        client.query(&statement).execute().await.map_err(failed)?;
+    }
+    Ok(())
+}
+
+/// Whether the rollups of `stat_table` were ever filled from its facts (`rollups_filled`). An
+/// installation older than rollups has facts and empty rollups until then.
+pub async fn rollups_filled(
+    client: &clickhouse::Client,
+    stat_table: &str,
+) -> Result<bool, clickhouse::error::Error> {
+    let filled: u64 = client
+        .query("SELECT count() FROM rollups_filled WHERE stat_table = ?")
+        .bind(stat_table)
+        .fetch_one()
+        .await?;
+    Ok(filled > 0)
+}
+
+/// Records that the rollups of `stat_table` hold everything its facts held at the start of the
+/// fill; later facts are rolled up by the batches that write them.
+pub async fn record_rollups_filled(
+    client: &clickhouse::Client,
+    stat_table: &str,
+) -> Result<(), clickhouse::error::Error> {
+    client
+        .query("INSERT INTO rollups_filled (stat_table, filled_at) VALUES (?, now())")
+        .bind(stat_table)
+        .execute()
+        .await
+}
+
+/// Drops a plugin's rollup tables (for `statscache-worker replay --rebuild`).
+pub async fn drop_rollup_tables(
+    client: &clickhouse::Client,
+    stat_table: &str,
+) -> Result<(), SchemaError> {
+    for level in Level::ALL {
+        drop_stat_table(client, &rollup_table(stat_table, level)).await?;
+    }
+    Ok(())
 }
 
 /// Drops a plugin's fact table (for `statscache-worker replay --rebuild`).
