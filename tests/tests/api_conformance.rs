@@ -194,3 +194,62 @@ async fn slow_senders_are_cut_off_while_others_are_served() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn negotiation_aliases_and_methods_follow_http() {
+    statscache_tests::ensure_installed();
+    let stack = CorpusStack::start(&real_lines(), &[]).await;
+    let http = reqwest::Client::new();
+    let api = &stack.api;
+    let content_type = |response: &reqwest::Response| {
+        let value = response.headers().get("content-type");
+        value
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+
+    // q-values: CSV is acceptable but less preferred than anything else, so JSON.
+    let plugins = format!("{api}/api/");
+    for (accept, expected) in [
+        ("text/csv;q=0.5, */*", "application/json"),
+        ("text/csv", "text/csv"),
+        (
+            "application/json;q=0.2, application/x-ndjson",
+            "application/x-ndjson",
+        ),
+    ] {
+        let response = http.get(&plugins).header("accept", accept).send().await;
+        let response = response.expect("GET /api/");
+        assert_eq!(response.status(), StatusCode::OK, "{accept}");
+        assert!(content_type(&response).starts_with(expected), "{accept}");
+    }
+
+    // Two names of one parameter: refused, naming both.
+    for query in ["end=1400000000&stop=1400000000", "rows_per_page=5&limit=5"] {
+        let response = http.get(format!("{api}/api/volume?{query}")).send().await;
+        let response = response.expect("GET with aliases");
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{query}");
+        let body: serde_json::Value = response.json().await.expect("JSON error");
+        let message = body["message"].as_str().unwrap_or("");
+        for (name, _) in query.split('&').filter_map(|pair| pair.split_once('=')) {
+            assert!(message.contains(name), "{query}: {body}");
+        }
+    }
+
+    // Another method: 405 saying what is allowed, and what it says is true.
+    let raw = format!("{api}{RAW_WINDOW}");
+    let response = http.delete(&raw).send().await.expect("DELETE /raw");
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let allow = response.headers().get("allow").cloned();
+    assert_eq!(
+        allow.as_ref().and_then(|v| v.to_str().ok()),
+        Some("GET, HEAD")
+    );
+    let head = http.head(&raw).send().await.expect("HEAD /raw");
+    assert_eq!(head.status(), StatusCode::OK);
+
+    // An empty callback is no JSONP, as datagrepper reads it.
+    let response = http.get(format!("{raw}&callback=")).send().await;
+    assert_eq!(response.expect("GET /raw").status(), StatusCode::OK);
+}
