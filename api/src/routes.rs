@@ -524,7 +524,7 @@ impl Api {
         ))]
         stop: Query<Option<String>>,
         /// Default: day for counts, all for latest; statscache's `hourly`, `daily`… and `none`
-        /// (all) are accepted too.
+        /// (all) are accepted too. Must agree with an interval identifier (`…-daily`).
         bucket: Query<Option<BucketName>>,
         /// Only these keys (repeatable).
         key: Query<Vec<String>>,
@@ -581,8 +581,19 @@ impl Api {
         if end_time < start_time {
             return Err(ApiError::bad_parameter("end", "end is before start"));
         }
-        let bucket = match (bucket.0, bucket_from_name) {
-            (Some(name), _) => Bucket::from(name),
+        let bucket = match (bucket.0.map(Bucket::from), bucket_from_name) {
+            // statscache's interval identifier is another way to give the bucket.
+            (Some(given), Some(from_name)) if given != from_name => {
+                return Err(ApiError::bad_parameter(
+                    "bucket",
+                    format!(
+                        "bucket={} and the plugin name {:?} ask for different buckets; give only one",
+                        given.name(),
+                        plugin.0
+                    ),
+                ));
+            }
+            (Some(given), _) => given,
             (None, Some(from_name)) => from_name,
             (None, None) if kind == statscache_shared::config::StatisticKind::Latest => Bucket::All,
             (None, None) => Bucket::Day,

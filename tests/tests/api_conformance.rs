@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 
 /// Generated cases per operation: enough to reach every parameter in both modes, and a run of
 /// a couple of minutes on two cores.
-const SCHEMATHESIS_EXAMPLES: &str = "60";
+const SCHEMATHESIS_EXAMPLES: &str = "100";
 
 /// How long the whole schemathesis run may take before the test gives up on it.
 const SCHEMATHESIS_DEADLINE: Duration = Duration::from_secs(900);
@@ -226,8 +226,12 @@ async fn negotiation_aliases_and_methods_follow_http() {
     }
 
     // Two names of one parameter: refused, naming both.
-    for query in ["end=1400000000&stop=1400000000", "rows_per_page=5&limit=5"] {
-        let response = http.get(format!("{api}/api/volume?{query}")).send().await;
+    for (plugin, query) in [
+        ("volume", "end=1400000000&stop=1400000000"),
+        ("volume", "rows_per_page=5&limit=5"),
+        ("volume-daily", "bucket=hour"),
+    ] {
+        let response = http.get(format!("{api}/api/{plugin}?{query}")).send().await;
         let response = response.expect("GET with aliases");
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{query}");
         let body: serde_json::Value = response.json().await.expect("JSON error");
@@ -236,6 +240,11 @@ async fn negotiation_aliases_and_methods_follow_http() {
             assert!(message.contains(name), "{query}: {body}");
         }
     }
+    let agreeing = http
+        .get(format!("{api}/api/volume-daily?bucket=daily"))
+        .send()
+        .await;
+    assert_eq!(agreeing.expect("GET").status(), StatusCode::OK);
 
     // Another method: 405 saying what is allowed, and what it says is true.
     let raw = format!("{api}{RAW_WINDOW}");
