@@ -9,7 +9,8 @@
 //! bytes read. From the first byte of a request head, the head must be complete (the blank line
 //! `\r\n\r\n`) within `api.header-read-timeout`, or reads fail with `TimedOut` and hyper drops
 //! the connection. After a head, nothing is timed (the handler has `api.request-timeout`); once
-//! the server writes its answer, the next byte read starts the next head's deadline.
+//! the server writes its answer, the next byte read starts the next head's deadline. An HTTP/2
+//! connection (its preface read) is left alone: hyper's HTTP/2 has its own limits.
 
 use std::future::Future;
 use std::io;
@@ -65,7 +66,13 @@ enum Phase {
     InHead { matched: usize },
     /// The head is complete: the request is the handler's until the answer is written.
     Served,
+    /// An HTTP/2 connection: its frames have no blank line to wait for, and hyper's HTTP/2
+    /// keeps its own limits; nothing is timed here.
+    Unwatched,
 }
+
+/// How an HTTP/2 connection (prior knowledge, as poem accepts it) begins.
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
 
 /// A stream whose request heads must arrive within a deadline (see the module doc).
 pub struct HeadDeadline<S> {
@@ -73,6 +80,8 @@ pub struct HeadDeadline<S> {
     timeout: Duration,
     phase: Phase,
     deadline: Pin<Box<Sleep>>,
+    /// Bytes read so far, up to the length of [`HTTP2_PREFACE`].
+    start_seen: usize,
 }
 
 impl<S> HeadDeadline<S> {
@@ -82,6 +91,7 @@ impl<S> HeadDeadline<S> {
             timeout,
             phase: Phase::AwaitingHead,
             deadline: Box::pin(tokio::time::sleep(timeout)),
+            start_seen: 0,
         }
     }
 
@@ -89,8 +99,19 @@ impl<S> HeadDeadline<S> {
     fn observe(&mut self, bytes: &[u8]) {
         const END_OF_HEAD: &[u8] = b"\r\n\r\n";
         for &byte in bytes {
+            if self.start_seen < HTTP2_PREFACE.len() {
+                if byte != HTTP2_PREFACE[self.start_seen] {
+                    // Not HTTP/2: stop comparing.
+                    self.start_seen = usize::MAX;
+                } else {
+                    self.start_seen += 1;
+                    if self.start_seen == HTTP2_PREFACE.len() {
+                        self.phase = Phase::Unwatched;
+                    }
+                }
+            }
             let matched = match self.phase {
-                Phase::Served => return,
+                Phase::Served | Phase::Unwatched => return,
                 Phase::AwaitingHead => {
                     self.deadline.as_mut().reset(Instant::now() + self.timeout);
                     0
@@ -182,6 +203,20 @@ mod tests {
         // The blank line never comes: the next read fails once the deadline passes.
         let error = server.read(&mut buffer).await.expect_err("deadline");
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn http2_connections_are_not_timed() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut server = HeadDeadline::new(server, Duration::from_secs(3));
+        client.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+        let mut buffer = [0u8; 64];
+        assert!(server.read(&mut buffer).await.unwrap() > 0);
+        assert_eq!(server.phase, Phase::Unwatched);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        client.write_all(b"\r\nSM\r\n\r\n").await.unwrap();
+        assert!(server.read(&mut buffer).await.unwrap() > 0);
+        assert_eq!(server.phase, Phase::Unwatched);
     }
 
     #[tokio::test(start_paused = true)]
