@@ -18,6 +18,7 @@ use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, Object, OpenApi, ResponseContent};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use statscache_shared::config::StatisticKind;
 use statscache_shared::schema::PluginCatalogRow;
 
 use crate::error::ApiError;
@@ -29,20 +30,46 @@ pub struct Api {
     pub state: AppState,
 }
 
+/// What a statistic computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename_all = "kebab-case")]
+pub enum PluginKind {
+    Count,
+    DistinctCount,
+    Latest,
+}
+
+impl From<StatisticKind> for PluginKind {
+    fn from(kind: StatisticKind) -> PluginKind {
+        match kind {
+            StatisticKind::Count => PluginKind::Count,
+            StatisticKind::DistinctCount => PluginKind::DistinctCount,
+            StatisticKind::Latest => PluginKind::Latest,
+        }
+    }
+}
+
+/// The text of a value that serializes as a JSON string (an enum), for CSV.
+fn json_text(value: &impl ToJSON) -> String {
+    match value.to_json() {
+        Some(Value::String(text)) => text,
+        _ => String::new(),
+    }
+}
+
 /// A plugin as listed by `GET /api/`.
 #[derive(Debug, Clone, Object)]
 pub struct PluginDoc {
     pub identifier: String,
     pub name: String,
     pub description: String,
-    /// `count`, `distinct-count` or `latest`.
-    pub kind: String,
+    pub kind: PluginKind,
     /// The ClickHouse table holding the plugin's facts.
     pub table: String,
     /// Topic patterns the plugin processes (empty: all).
     pub topics: Vec<String>,
     /// Buckets the statistic can be requested in.
-    pub buckets: Vec<String>,
+    pub buckets: Vec<Bucket>,
     /// How far back the plugin keeps statistics, in seconds (0: no limit).
     pub backlog_delta_seconds: u64,
     /// When a worker last published this plugin's definition (epoch seconds).
@@ -121,8 +148,8 @@ fn layout_groups(plugin: &str, keys: Vec<String>) -> Vec<LayoutGroup> {
 #[derive(Debug, Clone, Object)]
 pub struct StatisticPage {
     pub plugin: String,
-    pub kind: String,
-    pub bucket: String,
+    pub kind: PluginKind,
+    pub bucket: Bucket,
     pub start: f64,
     pub end: f64,
     pub page: u32,
@@ -308,6 +335,7 @@ fn render_plugins_csv(plugins: &[PluginDoc]) -> String {
          updated_at,newest_fact_time\n",
     );
     for plugin in plugins {
+        let buckets: Vec<&str> = plugin.buckets.iter().map(|bucket| bucket.name()).collect();
         let newest = plugin
             .newest_fact_time
             .map(|time| time.to_string())
@@ -316,10 +344,10 @@ fn render_plugins_csv(plugins: &[PluginDoc]) -> String {
             csv_field(&plugin.identifier),
             csv_field(&plugin.name),
             csv_field(&plugin.description),
-            csv_field(&plugin.kind),
+            json_text(&plugin.kind),
             csv_field(&plugin.table),
             csv_field(&plugin.topics.join(" ")),
-            csv_field(&plugin.buckets.join(" ")),
+            buckets.join(" "),
             plugin.backlog_delta_seconds.to_string(),
             plugin.updated_at.to_string(),
             newest,
@@ -452,16 +480,18 @@ impl Api {
         let newest_fact_times = statistics::newest_fact_times(&self.state.clickhouse, tables).await;
         let mut plugins = Vec::with_capacity(catalog.len());
         for row in catalog {
+            // A kind this api does not know (a newer worker's) cannot be served: not listed.
+            let Some(kind) = row.kind() else {
+                tracing::warn!(plugin = %row.identifier, kind = %row.kind, "unknown plugin kind");
+                continue;
+            };
             let newest_fact_time = newest_fact_times.get(&row.table_name).copied();
             plugins.push(PluginDoc {
-                buckets: statistics::BUCKET_NAMES
-                    .iter()
-                    .map(|name| name.to_string())
-                    .collect(),
+                buckets: statistics::BUCKETS.to_vec(),
                 identifier: row.identifier,
                 name: row.name,
                 description: row.description,
-                kind: row.kind,
+                kind: PluginKind::from(kind),
                 table: row.table_name,
                 topics: row.topics,
                 backlog_delta_seconds: row.backlog_delta_seconds,
@@ -619,8 +649,8 @@ impl Api {
         let result_pages = page.pages(total);
         let result = StatisticPage {
             plugin: entry.identifier.clone(),
-            kind: entry.kind.clone(),
-            bucket: bucket.name().to_string(),
+            kind: PluginKind::from(kind),
+            bucket,
             start: start_time,
             end: end_time,
             page: page.number,

@@ -118,7 +118,8 @@ pub async fn keys(
 }
 
 /// Time buckets. `All` aggregates the whole range into one row per key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename_all = "lowercase")]
 pub enum Bucket {
     Minute,
     Hour,
@@ -128,7 +129,15 @@ pub enum Bucket {
     All,
 }
 
-pub const BUCKET_NAMES: &[&str] = &["minute", "hour", "day", "week", "month", "all"];
+/// Every bucket, as the plugin list offers them.
+pub const BUCKETS: [Bucket; 6] = [
+    Bucket::Minute,
+    Bucket::Hour,
+    Bucket::Day,
+    Bucket::Week,
+    Bucket::Month,
+    Bucket::All,
+];
 
 /// The names `bucket` accepts: ours, and statscache's interval names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
