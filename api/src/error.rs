@@ -120,5 +120,13 @@ pub fn render_poem_error(error: poem::Error) -> poem::Response {
         parameter: None,
         message: error.to_string(),
     };
-    (status, Json(body)).into_response()
+    let mut response = (status, Json(body)).into_response();
+    // Every route is read-only: RFC 9110 asks a 405 to say which methods are allowed.
+    if status == poem::http::StatusCode::METHOD_NOT_ALLOWED {
+        response.headers_mut().insert(
+            poem::http::header::ALLOW,
+            poem::http::HeaderValue::from_static("GET, HEAD"),
+        );
+    }
+    response
 }

@@ -100,16 +100,22 @@ pub struct RawMessage {
     pub topic: String,
     /// Epoch seconds, truncated to the second as datagrepper shows them.
     pub timestamp: f64,
+    #[oai(nullable)]
     pub certificate: Option<String>,
+    #[oai(nullable)]
     pub signature: Option<String>,
     /// The Unix account of the publishing process, not a person.
+    #[oai(nullable)]
     pub username: Option<String>,
+    #[oai(nullable)]
     pub crypto: Option<String>,
     /// The message body.
     pub msg: Value,
     /// The envelope's headers (`{}` when it had none).
     pub headers: Value,
+    #[oai(nullable)]
     pub source_name: Option<String>,
+    #[oai(nullable)]
     pub source_version: Option<String>,
     /// Present when `meta` was given.
     #[oai(skip_serializing_if_is_none)]
@@ -368,7 +374,7 @@ fn check_presentation(
     if let Some(chrome) = chrome {
         check_true_or_false("chrome", chrome)?;
     }
-    if callback.is_some() {
+    if callback.is_some_and(|name| !name.is_empty()) {
         return Err(ApiError::bad_parameter(
             "callback",
             "JSONP is not supported; the API answers JSON",
@@ -474,16 +480,26 @@ impl HistoryApi {
         &self,
         uri: &Uri,
         /// Window start: epoch seconds (or ISO 8601).
+        #[oai(validator(
+            pattern = r"^(([0-9]{1,9}|[0-6][0-9]{9})(\.[0-9]+)?|(19[7-9][0-9]|2[01][0-9]{2})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])(T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?)?)$"
+        ))]
         start: Query<Option<String>>,
         /// Window end: epoch seconds (or ISO 8601); default now.
+        #[oai(validator(
+            pattern = r"^(([0-9]{1,9}|[0-6][0-9]{9})(\.[0-9]+)?|(19[7-9][0-9]|2[01][0-9]{2})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])(T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?)?)$"
+        ))]
         end: Query<Option<String>>,
         /// Window length in seconds, back from `end` (or forward from `start`).
+        #[oai(validator(pattern = r"^([0-9]{1,6}|1[0-9]{6}|2[0-5][0-9]{5})(\.[0-9]+)?$"))]
         delta: Query<Option<String>>,
         /// Page number, from 1.
+        #[oai(validator(minimum(value = "1"), maximum(value = "10000")))]
         page: Query<Option<i64>>,
         /// Messages per page (default 25, at most 100).
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         rows_per_page: Query<Option<i64>>,
         /// `desc` (default, newest first) or `asc`, by timestamp.
+        #[oai(validator(pattern = r"^(asc|desc)$"))]
         order: Query<Option<String>>,
         /// Messages concerning any of these people (fedmsg.meta usernames). Repeatable.
         user: Query<Vec<String>>,
@@ -507,12 +523,16 @@ impl HistoryApi {
         /// Add `meta` to each message: `usernames`, `packages`. Repeatable.
         meta: Query<Vec<String>>,
         /// Only `false` is supported.
+        #[oai(validator(pattern = r"^(false|no|off|n|f|0)$"))]
         grouped: Query<Option<String>>,
         /// datagrepper's HTML card size; validated, unused.
+        #[oai(validator(pattern = r"^(small|medium|large|extra-large)$"))]
         size: Query<Option<String>>,
         /// datagrepper's HTML chrome switch (`true`/`false`); validated, unused.
+        #[oai(validator(pattern = r"^(true|false)$"))]
         chrome: Query<Option<String>>,
-        /// JSONP is not supported: any value is a 400.
+        /// JSONP is not supported: a value is a 400 (empty, as datagrepper, means none).
+        #[oai(validator(max_length = 0))]
         callback: Query<Option<String>>,
     ) -> Result<Json<RawPage>, ApiError> {
         reject_repeated(
@@ -621,16 +641,21 @@ impl HistoryApi {
         &self,
         uri: &Uri,
         /// The message identity (`msg_id`, or statscache's `sha256:…` for messages without one).
+        #[oai(validator(min_length = 1))]
         id: Query<Option<String>>,
         /// Add `meta`: `usernames`, `packages`. Repeatable.
         meta: Query<Vec<String>>,
         /// datagrepper's HTML card size; validated, unused.
+        #[oai(validator(pattern = r"^(small|medium|large|extra-large)$"))]
         size: Query<Option<String>>,
         /// datagrepper's HTML chrome switch; validated, unused.
+        #[oai(validator(pattern = r"^(true|false)$"))]
         chrome: Query<Option<String>>,
         /// datagrepper's HTML switch (`true`/`false`); validated, unused.
+        #[oai(validator(pattern = r"^(true|false)$"))]
         is_raw: Query<Option<String>>,
-        /// JSONP is not supported: any value is a 400.
+        /// JSONP is not supported: a value is a 400 (empty, as datagrepper, means none).
+        #[oai(validator(max_length = 0))]
         callback: Query<Option<String>>,
     ) -> Result<Json<RawMessage>, ApiError> {
         reject_repeated(uri, &["id", "size", "chrome", "is_raw", "callback"])?;

@@ -8,9 +8,12 @@
 //!   [`timerange`] porting datagrepper's time-window rules.
 //! - [`params`]: parsing and bounds of query parameters; [`error`]: JSON errors.
 //! - [`app`] assembles the routes with `/openapi.json`, `/docs`, health probes and `/metrics`,
-//!   and bounds every request by `api.request-timeout`. Every answer may be read by a page of
+//!   and bounds every request by `api.request-timeout`; [`admission`] bounds how many query
+//!   ClickHouse at once, [`connection`] how long a client may take to send a request head. Every answer may be read by a page of
 //!   any origin (CORS), as statscache allowed: dashboards are web pages served elsewhere.
 
+pub mod admission;
+pub mod connection;
 pub mod error;
 pub mod history;
 pub mod params;
@@ -24,7 +27,7 @@ use std::time::Instant;
 
 use poem::http::Method;
 use poem::http::StatusCode;
-use poem::listener::TcpListener;
+use poem::listener::{Listener, TcpListener};
 use poem::middleware::{CatchPanic, Cors, NormalizePath, Tracing, TrailingSlash};
 use poem::web::Data;
 use poem::{get, handler, Endpoint, EndpointExt, IntoResponse, Response, Route, Server};
@@ -33,6 +36,9 @@ use prometheus::{HistogramOpts, HistogramVec, Registry};
 use statscache_shared::config::Config;
 use statscache_shared::{admin, schema};
 use tokio_util::sync::CancellationToken;
+
+use crate::admission::Admission;
+use crate::connection::HeadDeadlineAcceptor;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -75,6 +81,10 @@ pub fn app(state: AppState) -> Result<impl Endpoint, prometheus::Error> {
     let telemetry = Telemetry { registry, requests };
 
     let request_timeout = state.config.api.request_timeout;
+    let turns = Admission::new(
+        state.config.api.max_concurrent_requests,
+        state.config.api.queue_timeout,
+    );
     let service = openapi(state.clone());
     let spec = service.spec_endpoint();
     let docs = service.swagger_ui();
@@ -89,12 +99,25 @@ pub fn app(state: AppState) -> Result<impl Endpoint, prometheus::Error> {
         .data(telemetry.clone())
         .around(move |endpoint, request| {
             let telemetry = telemetry.clone();
+            let turns = turns.clone();
             async move {
                 let route = route_label(request.uri().path());
                 let started = Instant::now();
                 let response = match params::check_query_string(request.uri()) {
                     Err(error) => error.into_response(),
                     Ok(()) => {
+                        // The request's ClickHouse turn, held until its answer is built.
+                        let _turn = if Admission::needs_turn(request.uri().path()) {
+                            match turns.enter().await {
+                                Ok(permit) => Some(permit),
+                                Err(overloaded) => {
+                                    let refusal = admission::overloaded(overloaded);
+                                    return Ok(observed(&telemetry, route, started, refusal));
+                                }
+                            }
+                        } else {
+                            None
+                        };
                         let call = endpoint.call(request);
                         match tokio::time::timeout(request_timeout, call).await {
                             Ok(Ok(response)) => response.into_response(),
@@ -103,12 +126,7 @@ pub fn app(state: AppState) -> Result<impl Endpoint, prometheus::Error> {
                         }
                     }
                 };
-                let status = response.status().as_u16().to_string();
-                telemetry
-                    .requests
-                    .with_label_values(&[route, &status])
-                    .observe(started.elapsed().as_secs_f64());
-                Ok(response)
+                Ok(observed(&telemetry, route, started, response))
             }
         })
         .with(CatchPanic::new().with_handler(error::panicked))
@@ -116,6 +134,16 @@ pub fn app(state: AppState) -> Result<impl Endpoint, prometheus::Error> {
         .with(cors())
         .with(Tracing);
     Ok(app)
+}
+
+/// Counts `response` in the latency histogram and hands it on.
+fn observed(telemetry: &Telemetry, route: &str, started: Instant, response: Response) -> Response {
+    let status = response.status().as_u16().to_string();
+    telemetry
+        .requests
+        .with_label_values(&[route, &status])
+        .observe(started.elapsed().as_secs_f64());
+    response
 }
 
 /// Read-only, from any origin; the headers a dashboard needs to page and revalidate exposed.
@@ -178,14 +206,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> std::io::Result
     );
     let listen = config.api.listen;
     let request_timeout = config.api.request_timeout;
+    let idle_timeout = config.api.idle_timeout;
+    let header_read_timeout = config.api.header_read_timeout;
     let state = AppState {
         config: Arc::new(config),
         clickhouse,
     };
     let app = app(state).map_err(std::io::Error::other)?;
     tracing::info!(%listen, "api listening");
-    Server::new(TcpListener::bind(listen))
-        .idle_timeout(request_timeout)
+    let acceptor = TcpListener::bind(listen).into_acceptor().await?;
+    let acceptor = HeadDeadlineAcceptor::new(acceptor, header_read_timeout);
+    Server::new_with_acceptor(acceptor)
+        .idle_timeout(idle_timeout)
         .run_with_graceful_shutdown(app, shutdown.cancelled_owned(), Some(request_timeout))
         .await
 }

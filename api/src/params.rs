@@ -43,6 +43,26 @@ pub fn reject_repeated(uri: &Uri, single_valued: &[&str]) -> Result<(), ApiError
     Ok(())
 }
 
+/// Refuses a request that gives both names of one parameter (`end` and statscache's `stop`):
+/// which one was meant cannot be told, so neither is guessed.
+pub fn reject_aliases(pairs: &[(&str, bool)]) -> Result<(), ApiError> {
+    let given: Vec<&str> = pairs
+        .iter()
+        .filter(|(_, present)| *present)
+        .map(|(name, _)| *name)
+        .collect();
+    if given.len() > 1 {
+        return Err(ApiError::bad_parameter(
+            given[0],
+            format!(
+                "{} name the same parameter; give only one of them",
+                given.join(" and ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// `uri`'s path and query with every `page` parameter replaced by `page=number`; the other
 /// parameters are kept as they were sent (still percent-encoded), in their order.
 pub fn with_page(uri: &Uri, number: u64) -> String {
@@ -126,30 +146,26 @@ fn hex_value(digit: u8) -> Option<u8> {
 /// Parses a time given as epoch seconds (`1344344053`, `1344344053.5`) or ISO 8601
 /// (`2012-08-07T12:54:13Z`, `2012-08-07`), as every statscache command does.
 pub fn parse_time(parameter: &str, raw: &str) -> Result<f64, ApiError> {
+    // As the OpenAPI pattern says: no surrounding spaces.
+    if raw.trim() != raw {
+        return Err(ApiError::bad_parameter(
+            parameter,
+            format!("{raw:?} has surrounding spaces"),
+        ));
+    }
     statscache_shared::time::parse_time(raw)
         .map_err(|invalid| ApiError::bad_parameter(parameter, invalid.to_string()))
 }
 
 /// Sort order by time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename_all = "lowercase")]
 pub enum Order {
     Asc,
     Desc,
 }
 
 impl Order {
-    pub fn parse(raw: Option<&str>, default: Order) -> Result<Order, ApiError> {
-        match raw.map(str::trim) {
-            None | Some("") => Ok(default),
-            Some(value) if value.eq_ignore_ascii_case("asc") => Ok(Order::Asc),
-            Some(value) if value.eq_ignore_ascii_case("desc") => Ok(Order::Desc),
-            Some(other) => Err(ApiError::bad_parameter(
-                "order",
-                format!("{other:?} is not asc or desc"),
-            )),
-        }
-    }
-
     pub fn sql(self) -> &'static str {
         match self {
             Order::Asc => "ASC",

@@ -18,15 +18,43 @@ use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, Object, OpenApi, ResponseContent};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use statscache_shared::config::StatisticKind;
 use statscache_shared::schema::PluginCatalogRow;
 
 use crate::error::ApiError;
-use crate::params::{parse_time, reject_repeated, with_page, Order, Page};
-use crate::statistics::{self, Bucket, StatisticQuery, StatisticRow};
+use crate::params::{parse_time, reject_aliases, reject_repeated, with_page, Order, Page};
+use crate::statistics::{self, Bucket, BucketName, StatisticQuery, StatisticRow};
 use crate::AppState;
 
 pub struct Api {
     pub state: AppState,
+}
+
+/// What a statistic computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename_all = "kebab-case")]
+pub enum PluginKind {
+    Count,
+    DistinctCount,
+    Latest,
+}
+
+impl From<StatisticKind> for PluginKind {
+    fn from(kind: StatisticKind) -> PluginKind {
+        match kind {
+            StatisticKind::Count => PluginKind::Count,
+            StatisticKind::DistinctCount => PluginKind::DistinctCount,
+            StatisticKind::Latest => PluginKind::Latest,
+        }
+    }
+}
+
+/// The text of a value that serializes as a JSON string (an enum), for CSV.
+fn json_text(value: &impl ToJSON) -> String {
+    match value.to_json() {
+        Some(Value::String(text)) => text,
+        _ => String::new(),
+    }
 }
 
 /// A plugin as listed by `GET /api/`.
@@ -35,20 +63,20 @@ pub struct PluginDoc {
     pub identifier: String,
     pub name: String,
     pub description: String,
-    /// `count`, `distinct-count` or `latest`.
-    pub kind: String,
+    pub kind: PluginKind,
     /// The ClickHouse table holding the plugin's facts.
     pub table: String,
     /// Topic patterns the plugin processes (empty: all).
     pub topics: Vec<String>,
     /// Buckets the statistic can be requested in.
-    pub buckets: Vec<String>,
+    pub buckets: Vec<Bucket>,
     /// How far back the plugin keeps statistics, in seconds (0: no limit).
     pub backlog_delta_seconds: u64,
     /// When a worker last published this plugin's definition (epoch seconds).
     pub updated_at: u32,
     /// The event time of the newest fact in the plugin's table (epoch seconds), null when the
     /// table holds none: how up to date the statistic is.
+    #[oai(nullable)]
     pub newest_fact_time: Option<u32>,
 }
 
@@ -120,8 +148,8 @@ fn layout_groups(plugin: &str, keys: Vec<String>) -> Vec<LayoutGroup> {
 #[derive(Debug, Clone, Object)]
 pub struct StatisticPage {
     pub plugin: String,
-    pub kind: String,
-    pub bucket: String,
+    pub kind: PluginKind,
+    pub bucket: Bucket,
     pub start: f64,
     pub end: f64,
     pub page: u32,
@@ -190,29 +218,57 @@ enum Format {
     Ndjson,
 }
 
-fn negotiate(format: Option<&str>, headers: &HeaderMap) -> Result<Format, ApiError> {
-    if let Some(requested) = format {
-        return match requested.trim().to_ascii_lowercase().as_str() {
-            "json" => Ok(Format::Json),
-            "csv" => Ok(Format::Csv),
-            "ndjson" | "jsonl" => Ok(Format::Ndjson),
-            other => Err(ApiError::bad_parameter(
-                "format",
-                format!("{other:?} is not json, csv or ndjson"),
-            )),
+/// The values of `format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum FormatName {
+    Json,
+    Csv,
+    Ndjson,
+    /// Same as ndjson.
+    Jsonl,
+}
+
+/// The format: `format` when given, else the media type `Accept` prefers (highest q-value;
+/// the first listed among equals), JSON when it names none we serve.
+fn negotiate(format: Option<FormatName>, headers: &HeaderMap) -> Format {
+    match format {
+        Some(FormatName::Json) => return Format::Json,
+        Some(FormatName::Csv) => return Format::Csv,
+        Some(FormatName::Ndjson | FormatName::Jsonl) => return Format::Ndjson,
+        None => {}
+    }
+    let mut best: Option<(f32, Format)> = None;
+    for value in headers.get_all("accept") {
+        let Ok(text) = value.to_str() else {
+            continue;
         };
+        for range in text.split(',') {
+            let mut parts = range.split(';');
+            let media_type = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let mut quality = 1.0f32;
+            for parameter in parts {
+                if let Some((name, value)) = parameter.split_once('=') {
+                    if name.trim().eq_ignore_ascii_case("q") {
+                        quality = value.trim().parse().unwrap_or(0.0);
+                    }
+                }
+            }
+            let format = match media_type.as_str() {
+                "text/csv" => Format::Csv,
+                "application/x-ndjson" => Format::Ndjson,
+                "application/json" | "application/*" | "*/*" => Format::Json,
+                _ => continue,
+            };
+            if quality <= 0.0 {
+                continue;
+            }
+            if best.is_none_or(|(best_quality, _)| quality > best_quality) {
+                best = Some((quality, format));
+            }
+        }
     }
-    let accept = headers
-        .get("accept")
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("");
-    if accept.contains("text/csv") {
-        return Ok(Format::Csv);
-    }
-    if accept.contains("application/x-ndjson") {
-        return Ok(Format::Ndjson);
-    }
-    Ok(Format::Json)
+    best.map_or(Format::Json, |(_, format)| format)
 }
 
 fn now() -> f64 {
@@ -279,6 +335,7 @@ fn render_plugins_csv(plugins: &[PluginDoc]) -> String {
          updated_at,newest_fact_time\n",
     );
     for plugin in plugins {
+        let buckets: Vec<&str> = plugin.buckets.iter().map(|bucket| bucket.name()).collect();
         let newest = plugin
             .newest_fact_time
             .map(|time| time.to_string())
@@ -287,10 +344,10 @@ fn render_plugins_csv(plugins: &[PluginDoc]) -> String {
             csv_field(&plugin.identifier),
             csv_field(&plugin.name),
             csv_field(&plugin.description),
-            csv_field(&plugin.kind),
+            json_text(&plugin.kind),
             csv_field(&plugin.table),
             csv_field(&plugin.topics.join(" ")),
-            csv_field(&plugin.buckets.join(" ")),
+            buckets.join(" "),
             plugin.backlog_delta_seconds.to_string(),
             plugin.updated_at.to_string(),
             newest,
@@ -410,11 +467,11 @@ impl Api {
         &self,
         headers: &HeaderMap,
         uri: &Uri,
-        /// json (default), csv or ndjson; `Accept: text/csv` also selects CSV.
-        format: Query<Option<String>>,
+        /// Default json; without it, the `Accept` header chooses (q-values honoured).
+        format: Query<Option<FormatName>>,
     ) -> Result<PluginListResponse, ApiError> {
         reject_repeated(uri, &["format"])?;
-        let format = negotiate(format.0.as_deref(), headers)?;
+        let format = negotiate(format.0, headers);
         let catalog = statistics::catalog(&self.state.clickhouse).await?;
         let mut tables = Vec::with_capacity(catalog.len());
         for row in &catalog {
@@ -423,16 +480,18 @@ impl Api {
         let newest_fact_times = statistics::newest_fact_times(&self.state.clickhouse, tables).await;
         let mut plugins = Vec::with_capacity(catalog.len());
         for row in catalog {
+            // A kind this api does not know (a newer worker's) cannot be served: not listed.
+            let Some(kind) = row.kind() else {
+                tracing::warn!(plugin = %row.identifier, kind = %row.kind, "unknown plugin kind");
+                continue;
+            };
             let newest_fact_time = newest_fact_times.get(&row.table_name).copied();
             plugins.push(PluginDoc {
-                buckets: statistics::BUCKET_NAMES
-                    .iter()
-                    .map(|name| name.to_string())
-                    .collect(),
+                buckets: statistics::BUCKETS.to_vec(),
                 identifier: row.identifier,
                 name: row.name,
                 description: row.description,
-                kind: row.kind,
+                kind: PluginKind::from(kind),
                 table: row.table_name,
                 topics: row.topics,
                 backlog_delta_seconds: row.backlog_delta_seconds,
@@ -480,25 +539,38 @@ impl Api {
         /// Plugin identifier, as listed by `/api/`.
         plugin: Path<String>,
         /// Range start: epoch seconds or ISO 8601 (default: the beginning).
+        #[oai(validator(
+            pattern = r"^(([0-9]{1,9}|[0-6][0-9]{9})(\.[0-9]+)?|(19[7-9][0-9]|2[01][0-9]{2})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])(T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?)?)$"
+        ))]
         start: Query<Option<String>>,
-        /// Range end: epoch seconds or ISO 8601 (default: now).
+        /// Range end: epoch seconds or ISO 8601 (default: now). Not with `stop`.
+        #[oai(validator(
+            pattern = r"^(([0-9]{1,9}|[0-6][0-9]{9})(\.[0-9]+)?|(19[7-9][0-9]|2[01][0-9]{2})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])(T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?)?)$"
+        ))]
         end: Query<Option<String>>,
-        /// statscache's name for `end`.
+        /// statscache's name for `end`. Not with `end`.
+        #[oai(validator(
+            pattern = r"^(([0-9]{1,9}|[0-6][0-9]{9})(\.[0-9]+)?|(19[7-9][0-9]|2[01][0-9]{2})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])(T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?)?)$"
+        ))]
         stop: Query<Option<String>>,
-        /// minute, hour, day, week, month or all (default: day for counts, all for latest).
-        bucket: Query<Option<String>>,
+        /// Default: day for counts, all for latest; statscache's `hourly`, `daily`… and `none`
+        /// (all) are accepted too. Must agree with an interval identifier (`…-daily`).
+        bucket: Query<Option<BucketName>>,
         /// Only these keys (repeatable).
         key: Query<Vec<String>>,
-        /// asc or desc by bucket (default desc).
-        order: Query<Option<String>>,
+        /// By bucket (default desc).
+        order: Query<Option<Order>>,
         /// Page number, from 1.
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000000")))]
         page: Query<Option<i64>>,
-        /// Rows per page (default 25, at most 100).
+        /// Rows per page (default 25, at most 100). Not with `limit`.
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         rows_per_page: Query<Option<i64>>,
-        /// statscache's name for `rows_per_page`.
+        /// statscache's name for `rows_per_page`. Not with `rows_per_page`.
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<i64>>,
-        /// json (default), csv or ndjson; `Accept: text/csv` also selects CSV.
-        format: Query<Option<String>>,
+        /// Default json; without it, the `Accept` header chooses (q-values honoured).
+        format: Query<Option<FormatName>>,
     ) -> Result<StatisticResponse, ApiError> {
         reject_repeated(
             uri,
@@ -514,7 +586,12 @@ impl Api {
                 "format",
             ],
         )?;
-        let format = negotiate(format.0.as_deref(), headers)?;
+        reject_aliases(&[("end", end.0.is_some()), ("stop", stop.0.is_some())])?;
+        reject_aliases(&[
+            ("rows_per_page", rows_per_page.0.is_some()),
+            ("limit", limit.0.is_some()),
+        ])?;
+        let format = negotiate(format.0, headers);
         let (entry, bucket_from_name) = self.find_plugin(&plugin.0).await?;
         let Some(kind) = entry.kind() else {
             return Err(ApiError::not_found(format!(
@@ -534,8 +611,19 @@ impl Api {
         if end_time < start_time {
             return Err(ApiError::bad_parameter("end", "end is before start"));
         }
-        let bucket = match (bucket.0.as_deref(), bucket_from_name) {
-            (Some(raw), _) => Bucket::parse(raw)?,
+        let bucket = match (bucket.0.map(Bucket::from), bucket_from_name) {
+            // statscache's interval identifier is another way to give the bucket.
+            (Some(given), Some(from_name)) if given != from_name => {
+                return Err(ApiError::bad_parameter(
+                    "bucket",
+                    format!(
+                        "bucket={} and the plugin name {:?} ask for different buckets; give only one",
+                        given.name(),
+                        plugin.0
+                    ),
+                ));
+            }
+            (Some(given), _) => given,
             (None, Some(from_name)) => from_name,
             (None, None) if kind == statscache_shared::config::StatisticKind::Latest => Bucket::All,
             (None, None) => Bucket::Day,
@@ -553,7 +641,7 @@ impl Api {
             end: end_time,
             bucket,
             keys: key.0,
-            order: Order::parse(order.0.as_deref(), Order::Desc)?,
+            order: order.0.unwrap_or(Order::Desc),
             page,
         };
         let (rows, total) =
@@ -561,8 +649,8 @@ impl Api {
         let result_pages = page.pages(total);
         let result = StatisticPage {
             plugin: entry.identifier.clone(),
-            kind: entry.kind.clone(),
-            bucket: bucket.name().to_string(),
+            kind: PluginKind::from(kind),
+            bucket,
             start: start_time,
             end: end_time,
             page: page.number,
@@ -673,14 +761,19 @@ mod tests {
 
     #[test]
     fn format_negotiation() {
+        let accept = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("accept", value.parse().unwrap());
+            negotiate(None, &headers)
+        };
+        assert_eq!(negotiate(None, &HeaderMap::new()), Format::Json);
+        assert_eq!(accept("text/csv"), Format::Csv);
+        assert_eq!(accept("text/csv;q=0.5, */*"), Format::Json);
+        assert_eq!(accept("application/json;q=0.1, text/csv"), Format::Csv);
+        assert_eq!(accept("application/x-ndjson, text/csv"), Format::Ndjson);
+        assert_eq!(accept("text/csv;q=0, text/html"), Format::Json);
         let mut headers = HeaderMap::new();
-        assert_eq!(negotiate(None, &headers).ok(), Some(Format::Json));
         headers.insert("accept", "text/csv".parse().unwrap());
-        assert_eq!(negotiate(None, &headers).ok(), Some(Format::Csv));
-        assert_eq!(
-            negotiate(Some("ndjson"), &headers).ok(),
-            Some(Format::Ndjson)
-        );
-        assert!(negotiate(Some("xml"), &headers).is_err());
+        assert_eq!(negotiate(Some(FormatName::Jsonl), &headers), Format::Ndjson);
     }
 }

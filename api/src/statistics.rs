@@ -123,7 +123,8 @@ pub async fn keys(
 }
 
 /// Time buckets. `All` aggregates the whole range into one row per key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename_all = "lowercase")]
 pub enum Bucket {
     Minute,
     Hour,
@@ -133,24 +134,48 @@ pub enum Bucket {
     All,
 }
 
-pub const BUCKET_NAMES: &[&str] = &["minute", "hour", "day", "week", "month", "all"];
+/// Every bucket, as the plugin list offers them.
+pub const BUCKETS: [Bucket; 6] = [
+    Bucket::Minute,
+    Bucket::Hour,
+    Bucket::Day,
+    Bucket::Week,
+    Bucket::Month,
+    Bucket::All,
+];
 
-impl Bucket {
-    pub fn parse(raw: &str) -> Result<Bucket, ApiError> {
-        match raw.trim().to_ascii_lowercase().as_str() {
-            "minute" | "minutely" => Ok(Bucket::Minute),
-            "hour" | "hourly" => Ok(Bucket::Hour),
-            "day" | "daily" => Ok(Bucket::Day),
-            "week" | "weekly" => Ok(Bucket::Week),
-            "month" | "monthly" => Ok(Bucket::Month),
-            "all" | "none" => Ok(Bucket::All),
-            other => Err(ApiError::bad_parameter(
-                "bucket",
-                format!("{other:?} is not one of {}", BUCKET_NAMES.join(", ")),
-            )),
+/// The names `bucket` accepts: ours, and statscache's interval names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum BucketName {
+    Minute,
+    Minutely,
+    Hour,
+    Hourly,
+    Day,
+    Daily,
+    Week,
+    Weekly,
+    Month,
+    Monthly,
+    All,
+    None,
+}
+
+impl From<BucketName> for Bucket {
+    fn from(name: BucketName) -> Bucket {
+        match name {
+            BucketName::Minute | BucketName::Minutely => Bucket::Minute,
+            BucketName::Hour | BucketName::Hourly => Bucket::Hour,
+            BucketName::Day | BucketName::Daily => Bucket::Day,
+            BucketName::Week | BucketName::Weekly => Bucket::Week,
+            BucketName::Month | BucketName::Monthly => Bucket::Month,
+            BucketName::All | BucketName::None => Bucket::All,
         }
     }
+}
 
+impl Bucket {
     pub fn name(self) -> &'static str {
         match self {
             Bucket::Minute => "minute",
@@ -317,7 +342,7 @@ mod tests {
             ("volume-by-topic", Some(Bucket::Day))
         );
         assert_eq!(split_interval_suffix("volume"), ("volume", None));
-        assert!(Bucket::parse("fortnightly").is_err());
-        assert_eq!(Bucket::parse("Hourly").ok(), Some(Bucket::Hour));
+        assert_eq!(Bucket::from(BucketName::Hourly), Bucket::Hour);
+        assert_eq!(Bucket::from(BucketName::None), Bucket::All);
     }
 }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what statscache-rs needs on a Debian machine, skipping what is already there:
 # nats-server and clickhouse-server (Debian packages), pyzmq (PyPI) for the fedmsg publisher
-# used by the demo and the tests, PyYAML (PyPI) for the Kubernetes manifest validator, and
-# chdb-core (PyPI: the current ClickHouse engine, embedded) for the SQL compatibility test.
+# used by the demo and the tests, PyYAML (PyPI) for the Kubernetes manifest validator,
+# chdb-core (PyPI: the current ClickHouse engine, embedded) for the SQL compatibility test, and
+# schemathesis (PyPI) for the OpenAPI conformance test.
 # The Rust toolchain itself is assumed present.
 set -euo pipefail
 missing=()
@@ -17,8 +18,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 # pyzmq: the real ZeroMQ publisher of the demo and the tests; PyYAML: the manifest validator;
-# chdb-core: a current ClickHouse that tests/support/clickhouse_compat.py replays our SQL on.
-for module_package in zmq:pyzmq yaml:pyyaml chdb:chdb-core; do
+# chdb-core: a current ClickHouse that tests/support/clickhouse_compat.py replays our SQL on;
+# schemathesis (pinned: its checks change between releases): the OpenAPI conformance test.
+for module_package in zmq:pyzmq yaml:pyyaml chdb:chdb-core schemathesis:schemathesis==4.32.5; do
   module=${module_package%%:*}; package=${module_package#*:}
   if ! python3 -c "import $module" 2>/dev/null; then
     echo "installing $package from PyPI" >&2

@@ -310,6 +310,18 @@ pub struct ApiConfig {
     pub max_rows_per_page: u32,
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Requests that query ClickHouse at once, per replica (each runs at most two queries at a
+    /// time); the others wait for a turn.
+    pub max_concurrent_requests: usize,
+    /// How long a request may wait for its turn before it is answered 503 with `Retry-After`.
+    #[serde(with = "humantime_serde")]
+    pub queue_timeout: Duration,
+    /// How long a client may take to send a request's head, from its first byte.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A connection with no traffic for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
 }
 
 /// The `--config` option every binary takes (flatten it into the command line).
