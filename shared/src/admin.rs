@@ -25,10 +25,13 @@ pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// A probe not answered within this time counts as the dependency being down.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// JetStream's account information request.
+const JETSTREAM_INFO_SUBJECT: &str = "$JS.API.INFO";
+
 /// Something a role cannot work without, probed by [`Health::watch`].
 #[derive(Clone)]
 pub enum Dependency {
-    /// NATS with JetStream: asked for the account's JetStream usage.
+    /// NATS with JetStream: asked for the account's JetStream information.
     Nats(async_nats::Client),
     /// ClickHouse: asked `SELECT 1`.
     ClickHouse(clickhouse::Client),
@@ -46,8 +49,10 @@ impl Dependency {
     async fn probe(&self) -> Result<(), String> {
         let answered = match self {
             Dependency::Nats(client) => {
-                let jetstream = async_nats::jetstream::new(client.clone());
-                tokio::time::timeout(PROBE_TIMEOUT, jetstream.query_account())
+                // Any answer will do (its shape changes between server releases); a server
+                // without JetStream answers "no responders".
+                let request = client.request(JETSTREAM_INFO_SUBJECT, bytes::Bytes::new());
+                tokio::time::timeout(PROBE_TIMEOUT, request)
                     .await
                     .map(|answer| answer.map(|_| ()).map_err(|error| error.to_string()))
             }
