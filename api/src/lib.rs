@@ -27,8 +27,8 @@ use poem::web::Data;
 use poem::{get, handler, Endpoint, EndpointExt, IntoResponse, Response, Route, Server};
 use poem_openapi::OpenApiService;
 use prometheus::{HistogramOpts, HistogramVec, Registry};
-use statscache_shared::config::Config;
 use statscache_shared::admin::{self, Dependency, Health};
+use statscache_shared::config::Config;
 use statscache_shared::schema;
 use tokio_util::sync::CancellationToken;
 
@@ -170,7 +170,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> std::io::Result
     let listen = config.api.listen;
     let request_timeout = config.api.request_timeout;
     let health = Health::default();
-    health.watch(vec![Dependency::ClickHouse(clickhouse.clone())], shutdown.clone());
+    health.watch(
+        vec![Dependency::ClickHouse(clickhouse.clone())],
+        shutdown.clone(),
+    );
     health.set_ready();
     let state = AppState {
         config: Arc::new(config),

@@ -152,7 +152,11 @@ impl Health {
 
     fn record(&self, name: &'static str, down: Option<String>) {
         let mut state = self.lock();
-        let Some(entry) = state.dependencies.iter_mut().find(|(known, _)| *known == name) else {
+        let Some(entry) = state
+            .dependencies
+            .iter_mut()
+            .find(|(known, _)| *known == name)
+        else {
             return;
         };
         let was_up = entry.1.is_none();

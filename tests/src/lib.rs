@@ -120,7 +120,10 @@ pub fn nats_server_binary() -> PathBuf {
                 .arg(repo_root().join("deploy/local/nats-server.sh"))
                 .output()
                 .expect("run deploy/local/nats-server.sh");
-            assert!(output.status.success(), "deploy/local/nats-server.sh failed");
+            assert!(
+                output.status.success(),
+                "deploy/local/nats-server.sh failed"
+            );
             PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
         })
         .clone()
@@ -377,7 +380,10 @@ impl Service {
 
     /// SIGTERM, then waits up to `deadline` for the process to exit by itself; returns its exit
     /// status, or `None` if it was still running (it is then killed).
-    pub async fn terminate_within(mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+    pub async fn terminate_within(
+        mut self,
+        deadline: Duration,
+    ) -> Option<std::process::ExitStatus> {
         send_signal(self.process.0.id(), "TERM");
         let started = Instant::now();
         while started.elapsed() < deadline {

@@ -65,7 +65,11 @@ async fn readiness_follows_the_frozen_dependencies_of_each_role() {
     send_signal(servers.clickhouse.pid(), "STOP");
     wait_until_not_ready(&worker, "clickhouse").await;
     wait_until_not_ready(&api, "clickhouse").await;
-    assert_eq!(status(&ingestor).await, 200, "the ingestor needs no ClickHouse");
+    assert_eq!(
+        status(&ingestor).await,
+        200,
+        "the ingestor needs no ClickHouse"
+    );
     send_signal(servers.clickhouse.pid(), "CONT");
     for url in [&ingestor, &worker, &api] {
         wait_until_ok(url).await;

@@ -227,7 +227,11 @@ async fn sigterm_stops_a_worker_stuck_on_a_frozen_clickhouse_and_its_batch_is_st
     wait_for(
         "the worker to hold a batch it cannot write",
         Duration::from_secs(60),
-        || async { consumer_backlog(&nats_url).await.filter(|(_, unacked)| *unacked > 0) },
+        || async {
+            consumer_backlog(&nats_url)
+                .await
+                .filter(|(_, unacked)| *unacked > 0)
+        },
     )
     .await;
 
