@@ -265,3 +265,27 @@ async fn serve(
         .run_with_graceful_shutdown(app, shutdown.cancelled_owned(), None)
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_names_each_dependency_down_and_the_role_reason() {
+        let health = Health::default();
+        health.lock().dependencies = vec![("nats", None), ("clickhouse", None)];
+        assert_eq!(health.readiness(), Err("starting".to_string()));
+        health.set_ready();
+        assert_eq!(health.readiness(), Ok(()));
+
+        health.record("clickhouse", Some("no answer within 2s".into()));
+        health.set_not_ready("clickhouse: write failed");
+        assert_eq!(
+            health.readiness(),
+            Err("clickhouse: down: no answer within 2s\nclickhouse: write failed".to_string())
+        );
+        health.record("clickhouse", None);
+        health.set_ready();
+        assert_eq!(health.readiness(), Ok(()));
+    }
+}

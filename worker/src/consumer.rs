@@ -7,8 +7,9 @@
 //!
 //! 1. rejected messages (undecodable, a plugin error) are first published to the dead-letter
 //!    stream, and only then acked;
-//! 2. the batch's rows are written to ClickHouse, retried until they are stored (while retrying,
-//!    the messages' ack deadlines are extended so JetStream does not count a redelivery);
+//! 2. the batch's rows are written to ClickHouse, retried until they are stored (while a write
+//!    is slow or retried, the messages' ack deadlines are extended so JetStream does not count
+//!    a redelivery: `ack-wait` is short, so that a dead worker's batch comes back in seconds);
 //! 3. only then are the messages acked.
 //!
 //! The other half — redelivered or duplicated messages not being counted twice — is the fact
