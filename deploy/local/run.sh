@@ -31,7 +31,8 @@ wait_http() { # url, what
   echo "$2 did not come up; see $state/logs" >&2; exit 1
 }
 
-start nats nats-server -js -a 127.0.0.1 -p "$nats_port" -m $((nats_port + 4000)) -sd "$state/nats"
+# The current nats-server release by default; STATSCACHE_NATS_SERVER picks another binary.
+start nats "$(bash deploy/local/nats-server.sh)" -js -a 127.0.0.1 -p "$nats_port" -m $((nats_port + 4000)) -sd "$state/nats"
 bash deploy/local/clickhouse-config.sh "$state/clickhouse" "$ch_http" "$ch_tcp"
 start clickhouse clickhouse-server --config-file="$state/clickhouse/config.xml"
 wait_http "http://127.0.0.1:$((nats_port + 4000))/healthz" "nats-server"

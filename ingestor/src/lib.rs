@@ -22,7 +22,7 @@ pub mod tail;
 
 use std::sync::Arc;
 
-use statscache_shared::admin::{self, Health};
+use statscache_shared::admin::{self, Dependency, Health};
 use statscache_shared::config::Config;
 use statscache_shared::nats;
 use tokio::sync::{mpsc, watch};
@@ -104,6 +104,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
 
     health.set_not_ready("connecting to NATS");
     let jetstream = connect_jetstream(&config).await?;
+    health.watch(vec![Dependency::Nats(jetstream.client())], shutdown.clone());
     let relay = Arc::new(relay::Relay {
         config: config.clone(),
         jetstream: jetstream.clone(),

@@ -127,10 +127,11 @@ async fn main() -> anyhow::Result<()> {
                 topic_pattern: topic,
                 last,
             };
-            statscache_ingestor::tail::tail(config, request, shutdown::on_signals()).await?;
+            let shutdown = shutdown::on_signals(config.service.shutdown_timeout);
+            statscache_ingestor::tail::tail(config, request, shutdown).await?;
         }
         Command::Run => {
-            let shutdown = shutdown::on_signals();
+            let shutdown = shutdown::on_signals(config.service.shutdown_timeout);
             statscache_ingestor::run(config, shutdown)
                 .await
                 .context("ingestor failed")?;
@@ -155,7 +156,7 @@ async fn main() -> anyhow::Result<()> {
                 filters,
                 refetch,
             };
-            let shutdown = shutdown::on_signals();
+            let shutdown = shutdown::on_signals(config.service.shutdown_timeout);
             let (progress, progress_updates) = watch::channel(Progress::default());
             let printer = tokio::spawn(print_progress(progress_updates));
             let outcome = statscache_ingestor::backfill(config, request, progress, shutdown).await;

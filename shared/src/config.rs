@@ -21,12 +21,23 @@ pub const DEFAULT_TOML: &str = include_str!("default.toml");
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Config {
+    pub service: ServiceConfig,
     pub nats: NatsConfig,
     pub clickhouse: ClickHouseConfig,
     pub telemetry: TelemetryConfig,
     pub ingestor: IngestorConfig,
     pub worker: WorkerConfig,
     pub api: ApiConfig,
+}
+
+/// What every role shares about its own process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// After the first SIGTERM, the process exits within this time even if its work in flight
+    /// is stuck (a frozen server, say): what it held is redelivered or resent, never lost.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

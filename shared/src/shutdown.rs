@@ -1,22 +1,44 @@
-//! Graceful shutdown: one token that every task watches.
+//! Graceful shutdown: one token that every task watches, and a bound on how long it may take.
 //!
 //! The first SIGTERM or SIGINT cancels the token; tasks finish what they hold (the ingestor waits
-//! for in-flight publish acks, the worker writes and acks its batch) and return. A second signal
+//! for in-flight publish acks, the worker writes and acks its batch) and return. Finishing can
+//! hang on a frozen dependency, and an orchestrator's SIGKILL would then come at a moment nobody
+//! chose, so the process exits by itself once `[service] shutdown-timeout` has passed: what it
+//! still held is redelivered (worker) or resent (ingestor sources), never lost. A second signal
 //! exits at once, for an operator who does not want to wait.
+
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-/// Returns a token cancelled on the first SIGTERM/SIGINT; a second signal exits the process.
-pub fn on_signals() -> CancellationToken {
+/// The exit status of a process that did not finish its work within the shutdown timeout.
+pub const EXIT_SHUTDOWN_TIMED_OUT: i32 = 124;
+
+/// Returns a token cancelled on the first SIGTERM/SIGINT; the process exits `timeout` later if
+/// it is still running, or at once on a second signal.
+pub fn on_signals(timeout: Duration) -> CancellationToken {
     let token = CancellationToken::new();
     let cancel = token.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("shutdown requested; finishing work in flight (signal again to force)");
+        tracing::info!(
+            ?timeout,
+            "shutdown requested; finishing work in flight (signal again to force)"
+        );
         cancel.cancel();
-        wait_for_signal().await;
-        tracing::warn!("second signal: exiting now");
-        std::process::exit(130);
+        tokio::select! {
+            _ = wait_for_signal() => {
+                tracing::warn!("second signal: exiting now");
+                std::process::exit(130);
+            }
+            _ = tokio::time::sleep(timeout) => {
+                tracing::error!(
+                    ?timeout,
+                    "work in flight not finished within the shutdown timeout; exiting (it is redelivered or resent)"
+                );
+                std::process::exit(EXIT_SHUTDOWN_TIMED_OUT);
+            }
+        }
     });
     token
 }

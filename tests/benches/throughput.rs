@@ -7,7 +7,13 @@
 //!   a bare async-nats publish loop of the same messages (same headers, same ack window);
 //! - store: JetStream → `statscache-worker` → ClickHouse, in messages/s, next to bare batched
 //!   inserts of the same rows (messages + every built-in plugin's facts) with the clickhouse
-//!   crate, plus the worker's peak resident memory.
+//!   crate, plus the worker's peak resident memory;
+//! - delay: at a steady `BENCH_RATE` msg/s (default 800) for `BENCH_SECONDS` (default 30), the
+//!   delay from each publish to JetStream to its row in ClickHouse (p50, p99, max), with the
+//!   default worker settings, on the current nats-server and on the oldest supported (Debian's
+//!   2.9.10);
+//! - recovery: the same load on two worker replicas, one killed (SIGKILL) a third of the way in:
+//!   the time from the kill until every message published before it is stored.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -19,7 +25,10 @@ use serde_json::Value;
 use statscache_shared::message::Envelope;
 use statscache_shared::topic::topic_to_subject;
 use statscache_tests::corpus::real_lines;
-use statscache_tests::{free_port, publish_corpus, wait_for, Servers, Service};
+use statscache_tests::{
+    free_port, nats_server_binary, publish_corpus, wait_for, wait_until_ok, Servers, Service,
+    OLDEST_NATS_SERVER,
+};
 use statscache_worker::plugin::Message;
 use statscache_worker::sink::{self, Batch, FactRow, MessageRow};
 
@@ -310,8 +319,213 @@ async fn bench_store(count: usize, batch_size: usize) -> (f64, f64, f64) {
     (rate(count, store), rate(count, bare), peak)
 }
 
+/// When each message was published (its stream sequence and instant) and first seen stored.
+#[derive(Default)]
+struct SteadyLoad {
+    published: Vec<(u64, Instant)>,
+    stored: std::collections::HashMap<u64, Instant>,
+}
+
+impl SteadyLoad {
+    /// Publish-to-stored delays of the messages published in `window` (all if `None`).
+    fn delays(&self, published_before: Option<Instant>) -> Vec<Duration> {
+        let mut delays = Vec::new();
+        for (sequence, published) in &self.published {
+            if published_before.is_some_and(|limit| *published >= limit) {
+                continue;
+            }
+            if let Some(stored) = self.stored.get(sequence) {
+                delays.push(stored.saturating_duration_since(*published));
+            }
+        }
+        delays.sort();
+        delays
+    }
+}
+
+fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() - 1) as f64 * fraction).round() as usize;
+    sorted[index]
+}
+
+/// Publishes `lines` to the message stream at `rate` msg/s, on schedule, acks awaited in a
+/// sliding window (as the relay does); returns each message's stream sequence and publish time.
+async fn publish_steadily(nats_url: &str, lines: &[String], rate: f64) -> Vec<(u64, Instant)> {
+    let client = async_nats::connect(nats_url).await.expect("nats");
+    let context = jetstream::new(client);
+    let started = tokio::time::Instant::now();
+    let mut published = Vec::with_capacity(lines.len());
+    let mut acks = std::collections::VecDeque::new();
+    for (index, line) in lines.iter().enumerate() {
+        tokio::time::sleep_until(started + Duration::from_secs_f64(index as f64 / rate)).await;
+        let envelope = Envelope::parse(line.as_bytes()).expect("envelope");
+        let subject = topic_to_subject("fedmsg", &envelope.topic);
+        let at = Instant::now();
+        let ack = context
+            .publish(subject, line.clone().into())
+            .await
+            .expect("publish");
+        acks.push_back((at, ack));
+        while acks.len() > 512 {
+            if let Some((at, ack)) = acks.pop_front() {
+                published.push((ack.await.expect("publish ack").sequence, at));
+            }
+        }
+    }
+    for (at, ack) in acks {
+        published.push((ack.await.expect("publish ack").sequence, at));
+    }
+    published
+}
+
+/// Records when each stream sequence first appears in the `messages` table, every 50 ms, until
+/// `expected` sequences are seen (or ten minutes pass).
+async fn watch_stored(
+    client: clickhouse::Client,
+    expected: usize,
+) -> std::collections::HashMap<u64, Instant> {
+    let mut stored = std::collections::HashMap::new();
+    let mut lowest_missing = 1u64;
+    let started = Instant::now();
+    while stored.len() < expected && started.elapsed() < Duration::from_secs(600) {
+        let seen: Vec<u64> = client
+            .query("SELECT stream_sequence FROM messages WHERE stream_sequence >= ?")
+            .bind(lowest_missing)
+            .fetch_all()
+            .await
+            .unwrap_or_default();
+        let now = Instant::now();
+        for sequence in seen {
+            stored.entry(sequence).or_insert(now);
+        }
+        while stored.contains_key(&lowest_missing) {
+            lowest_missing += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stored
+}
+
+/// A worker with the default batch settings (the harness shortens `batch-timeout` for tests).
+async fn default_worker(servers: &Servers) -> Service {
+    let admin = free_port();
+    let env = servers.env(&[
+        (
+            "STATSCACHE_WORKER__ADMIN_LISTEN",
+            format!("127.0.0.1:{admin}"),
+        ),
+        ("STATSCACHE_WORKER__BATCH_TIMEOUT", "1s".to_string()),
+    ]);
+    let worker = Service::start("worker", &env, &[]);
+    wait_until_ok(&format!("http://127.0.0.1:{admin}/health/readyz")).await;
+    worker
+}
+
+/// Runs the steady load against `workers` default workers; with `kill_one`, SIGKILLs the first
+/// a third of the way in and returns the kill's instant too.
+async fn steady_load(
+    nats_binary: &std::path::Path,
+    workers: usize,
+    kill_one: bool,
+) -> (SteadyLoad, Option<Instant>) {
+    let rate: f64 = env_number("BENCH_RATE", 800.0);
+    let seconds: f64 = env_number("BENCH_SECONDS", 30.0);
+    let count = (rate * seconds) as usize;
+    let servers = Servers::start_with_nats(nats_binary).await;
+    let mut running = Vec::new();
+    for _ in 0..workers {
+        running.push(default_worker(&servers).await);
+    }
+    let lines = messages(count);
+    let watcher = tokio::spawn(watch_stored(servers.client(), count));
+    let nats_url = servers.nats.url.clone();
+    let publisher = tokio::spawn(async move { publish_steadily(&nats_url, &lines, rate).await });
+    let mut killed_at = None;
+    if kill_one {
+        tokio::time::sleep(Duration::from_secs_f64(seconds / 3.0)).await;
+        killed_at = Some(Instant::now());
+        running.remove(0).kill();
+    }
+    let published = publisher.await.expect("publisher task");
+    let stored = watcher.await.expect("watcher task");
+    (SteadyLoad { published, stored }, killed_at)
+}
+
+fn env_number(name: &str, default: f64) -> f64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `| server | p50 | p99 | max | stored |` for one steady-load run.
+async fn bench_delay(label: &str, nats_binary: &std::path::Path) -> String {
+    let (load, _) = steady_load(nats_binary, 1, false).await;
+    let delays = load.delays(None);
+    format!(
+        "| {label} | {:.2} | {:.2} | {:.2} | {} of {} |",
+        percentile(&delays, 0.5).as_secs_f64(),
+        percentile(&delays, 0.99).as_secs_f64(),
+        percentile(&delays, 1.0).as_secs_f64(),
+        delays.len(),
+        load.published.len()
+    )
+}
+
+/// Seconds from the kill until every message published before it is stored.
+async fn bench_recovery(nats_binary: &std::path::Path) -> String {
+    let (load, killed_at) = steady_load(nats_binary, 2, true).await;
+    let Some(killed_at) = killed_at else {
+        return "no kill".into();
+    };
+    let mut recovered = killed_at;
+    let mut missing = 0;
+    for (sequence, published) in &load.published {
+        if *published >= killed_at {
+            continue;
+        }
+        match load.stored.get(sequence) {
+            Some(stored) => recovered = recovered.max(*stored),
+            None => missing += 1,
+        }
+    }
+    let delays = load.delays(None);
+    format!(
+        "recovery after kill -9 of one of two workers: {:.1} s (messages never stored: {missing}); \
+         delay over the whole run: p50 {:.2} s, p99 {:.2} s, max {:.2} s",
+        recovered.duration_since(killed_at).as_secs_f64(),
+        percentile(&delays, 0.5).as_secs_f64(),
+        percentile(&delays, 0.99).as_secs_f64(),
+        percentile(&delays, 1.0).as_secs_f64(),
+    )
+}
+
 #[tokio::main]
 async fn main() {
+    // `BENCH_STAGES=delay,recovery` runs only those.
+    let stages = std::env::var("BENCH_STAGES").unwrap_or("throughput,delay,recovery".into());
+    if stages.contains("throughput") {
+        bench_throughput().await;
+    }
+    if stages.contains("delay") {
+        let rate = env_number("BENCH_RATE", 800.0);
+        let seconds = env_number("BENCH_SECONDS", 30.0);
+        println!("\nIngestion delay, publish → stored, {rate} msg/s for {seconds} s, one worker, default batch settings (seconds)\n");
+        println!("| nats-server | p50 | p99 | max | stored |");
+        println!("|---|---|---|---|---|");
+        println!("{}", bench_delay("current", &nats_server_binary()).await);
+        let oldest = std::path::PathBuf::from(OLDEST_NATS_SERVER);
+        println!("{}", bench_delay("2.9.10 (Debian)", &oldest).await);
+    }
+    if stages.contains("recovery") {
+        println!("\n{}", bench_recovery(&nats_server_binary()).await);
+    }
+}
+
+async fn bench_throughput() {
     let count: usize = std::env::var("BENCH_MESSAGES")
         .ok()
         .and_then(|n| n.parse().ok())

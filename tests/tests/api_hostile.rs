@@ -438,10 +438,17 @@ async fn clickhouse_outages_give_503_and_the_api_recovers_by_itself() {
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{route}: {body}");
         assert_eq!(body["error"], "unavailable", "{route}: {body}");
     }
-    let ready = reqwest::get(format!("{api}/health/readyz"))
-        .await
-        .expect("readyz");
-    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // Readiness follows within a probe period.
+    let ready_url = format!("{api}/health/readyz");
+    statscache_tests::wait_for(
+        "readiness to say ClickHouse is down",
+        std::time::Duration::from_secs(60),
+        || async {
+            let ready = reqwest::get(&ready_url).await.ok()?;
+            (ready.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(())
+        },
+    )
+    .await;
 
     // Back on the same ports: the same api process answers again, with the same data.
     stack.servers.clickhouse.restart().await;

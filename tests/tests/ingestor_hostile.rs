@@ -165,7 +165,11 @@ async fn assert_unharmed(
     let readyz = format!("http://127.0.0.1:{admin}/health/readyz");
     let status = reqwest::get(&readyz).await.expect("readyz").status();
     assert!(status.is_success(), "not ready: {status}");
-    assert!(ingestor.terminate_within(EXIT_DEADLINE).await);
+    let exited = ingestor.terminate_within(EXIT_DEADLINE).await;
+    assert!(
+        exited.is_some_and(|status| status.success()),
+        "the ingestor did not exit cleanly on one SIGTERM: {exited:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,11 +1,15 @@
 //! End to end: a real ZeroMQ publisher → ingestor → nats-server (JetStream) → worker →
-//! clickhouse-server → api, on the real fedmsg corpus.
+//! clickhouse-server → api, on the real fedmsg corpus; on the current nats-server and on the
+//! oldest release supported.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use statscache_tests::{fixture, free_port, get_json, publish_corpus, wait_for, Servers, Service};
+use statscache_tests::{
+    fixture, free_port, get_json, publish_corpus, wait_for, Servers, Service, OLDEST_NATS_SERVER,
+};
 
 const CORPUS_SIZE: u64 = 324;
 
@@ -24,7 +28,17 @@ fn reference_volume_by_category() -> BTreeMap<String, u64> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_real_corpus_flows_from_zeromq_to_the_api() {
-    let servers = Servers::start().await;
+    the_real_corpus_flows(Servers::start().await).await;
+}
+
+/// The same on Debian's nats-server 2.9.10, the oldest release supported.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_real_corpus_flows_on_the_oldest_supported_nats_server() {
+    let oldest = Path::new(OLDEST_NATS_SERVER);
+    the_real_corpus_flows(Servers::start_with_nats(oldest).await).await;
+}
+
+async fn the_real_corpus_flows(servers: Servers) {
     let fedmsg_endpoint = format!("tcp://127.0.0.1:{}", free_port());
     let api_port = free_port();
     let worker_admin = free_port();

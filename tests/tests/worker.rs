@@ -8,7 +8,8 @@ use statscache_tests::corpus::{
     category_of, publish_to_stream, real_lines, reference_counts, served_counts, topic_of,
 };
 use statscache_tests::{
-    consumer_backlog, free_port, run_command, wait_for, wait_for_consumer_drained, Servers, Service,
+    consumer_backlog, free_port, run_command, send_signal, wait_for, wait_for_consumer_drained,
+    Servers, Service,
 };
 
 const CORPUS_SIZE: u64 = 324;
@@ -210,6 +211,37 @@ async fn sigterm_finishes_the_batch_in_flight_and_leaves_nothing_unacked() {
         by_category
     );
     // Statistics are visible once written, a moment before their acks land.
+    wait_for_consumer_drained(&stack.servers.nats.url).await;
+}
+
+/// A worker stuck writing to a frozen ClickHouse still exits on SIGTERM, within its
+/// `shutdown-timeout`; the batch it held is stored once ClickHouse is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_a_worker_stuck_on_a_frozen_clickhouse_and_its_batch_is_stored_later() {
+    let stack = Stack::start().await;
+    let bounded = [("STATSCACHE_SERVICE__SHUTDOWN_TIMEOUT", "10s".to_string())];
+    let (worker, _) = stack.worker(&bounded, &[]).await;
+    send_signal(stack.servers.clickhouse.pid(), "STOP");
+    publish_to_stream(&stack.servers.nats.url, &real_lines(), true).await;
+    let nats_url = stack.servers.nats.url.clone();
+    wait_for(
+        "the worker to hold a batch it cannot write",
+        Duration::from_secs(60),
+        || async {
+            consumer_backlog(&nats_url)
+                .await
+                .filter(|(_, unacked)| *unacked > 0)
+        },
+    )
+    .await;
+
+    // Generous: the assertion is that it exits, not how fast.
+    let exited = worker.terminate_within(Duration::from_secs(120)).await;
+    assert!(exited.is_some(), "the worker did not exit after SIGTERM");
+
+    send_signal(stack.servers.clickhouse.pid(), "CONT");
+    let (_worker, _) = stack.worker(&[], &[]).await;
+    stack.wait_for_statistic("volume", &total_reference()).await;
     wait_for_consumer_drained(&stack.servers.nats.url).await;
 }
 

@@ -7,10 +7,11 @@
 //!
 //! 1. rejected messages (undecodable, a plugin error) are first published to the dead-letter
 //!    stream, and only then acked;
-//! 2. the batch's rows are written to ClickHouse, retried until they are stored (while retrying,
-//!    the messages' ack deadlines are extended so JetStream does not count a redelivery);
+//! 2. the batch's rows are written to ClickHouse, retried until they are stored (while a write
+//!    is slow or retried, the messages' ack deadlines are extended so JetStream does not count
+//!    a redelivery: `ack-wait` is short, so that a dead worker's batch comes back in seconds);
 //! 3. the rollups of the (key, period)s the batch touched are recomputed from the stored facts
-//!    (`rollup`), retried the same way: a worker that dies before this point gets its
+//!    (`rollup`), retried and held the same way: a worker that dies before this point gets its
 //!    messages redelivered, and the redelivery recomputes them;
 //! 4. only then are the messages acked.
 //!
@@ -30,7 +31,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_nats::jetstream::consumer::pull;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy};
 use async_nats::jetstream::{self, AckKind};
-use futures::StreamExt;
 use statscache_shared::admin::Health;
 use statscache_shared::config::Config;
 use statscache_shared::message::Envelope;
@@ -38,6 +38,7 @@ use statscache_shared::nats::{self, DeadLetter, HEADER_SOURCE, HEADER_STREAM_SEQ
 use statscache_shared::retry::backoff;
 use tokio_util::sync::CancellationToken;
 
+use crate::fetch::Fetcher;
 use crate::meta;
 use crate::metrics::Metrics;
 use crate::plugin::{Fact, Message, Plugin};
@@ -84,13 +85,15 @@ pub fn consumer_config(config: &Config) -> pull::Config {
 impl Consumer {
     /// Runs until `shutdown` is cancelled; the batch in flight is finished first.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+        let mut fetcher = Fetcher::new(self.consumer.clone(), self.jetstream.clone()).await?;
         self.health.set_ready();
         while !shutdown.is_cancelled() {
-            let Some(messages) = self.next_batch(&shutdown).await else {
+            let Some(messages) = self.next_batch(&mut fetcher, &shutdown).await else {
                 continue;
             };
             self.handle_batch(messages, &shutdown).await?;
         }
+        fetcher.give_back_undelivered().await;
         self.flush_acks().await;
         tracing::info!("worker stopped");
         Ok(())
@@ -118,9 +121,10 @@ impl Consumer {
         shutdown: CancellationToken,
         last_sequence: u64,
     ) -> Result<u64, WorkerError> {
+        let mut fetcher = Fetcher::new(self.consumer.clone(), self.jetstream.clone()).await?;
         let mut stored = 0;
         while !shutdown.is_cancelled() {
-            let Some(messages) = self.next_batch(&shutdown).await else {
+            let Some(messages) = self.next_batch(&mut fetcher, &shutdown).await else {
                 continue;
             };
             let batch_size = messages.len() as u64;
@@ -139,48 +143,37 @@ impl Consumer {
     /// The next non-empty batch, or `None` (after a pause if fetching failed).
     ///
     /// A fetch under way when shutdown comes is allowed to finish (it ends by itself after
-    /// `batch-timeout`), so that what JetStream already delivered to this replica is stored and
-    /// acked rather than left to wait out `ack-wait` before another replica gets it. Only a fetch
-    /// that is still not done a grace period later (NATS unreachable) is abandoned.
-    async fn next_batch(&self, shutdown: &CancellationToken) -> Option<Vec<jetstream::Message>> {
+    /// `batch-timeout`, see [`Fetcher`]), so that what JetStream already delivered to this
+    /// replica is stored and acked rather than left to wait out `ack-wait` before another
+    /// replica gets it. Only a fetch still not done a grace period later is abandoned.
+    /// NATS being down is reported by the readiness probe, not here.
+    async fn next_batch(
+        &self,
+        fetcher: &mut Fetcher,
+        shutdown: &CancellationToken,
+    ) -> Option<Vec<jetstream::Message>> {
         let grace = self.config.worker.batch_timeout * 2 + FETCH_SHUTDOWN_GRACE;
         let abandon = async {
             shutdown.cancelled().await;
             tokio::time::sleep(grace).await;
         };
+        let fetch = fetcher.next_batch(
+            self.config.worker.batch_size,
+            self.config.worker.batch_timeout,
+        );
         let fetched = tokio::select! {
             _ = abandon => return None,
-            fetched = self.fetch_batch() => fetched,
+            fetched = fetch => fetched,
         };
         match fetched {
             Ok(messages) if messages.is_empty() => None,
             Ok(messages) => Some(messages),
             Err(error) => {
                 tracing::warn!(%error, "cannot fetch from JetStream; retrying");
-                self.health.set_not_ready(format!("nats: {error}"));
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 None
             }
         }
-    }
-
-    async fn fetch_batch(&self) -> Result<Vec<jetstream::Message>, WorkerError> {
-        let mut batch = self
-            .consumer
-            .batch()
-            .max_messages(self.config.worker.batch_size)
-            .expires(self.config.worker.batch_timeout)
-            .messages()
-            .await
-            .map_err(|e| WorkerError::Fetch(e.to_string()))?;
-        let mut messages = Vec::new();
-        while let Some(next) = batch.next().await {
-            match next {
-                Ok(message) => messages.push(message),
-                Err(error) => return Err(WorkerError::Fetch(error.to_string())),
-            }
-        }
-        Ok(messages)
     }
 
     /// Stores one batch and acks it; returns the highest stream sequence it held, or `None`
@@ -395,7 +388,8 @@ impl Consumer {
         Ok(())
     }
 
-    /// Writes `batch`, retrying until it is stored. Returns `false` if shutdown came first.
+    /// Writes `batch`, retrying until it is stored. Returns `false` if shutdown came first: a
+    /// write under way at shutdown may still finish within half of `shutdown-timeout`.
     async fn write_until_stored(
         &self,
         batch: &Batch,
@@ -487,9 +481,18 @@ impl Consumer {
         Fut: std::future::Future<Output = Result<T, clickhouse::error::Error>>,
     {
         let max_wait = self.config.worker.ack_wait / 3;
+        let abandon_after = self.config.service.shutdown_timeout / 2;
         let mut tries = 0;
         loop {
-            match attempt().await {
+            let abandon = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(abandon_after).await;
+            };
+            let outcome = tokio::select! {
+                _ = abandon => return None,
+                outcome = self.holding(held, attempt()) => outcome,
+            };
+            match outcome {
                 Ok(done) => {
                     if tries > 0 {
                         tracing::info!(what, tries, "ClickHouse succeeded after retries");
@@ -503,16 +506,39 @@ impl Consumer {
                     tracing::warn!(%error, what, tries, "ClickHouse failed; retrying");
                 }
             }
-            // Keep the messages ours while we retry: no redelivery, no delivery counted.
-            for message in held {
-                let _ = message.ack_with(AckKind::Progress).await;
-            }
+            self.extend_ack_deadlines(held).await;
             let wait = backoff(tries, Duration::from_millis(200), max_wait);
             tries += 1;
             tokio::select! {
                 _ = shutdown.cancelled() => return None,
                 _ = tokio::time::sleep(wait) => {}
             }
+        }
+    }
+
+    /// Runs `work` (a write or a rollup). While it runs (a frozen ClickHouse can hold it for
+    /// long), the held messages' ack deadlines are extended every third of `ack-wait`, so that
+    /// JetStream does not redeliver them.
+    async fn holding<T>(
+        &self,
+        held: &[jetstream::Message],
+        work: impl std::future::Future<Output = Result<T, clickhouse::error::Error>>,
+    ) -> Result<T, clickhouse::error::Error> {
+        let period = (self.config.worker.ack_wait / 3).max(Duration::from_millis(100));
+        let mut keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                outcome = &mut work => return outcome,
+                _ = keep_alive.tick() => self.extend_ack_deadlines(held).await,
+            }
+        }
+    }
+
+    /// Keeps the messages ours: no redelivery, no delivery counted.
+    async fn extend_ack_deadlines(&self, held: &[jetstream::Message]) {
+        for message in held {
+            let _ = message.ack_with(AckKind::Progress).await;
         }
     }
 

@@ -5,6 +5,7 @@
 //! - [`plugins`]: the built-in plugins and the declarative ones from the config file.
 //! - [`meta`]: usernames and packages a message names (a port of fedmsg.meta's rules).
 //! - [`consumer`]: fetch a batch → rows → write → ack; dead letters and poison messages.
+//! - [`fetch`]: one batch from the durable consumer, closed by size or `batch-timeout`.
 //! - [`sink`]: the batched ClickHouse writes; [`catalog`]: the `plugins` table.
 //! - [`rollup`]: the hourly/daily/monthly rollups each batch recomputes, their rebuild and check;
 //!   [`progress`]: progress of those operator commands.
@@ -12,6 +13,7 @@
 
 pub mod catalog;
 pub mod consumer;
+pub mod fetch;
 pub mod meta;
 pub mod metrics;
 pub mod plugin;
@@ -25,7 +27,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::consumer::DeliverPolicy;
-use statscache_shared::admin::{self, Health};
+use statscache_shared::admin::{self, Dependency, Health};
 use statscache_shared::config::Config;
 use statscache_shared::{nats, schema};
 use tokio_util::sync::CancellationToken;
@@ -89,13 +91,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
     let plugins = plugins::load(&config.worker)?;
     health.set_not_ready("migrating the ClickHouse schema and connecting to NATS");
     let prepared = prepare(&config, &plugins).await?;
+    health.watch(
+        vec![
+            Dependency::Nats(prepared.jetstream.client()),
+            Dependency::ClickHouse(prepared.clickhouse.clone()),
+        ],
+        shutdown.clone(),
+    );
     let consumer_error = |detail: String| WorkerError::Consumer {
         name: config.worker.consumer.clone(),
         detail,
     };
+    // Create or update: a changed setting (say `ack-wait`) reaches an existing consumer.
     let durable = prepared
         .stream
-        .get_or_create_consumer(&config.worker.consumer, consumer::consumer_config(&config))
+        .create_consumer(consumer::consumer_config(&config))
         .await
         .map_err(|e| consumer_error(e.to_string()))?;
     tracing::info!(

@@ -67,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = telemetry::init("statscache-worker", &config.telemetry)?;
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
-            let shutdown = shutdown::on_signals();
+            let shutdown = shutdown::on_signals(config.service.shutdown_timeout);
             statscache_worker::run(config, shutdown)
                 .await
                 .context("worker failed")?;
@@ -93,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
                 start,
                 rebuild,
             };
-            let shutdown = shutdown::on_signals();
+            let shutdown = shutdown::on_signals(config.service.shutdown_timeout);
             let stored = statscache_worker::replay(config, shutdown, request)
                 .await
                 .context("replay failed")?;
