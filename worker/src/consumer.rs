@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use crate::meta;
 use crate::metrics::Metrics;
 use crate::plugin::{Fact, Message, Plugin};
-use crate::sink::{self, Batch, FactRow, MessageRow};
+use crate::sink::{self, Batch, MessageRow};
 use crate::WorkerError;
 
 /// How long, beyond twice `batch-timeout`, a fetch under way at shutdown may take to finish.
@@ -311,28 +311,14 @@ impl Consumer {
     ) -> Result<(), WorkerError> {
         let envelope = &message.envelope;
         let timestamp = envelope.event_time();
-        let time = timestamp as u32;
         let source = delivery
             .headers
             .as_ref()
             .and_then(|headers| headers.get(HEADER_SOURCE))
             .map(|value| value.as_str().to_string())
             .unwrap_or_default();
-        batch.messages.push(MessageRow {
-            msg_id: message.identity.clone(),
-            topic: envelope.topic.clone(),
-            category: envelope.category().to_string(),
-            timestamp,
-            time,
-            i: envelope.i.unwrap_or_default(),
-            username: envelope.username.clone().unwrap_or_default(),
-            usernames: message.meta.usernames.clone(),
-            packages: message.meta.packages.clone(),
-            body: String::from_utf8_lossy(&delivery.payload).into_owned(),
-            source,
-            stream_sequence: message.stream_sequence,
-            ingested_at: now_seconds(),
-        });
+        let body = String::from_utf8_lossy(&delivery.payload).into_owned();
+        batch.push_message(MessageRow::new(message, body, source, now_seconds()));
 
         let mut facts: Vec<Fact> = Vec::new();
         for (index, plugin) in self.plugins.iter().enumerate() {
@@ -366,19 +352,7 @@ impl Consumer {
                     .inc();
                 continue;
             }
-            facts.sort();
-            facts.dedup();
-            let rows = batch.facts.entry(info.table.clone()).or_default();
-            for fact in facts.drain(..) {
-                rows.push(FactRow {
-                    time,
-                    timestamp,
-                    msg_id: message.identity.clone(),
-                    key: fact.key,
-                    value: fact.value,
-                });
-                facts_per_plugin[index] += 1;
-            }
+            facts_per_plugin[index] += batch.push_facts(&info.table, message, &mut facts);
         }
         Ok(())
     }
