@@ -3,9 +3,13 @@
 #
 #   clickhouse-config.sh DIR HTTP_PORT TCP_PORT
 #
+# CLICKHOUSE_LOG_QUERIES=1 logs every query to system.query_log (duration, rows read, peak
+# memory): deploy/local/bench-scale.sh reads it; off otherwise.
+#
 # The root element is <yandex>, which ClickHouse 18.16 requires and current releases still accept.
 set -euo pipefail
 dir=$(readlink -f "$1"); http_port=$2; tcp_port=$3
+log_queries=${CLICKHOUSE_LOG_QUERIES:-0}
 mkdir -p "$dir/data" "$dir/tmp" "$dir/user_files" "$dir/format_schemas" "$dir/log"
 cat > "$dir/config.xml" <<XML
 <?xml version="1.0"?>
@@ -32,6 +36,11 @@ cat > "$dir/config.xml" <<XML
     <users_config>users.xml</users_config>
     <default_profile>default</default_profile>
     <default_database>default</default_database>
+    <query_log>
+        <database>system</database>
+        <table>query_log</table>
+        <flush_interval_milliseconds>1000</flush_interval_milliseconds>
+    </query_log>
     <mlock_executable>false</mlock_executable>
 </yandex>
 XML
@@ -41,6 +50,7 @@ cat > "$dir/users.xml" <<XML
     <profiles>
         <default>
             <max_memory_usage>4000000000</max_memory_usage>
+            <log_queries>$log_queries</log_queries>
         </default>
     </profiles>
     <users>

@@ -323,9 +323,7 @@ impl Consumer {
         let mut facts: Vec<Fact> = Vec::new();
         for (index, plugin) in self.plugins.iter().enumerate() {
             let info = plugin.info();
-            if !info.topics.matches(&envelope.topic)
-                || !within_backlog(info.backlog_delta, timestamp)
-            {
+            if !info.takes(&envelope.topic, timestamp, f64::from(now_seconds())) {
                 continue;
             }
             facts.clear();
@@ -436,12 +434,4 @@ fn now_seconds() -> u32 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as u32)
         .unwrap_or_default()
-}
-
-fn within_backlog(backlog_delta: Option<Duration>, timestamp: f64) -> bool {
-    let Some(delta) = backlog_delta else {
-        return true;
-    };
-    let oldest = f64::from(now_seconds()) - delta.as_secs_f64();
-    timestamp >= oldest
 }

@@ -7,9 +7,11 @@
 //! - [`consumer`]: fetch a batch → rows → write → ack; dead letters and poison messages.
 //! - [`sink`]: the batched ClickHouse writes; [`catalog`]: the `plugins` table.
 //! - [`metrics`]: Prometheus metrics.
+//! - [`generate`]: synthetic Fedora-shaped history for the scale benchmark.
 
 pub mod catalog;
 pub mod consumer;
+pub mod generate;
 pub mod meta;
 pub mod metrics;
 pub mod plugin;
@@ -48,6 +50,10 @@ pub enum WorkerError {
     Metrics(#[from] prometheus::Error),
     #[error("admin server: {0}")]
     Admin(std::io::Error),
+    #[error("cannot write to ClickHouse: {0}")]
+    Write(clickhouse::error::Error),
+    #[error("generate: {0}")]
+    Generate(String),
 }
 
 /// See [`consumer::Consumer::abort_after_writes`]: a test-only fault, off unless the variable is set.
@@ -214,10 +220,11 @@ struct Prepared {
     stream: async_nats::jetstream::stream::Stream,
 }
 
-async fn prepare(
+/// The ClickHouse side of [`prepare`]: the schema, the plugins' tables and catalog.
+async fn prepare_clickhouse(
     config: &Config,
     plugins: &[Box<dyn plugin::Plugin>],
-) -> Result<Prepared, WorkerError> {
+) -> Result<clickhouse::Client, WorkerError> {
     schema::migrate(&config.clickhouse).await?;
     let clickhouse = schema::client(&config.clickhouse);
     for plugin in plugins {
@@ -231,6 +238,14 @@ async fn prepare(
     catalog::publish(&clickhouse, plugins, now)
         .await
         .map_err(WorkerError::Catalog)?;
+    Ok(clickhouse)
+}
+
+async fn prepare(
+    config: &Config,
+    plugins: &[Box<dyn plugin::Plugin>],
+) -> Result<Prepared, WorkerError> {
+    let clickhouse = prepare_clickhouse(config, plugins).await?;
 
     let client = nats::connect(&config.nats, "statscache-worker").await?;
     let jetstream = async_nats::jetstream::new(client);
