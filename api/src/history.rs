@@ -11,7 +11,7 @@
 //! - the window is at most 31 days ([`timerange::MAX_RANGE_SECONDS`]); no window means the last
 //!   hour ([`timerange::DEFAULT_QUERY_DELTA_SECONDS`]), not the whole history;
 //! - `page × rows_per_page` is at most [`MAX_PAGE_DEPTH`]: a deeper page makes ClickHouse sort
-//!   that many rows, bodies included; narrow the window instead;
+//!   that many keys and hold them as a set; narrow the window instead;
 //! - `contains` needs a `topic` or `category` and a start within the last 32 weeks (datagrepper's
 //!   own rules), since it scans message bodies;
 //! - the query string is at most [`crate::params::MAX_QUERY_STRING_BYTES`].
@@ -788,6 +788,36 @@ mod tests {
         assert!(filter
             .sql()
             .contains("(position(body, ?) > 0 OR position(body, ?) > 0)"));
+    }
+
+    #[test]
+    fn people_and_packages_are_looked_up_by_sort_key() {
+        let range = TimeRange {
+            start: 1344344053.5,
+            end: 1344350000.0,
+            delta: 5946.5,
+        };
+        let lists = ListFilters {
+            users: vec!["ralph".to_string(), "mjw".to_string()],
+            packages: vec!["valgrind".to_string()],
+            topics: vec!["org.fedoraproject.prod.git.branch".to_string()],
+            ..ListFilters::default()
+        };
+        let (sql, filter) = selected_messages(&range, &lists);
+        assert!(sql.contains("FROM message_users"));
+        assert!(filter.sql().starts_with("name IN (?, ?) AND "));
+        assert!(filter.sql().contains("FROM message_packages WHERE name IN (?)"));
+        assert_eq!(filter.sql().matches('?').count(), filter.values.len());
+
+        // Excluding people needs each message's whole list: `messages`, without bodies.
+        let excluding = ListFilters {
+            not_users: vec!["ralph".to_string()],
+            ..lists
+        };
+        let (sql, filter) = selected_messages(&range, &excluding);
+        assert!(sql.contains("FROM messages FINAL"));
+        assert!(!sql.contains("body"));
+        assert_eq!(filter.sql().matches('?').count(), filter.values.len());
     }
 
     #[test]
