@@ -6,7 +6,7 @@
 //! (release builds). It starts NATS and ClickHouse (queries logged), then for each size of
 //! `BENCH_SIZES` (default `1000000,10000000`) grows the history to that many messages with
 //! `statscache-worker generate` (each step adds older history, so the newest 31 days stay the
-//! same), rebuilds the rollups when the worker has `rollup --rebuild`, and measures every
+//! same; `generate` rebuilds the rollups of what it wrote), and measures every
 //! request: `BENCH_REQUESTS` (default 20) sequential api calls and `BENCH_DIRECT_REQUESTS`
 //! (default 5) runs of the replaced SQL, after one warm-up each.
 
@@ -121,11 +121,13 @@ where
     }
 }
 
-/// The largest `memory_usage` of the queries that finished between two seconds.
+/// The largest `memory_usage` of the queries that finished between two seconds (`type` is a
+/// number on ClickHouse 18.16, an enum on current releases).
 async fn peak_memory(http: &reqwest::Client, base: &str, first: u64, last: u64) -> u64 {
     clickhouse(http, base, "SYSTEM FLUSH LOGS".to_string()).await;
     let sql = format!(
-        "SELECT max(memory_usage) FROM system.query_log WHERE type = 'QueryFinish' \
+        "SELECT max(memory_usage) FROM system.query_log \
+         WHERE toString(type) IN ('2', 'QueryFinish') \
          AND event_time >= toDateTime({first}) AND event_time <= toDateTime({last}) \
          AND query NOT LIKE '%query_log%'"
     );
@@ -207,25 +209,9 @@ async fn grow(env: &[(String, String)], stored: u64, target: u64, oldest: u64, s
         String::from_utf8_lossy(&output.stderr)
     );
     eprintln!(
-        "generated {more} messages in {:.0} s",
+        "generated {more} messages and rebuilt the rollups in {:.0} s",
         started.elapsed().as_secs_f64()
     );
-    let help = run_command("worker", env, &["--help"]).await;
-    if String::from_utf8_lossy(&help.stdout).contains("rollup") {
-        let started = Instant::now();
-        let output = run_command("worker", env, &["rollup", "--rebuild"]).await;
-        assert!(
-            output.status.success(),
-            "rollup --rebuild failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        eprintln!(
-            "rebuilt the rollups in {:.0} s",
-            started.elapsed().as_secs_f64()
-        );
-    } else {
-        eprintln!("this worker has no `rollup` command: statistics read the facts");
-    }
     target
 }
 

@@ -806,7 +806,9 @@ mod tests {
         let (sql, filter) = selected_messages(&range, &lists);
         assert!(sql.contains("FROM message_users"));
         assert!(filter.sql().starts_with("name IN (?, ?) AND "));
-        assert!(filter.sql().contains("FROM message_packages WHERE name IN (?)"));
+        assert!(filter
+            .sql()
+            .contains("FROM message_packages WHERE name IN (?)"));
         assert_eq!(filter.sql().matches('?').count(), filter.values.len());
 
         // Excluding people needs each message's whole list: `messages`, without bodies.

@@ -2,7 +2,8 @@
 //! Stateless; run as many replicas as the load needs.
 //!
 //! - [`routes`]: the OpenAPI-described statistics routes (`/api/`, `/api/<plugin>`).
-//! - [`statistics`]: the statistic queries over the plugins' fact tables.
+//! - [`statistics`]: the statistic queries over the plugins' rollups and facts; [`segments`]:
+//!   a request's range cut into the periods each rollup level answers.
 //! - [`history`]: datagrepper-compatible message history (`/raw`, `/id`) over `messages`, with
 //!   [`timerange`] porting datagrepper's time-window rules.
 //! - [`params`]: parsing and bounds of query parameters; [`error`]: JSON errors.
@@ -14,6 +15,7 @@ pub mod error;
 pub mod history;
 pub mod params;
 pub mod routes;
+pub mod segments;
 pub mod statistics;
 pub mod timerange;
 

@@ -1,9 +1,10 @@
 //! The statistics: `GET /api/` (the plugin catalog) and `GET /api/<plugin>` (one statistic).
 //!
-//! Statistics are computed at query time from the plugin's fact table, over distinct message
-//! identities, so they are exact whatever was redelivered or replayed (see
-//! `statscache_shared::schema`). Buckets are computed in SQL with arithmetic that does not depend
-//! on the server's time zone; all times are UTC epoch seconds.
+//! Statistics are computed at query time over distinct message identities, so they are exact
+//! whatever was redelivered or replayed (see `statscache_shared::schema`): whole periods from the
+//! plugin's rollups, the edges of the range from its facts (`segments`). Buckets are computed in
+//! SQL with arithmetic that does not depend on the server's time zone; all times are UTC epoch
+//! seconds.
 //!
 //! A statistic's default window is the whole history, which is the point of statistics; what
 //! could exhaust ClickHouse is the number of (bucket, key) groups, e.g. per-user counts per
@@ -15,11 +16,13 @@ use std::collections::HashMap;
 use clickhouse::Row;
 use serde::Deserialize;
 use statscache_shared::config::StatisticKind;
-
-use statscache_shared::schema::PluginCatalogRow;
+use statscache_shared::period::Level;
+use statscache_shared::schema::{rollup_table, PluginCatalogRow};
+use statscache_shared::sql::{bind_all, clamp_time};
 
 use crate::error::ApiError;
 use crate::params::{Order, Page};
+use crate::segments;
 
 /// The most (bucket, key) groups one request may make ClickHouse hold.
 pub const MAX_STATISTIC_GROUPS: u64 = 1_000_000;
@@ -101,15 +104,17 @@ pub async fn newest_fact_times(
 /// The most keys a layout lists.
 pub const MAX_LAYOUT_KEYS: u64 = 10_000;
 
-/// The distinct keys of `table`, in order, at most `limit` of them.
+/// The distinct keys of the statistic whose facts are in `table`, in order, at most `limit` of
+/// them; read from its monthly rollup, which holds every key in a few rows.
 pub async fn keys(
     client: &clickhouse::Client,
     table: &str,
     limit: u64,
 ) -> Result<Vec<String>, ApiError> {
+    let monthly = rollup_table(table, Level::Month);
     client
         .query(&format!(
-            "SELECT DISTINCT key FROM {table} ORDER BY key LIMIT ?"
+            "SELECT DISTINCT key FROM {monthly} ORDER BY key LIMIT ?"
         ))
         .bind(limit)
         .fetch_all::<String>()
@@ -157,16 +162,18 @@ impl Bucket {
         }
     }
 
-    /// SQL for the bucket start (UInt32 epoch seconds) of the `time` column.
-    fn sql(self) -> &'static str {
+    /// SQL for the bucket start (UInt32 epoch seconds) of the `DateTime` `column`.
+    pub fn sql(self, column: &str) -> String {
         match self {
-            Bucket::Minute => "toUInt32(intDiv(toUInt32(time), 60) * 60)",
-            Bucket::Hour => "toUInt32(intDiv(toUInt32(time), 3600) * 3600)",
-            Bucket::Day => "toUInt32(intDiv(toUInt32(time), 86400) * 86400)",
+            Bucket::Minute => format!("toUInt32(intDiv(toUInt32({column}), 60) * 60)"),
+            Bucket::Hour => Level::Hour.sql(column),
+            Bucket::Day => Level::Day.sql(column),
             // 1970-01-05 (epoch + 345600 s) was a Monday: weeks start on Mondays.
-            Bucket::Week => "toUInt32(intDiv(toUInt32(time) - 345600, 604800) * 604800 + 345600)",
-            Bucket::Month => "toUInt32(toDateTime(toStartOfMonth(time, 'UTC'), 'UTC'))",
-            Bucket::All => "toUInt32(0)",
+            Bucket::Week => {
+                format!("toUInt32(intDiv(toUInt32({column}) - 345600, 604800) * 604800 + 345600)")
+            }
+            Bucket::Month => Level::Month.sql(column),
+            Bucket::All => "toUInt32(0)".to_string(),
         }
     }
 }
@@ -235,48 +242,29 @@ pub async fn fetch(
     kind: StatisticKind,
     query: &StatisticQuery,
 ) -> Result<(Vec<StatisticRow>, u64), ApiError> {
-    let bucket_sql = query.bucket.sql();
-    let key_filter = if query.keys.is_empty() {
-        ""
-    } else {
-        " AND has(?, key)"
-    };
-    let filter = format!("time >= toDateTime(?) AND time <= toDateTime(?){key_filter}");
+    // The request's seconds, `[floor(start), ceil(end)]`, as a half-open range.
+    let start = u64::from(clamp_time(query.start.max(0.0).floor() as u64));
+    let end = u64::from(clamp_time(query.end.max(0.0).ceil() as u64)) + 1;
+    let mut segments = segments::decompose(start, end, segments::coarsest_level(query.bucket));
+    if segments.is_empty() {
+        // An empty range still gets a (rowless) answer of the right shape.
+        segments.push(segments::Segment {
+            source: segments::Source::Facts,
+            start,
+            end: start + 1,
+        });
+    }
+    let (grouped, binds) =
+        segments::statistic_sql(table, kind, query.bucket, &query.keys, &segments);
     let order = query.order.sql();
-    let bind_filter = |sql: clickhouse::query::Query| {
-        let sql = sql
-            .bind(query.start.floor() as u32)
-            .bind(query.end.ceil().min(4_294_967_295.0) as u32);
-        if query.keys.is_empty() {
-            sql
-        } else {
-            sql.bind(query.keys.clone())
-        }
-    };
-
-    let grouped = match kind {
-        StatisticKind::Count => format!(
-            "SELECT {bucket_sql} AS bucket, key, uniqExact(msg_id) AS count FROM {table}
-             WHERE {filter} GROUP BY bucket, key"
-        ),
-        StatisticKind::DistinctCount => format!(
-            "SELECT {bucket_sql} AS bucket, key, uniqExact(value) AS count FROM {table}
-             WHERE {filter} GROUP BY bucket, key"
-        ),
-        StatisticKind::Latest => format!(
-            "SELECT {bucket_sql} AS bucket, key, value, timestamp, msg_id FROM {table}
-             WHERE {filter}
-             ORDER BY bucket, key, timestamp DESC, msg_id DESC LIMIT 1 BY bucket, key"
-        ),
-    };
     let count_query = client.query(&format!("SELECT count() FROM ({grouped})"));
-    let total: u64 = with_group_limit(bind_filter(count_query))
+    let total: u64 = with_group_limit(bind_all(count_query, &binds))
         .fetch_one()
         .await
         .map_err(query_failed)?;
     let page_sql =
         format!("SELECT * FROM ({grouped}) ORDER BY bucket {order}, key ASC LIMIT ? OFFSET ?");
-    let paged = with_group_limit(bind_filter(client.query(&page_sql)))
+    let paged = with_group_limit(bind_all(client.query(&page_sql), &binds))
         .bind(query.page.rows_per_page)
         .bind(query.page.offset());
     let bucketed = query.bucket != Bucket::All;

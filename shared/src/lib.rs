@@ -5,6 +5,7 @@
 //! - [`config`]: figment configuration (defaults → TOML file → `STATSCACHE_*` environment).
 //! - [`nats`]: the JetStream streams, header names and dead letters.
 //! - [`schema`]: the ClickHouse tables (the interface analysts query) and their migrations.
+//! - [`period`]: the hours, days and months rollups cut time into; [`sql`]: bound values.
 //! - [`telemetry`]: logs and OTLP traces; [`admin`]: health probes and Prometheus metrics.
 //! - [`shutdown`]: the signal-driven cancellation every service drains on; [`retry`]: backoff.
 //! - [`time`]: the times people type (`--since`, `?start=`), parsed one way everywhere.
@@ -13,9 +14,11 @@ pub mod admin;
 pub mod config;
 pub mod message;
 pub mod nats;
+pub mod period;
 pub mod retry;
 pub mod schema;
 pub mod shutdown;
+pub mod sql;
 pub mod telemetry;
 pub mod time;
 pub mod topic;

@@ -10,6 +10,13 @@
 //! - `stat_<plugin>`: one per plugin, the *facts* its statistic is computed from: one row per
 //!   (message, key, value). A count is `uniqExact(msg_id)`, a distinct count `uniqExact(value)`,
 //!   a latest value the row with the greatest (timestamp, msg_id).
+//! - `stat_<plugin>_hourly`, `_daily`, `_monthly`: the plugin's *rollups*, one row per (key,
+//!   period) and recomputation, `period` the UTC start of the hour, day or month. Count plugins
+//!   keep `count UInt64`, latest plugins the period's latest `(timestamp, msg_id, value)`,
+//!   distinct-count plugins `distinct_values AggregateFunction(uniqExact, String)`. A (key, period)
+//!   may hold several rows until merges fold them: its answer is the greatest `count`
+//!   (`max(count)`), the greatest `(timestamp, msg_id, value)`, or the merge of the states
+//!   (`uniqExactMerge(distinct_values)`). Why that is exact: see ARCHITECTURE.md, "Rollups".
 //!
 //! Why facts and not running counters: a redelivered, replayed or backfilled message writes the
 //! same fact rows again, and the statistic — computed over distinct identities — does not change.
@@ -28,6 +35,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ClickHouseConfig, StatisticKind};
+use crate::period::Level;
 
 /// A row of the `plugins` table: written by every worker at start-up, read by the api.
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize, Deserialize)]
@@ -137,7 +145,7 @@ const MIGRATIONS: &[Migration] = &[
         ORDER BY identifier",
         ],
     },
-    // Version 2 belongs to the rollups (issue 9).
+    // Versions need not be contiguous: the ledger records each one applied.
     Migration {
         version: 3,
         description: "history lookup tables: message_index, message_users, message_packages",
@@ -286,6 +294,85 @@ pub async fn create_stat_table(
             table: table.to_string(),
             source,
         })
+}
+
+/// Name of a plugin's rollup table at `level` (`stat_volume` → `stat_volume_daily`).
+pub fn rollup_table(stat_table: &str, level: Level) -> String {
+    format!("{stat_table}_{}", level.name())
+}
+
+/// The columns of a rollup table after `key, period`, by statistic kind.
+pub fn rollup_value_columns(kind: StatisticKind) -> &'static str {
+    match kind {
+        StatisticKind::Count => "count",
+        StatisticKind::Latest => "timestamp, msg_id, value",
+        StatisticKind::DistinctCount => "distinct_values",
+    }
+}
+
+/// Creates a plugin's rollup tables if they do not exist. Returns whether any was missing: an
+/// existing fact table then needs `rollup --rebuild` to fill it.
+///
+/// Engines: a count only grows as facts arrive, so merges keep the greatest (`ReplacingMergeTree
+/// (count)`); latest rows differ in their sort key, so merges only fold identical rows; distinct
+/// sets are merged by union (`AggregatingMergeTree`). Readers never depend on merges.
+pub async fn create_rollup_tables(
+    client: &clickhouse::Client,
+    stat_table: &str,
+    kind: StatisticKind,
+) -> Result<bool, SchemaError> {
+    let (columns, engine, order) = match kind {
+        StatisticKind::Count => ("count UInt64", "ReplacingMergeTree(count)", "key, period"),
+        StatisticKind::Latest => (
+            "timestamp Float64, msg_id String, value String",
+            "ReplacingMergeTree()",
+            "key, period, timestamp, msg_id, value",
+        ),
+        StatisticKind::DistinctCount => (
+            "distinct_values AggregateFunction(uniqExact, String)",
+            "AggregatingMergeTree()",
+            "key, period",
+        ),
+    };
+    let mut any_missing = false;
+    for level in Level::ALL {
+        let table = rollup_table(stat_table, level);
+        let failed = |source| SchemaError::CreateTable {
+            table: table.clone(),
+            source,
+        };
+        let exists: u8 = client
+            .query(&format!("EXISTS TABLE {table}"))
+            .fetch_one()
+            .await
+            .map_err(failed)?;
+        if exists == 1 {
+            continue;
+        }
+        any_missing = true;
+        let statement = format!(
+            "CREATE TABLE IF NOT EXISTS {table} (
+                key String,
+                period DateTime,
+                {columns}
+            ) ENGINE = {engine}
+            PARTITION BY toYear(period)
+            ORDER BY ({order})"
+        );
+        client.query(&statement).execute().await.map_err(failed)?;
+    }
+    Ok(any_missing)
+}
+
+/// Drops a plugin's rollup tables (for `statscache-worker replay --rebuild`).
+pub async fn drop_rollup_tables(
+    client: &clickhouse::Client,
+    stat_table: &str,
+) -> Result<(), SchemaError> {
+    for level in Level::ALL {
+        drop_stat_table(client, &rollup_table(stat_table, level)).await?;
+    }
+    Ok(())
 }
 
 /// Drops a plugin's fact table (for `statscache-worker replay --rebuild`).

@@ -333,6 +333,11 @@ impl Service {
         self.process.0.id()
     }
 
+    /// Whether the process has exited (crashed or aborted, say) and been reaped.
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.process.0.try_wait(), Ok(Some(_)))
+    }
+
     /// SIGKILL: the process gets no chance to finish anything.
     pub fn kill(self) {
         drop(self);

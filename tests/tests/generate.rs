@@ -1,6 +1,6 @@
 //! `statscache-worker generate` writes a history the api serves exactly: its statistics, `/raw`
-//! and `/id` agree with direct counts over the tables it wrote, and the history lookup tables
-//! agree with `messages`.
+//! and `/id` agree with direct counts over the tables it wrote, its rollups with its facts, and
+//! the history lookup tables with `messages`.
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -46,6 +46,14 @@ async fn generated_history_is_served_as_stored() {
         output.status.success(),
         "generate failed: {}",
         String::from_utf8_lossy(&output.stderr)
+    );
+    // The rollups were rebuilt from the generated facts.
+    let check = run_command("worker", &env, &["rollup", "--check"]).await;
+    assert!(
+        check.status.success(),
+        "rollup --check: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
     );
     let _api = Service::start("api", &env, &[]);
     let api = format!("http://127.0.0.1:{api_port}");

@@ -9,7 +9,10 @@
 //!    stream, and only then acked;
 //! 2. the batch's rows are written to ClickHouse, retried until they are stored (while retrying,
 //!    the messages' ack deadlines are extended so JetStream does not count a redelivery);
-//! 3. only then are the messages acked.
+//! 3. the rollups of the (key, period)s the batch touched are recomputed from the stored facts
+//!    (`rollup`), retried the same way: a worker that dies before this point gets its
+//!    messages redelivered, and the redelivery recomputes them;
+//! 4. only then are the messages acked.
 //!
 //! The other half — redelivered or duplicated messages not being counted twice — is the fact
 //! model of `statscache_shared::schema`.
@@ -38,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 use crate::meta;
 use crate::metrics::Metrics;
 use crate::plugin::{Fact, Message, Plugin};
+use crate::rollup::{self, Touched};
 use crate::sink::{self, Batch, MessageRow};
 use crate::WorkerError;
 
@@ -56,6 +60,9 @@ pub struct Consumer {
     /// Fault injection for the crash-consistency tests: abort the process after this many
     /// batches were written, before acking them. Set only by `FAULT_INJECTION_WORKER_ABORT_AFTER_WRITES`.
     pub abort_after_writes: Option<u64>,
+    /// The same, but aborting after the facts are written and before the rollups are
+    /// recomputed. Set only by `FAULT_INJECTION_WORKER_ABORT_BEFORE_ROLLUP`.
+    pub abort_before_rollup: Option<u64>,
     pub batches_written: std::sync::atomic::AtomicU64,
 }
 
@@ -203,7 +210,10 @@ impl Consumer {
             }
         }
 
-        if !self.write_until_stored(&batch, &to_ack, shutdown).await {
+        let stored = self.write_until_stored(&batch, &to_ack, shutdown).await
+            && self.count_write_and_abort_if_injected()
+            && self.roll_up_until_done(&batch, &to_ack, shutdown).await;
+        if !stored {
             // Shutting down before the rows were stored: give the messages back (nak) so that
             // JetStream redelivers them at once to a replica that can store them.
             for message in &to_ack {
@@ -365,37 +375,134 @@ impl Consumer {
         if batch.is_empty() {
             return true;
         }
+        let written = self
+            .retry_until_done("write", held, shutdown, || {
+                sink::write(&self.clickhouse, batch)
+            })
+            .await
+            .is_some();
+        if written {
+            for (table, rows) in &batch.facts {
+                self.count_facts(table, rows.len());
+            }
+        }
+        written
+    }
+
+    /// Recomputes the rollups of what `batch` touched, retrying until done. Returns `false` if
+    /// shutdown came first.
+    async fn roll_up_until_done(
+        &self,
+        batch: &Batch,
+        held: &[jetstream::Message],
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let started = Instant::now();
+        let mut touched_plugins = Vec::new();
+        for plugin in &self.plugins {
+            let info = plugin.info();
+            let Some(rows) = batch.facts.get(&info.table) else {
+                continue;
+            };
+            if !rows.is_empty() {
+                touched_plugins.push((info, Touched::of(rows)));
+            }
+        }
+        if touched_plugins.is_empty() {
+            return true;
+        }
+        let recompute_all = || async {
+            let mut recomputes = Vec::with_capacity(touched_plugins.len());
+            for (info, touched) in &touched_plugins {
+                recomputes.push(rollup::recompute_touched(
+                    &self.clickhouse,
+                    &info.table,
+                    info.kind,
+                    touched,
+                ));
+            }
+            futures::future::try_join_all(recomputes).await
+        };
+        let Some(recomputed) = self
+            .retry_until_done("rollup", held, shutdown, recompute_all)
+            .await
+        else {
+            return false;
+        };
+        for per_plugin in recomputed {
+            for (level, periods) in per_plugin {
+                self.metrics
+                    .rollup_periods
+                    .with_label_values(&[level.name()])
+                    .inc_by(periods as u64);
+            }
+        }
+        self.metrics
+            .rollup_seconds
+            .observe(started.elapsed().as_secs_f64());
+        true
+    }
+
+    /// Runs `attempt` until it succeeds, extending the ack deadlines of `held` between tries.
+    /// Returns `None` if shutdown came first.
+    async fn retry_until_done<T, F, Fut>(
+        &self,
+        what: &str,
+        held: &[jetstream::Message],
+        shutdown: &CancellationToken,
+        mut attempt: F,
+    ) -> Option<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, clickhouse::error::Error>>,
+    {
         let max_wait = self.config.worker.ack_wait / 3;
-        let mut attempt = 0;
+        let mut tries = 0;
         loop {
-            match sink::write(&self.clickhouse, batch).await {
-                Ok(()) => {
-                    if attempt > 0 {
-                        tracing::info!(attempt, "ClickHouse write succeeded after retries");
+            match attempt().await {
+                Ok(done) => {
+                    if tries > 0 {
+                        tracing::info!(what, tries, "ClickHouse succeeded after retries");
                         self.health.set_ready();
                     }
-                    for (table, rows) in &batch.facts {
-                        self.count_facts(table, rows.len());
-                    }
-                    return true;
+                    return Some(done);
                 }
                 Err(error) => {
                     self.metrics.write_errors.inc();
                     self.health.set_not_ready(format!("clickhouse: {error}"));
-                    tracing::warn!(%error, attempt, "ClickHouse write failed; retrying");
+                    tracing::warn!(%error, what, tries, "ClickHouse failed; retrying");
                 }
             }
             // Keep the messages ours while we retry: no redelivery, no delivery counted.
             for message in held {
                 let _ = message.ack_with(AckKind::Progress).await;
             }
-            let wait = backoff(attempt, Duration::from_millis(200), max_wait);
-            attempt += 1;
+            let wait = backoff(tries, Duration::from_millis(200), max_wait);
+            tries += 1;
             tokio::select! {
-                _ = shutdown.cancelled() => return false,
+                _ = shutdown.cancelled() => return None,
                 _ = tokio::time::sleep(wait) => {}
             }
         }
+    }
+
+    /// Counts a stored batch; aborts if `abort_before_rollup` says so. Always `true`.
+    fn count_write_and_abort_if_injected(&self) -> bool {
+        let written = self
+            .batches_written
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        if self
+            .abort_before_rollup
+            .is_some_and(|limit| written >= limit)
+        {
+            tracing::error!(
+                written,
+                "fault injection: aborting between the facts and the rollups"
+            );
+            std::process::abort();
+        }
+        true
     }
 
     fn abort_if_injected(&self) {
@@ -404,8 +511,7 @@ impl Consumer {
         };
         let written = self
             .batches_written
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-            + 1;
+            .load(std::sync::atomic::Ordering::SeqCst);
         if written >= limit {
             tracing::error!(written, "fault injection: aborting between write and ack");
             std::process::abort();

@@ -5,8 +5,9 @@
 //! machine, and the question a scale benchmark asks is what *reading* costs. The rows are still
 //! made by the worker's own code: every message goes through the configured plugins and
 //! [`sink::Batch`] (so `messages`, the history lookup tables and every `stat_<plugin>` table get
-//! exactly the rows a worker would write), only the stream is skipped. Rollups, being derived
-//! from facts, are built afterwards by `statscache-worker rollup --rebuild`.
+//! exactly the rows a worker would write), only the stream is skipped. The rollups of the
+//! generated months are then rebuilt from those facts, as `statscache-worker rollup --rebuild`
+//! does.
 //!
 //! Shape (deterministic for a seed): envelopes are the corpus's (`tests/fixtures/`), with a new
 //! `msg_id`, timestamp and topic; [`TOPICS`] topics (the corpus's, then variants of them with an
@@ -309,7 +310,14 @@ pub async fn generate(
     if let Some(last) = in_flight {
         finish(last).await?;
     }
-    tracing::info!(written = request.messages, "generation done");
+    tracing::info!(
+        written = request.messages,
+        "generated; building the rollups"
+    );
+    // Rollups are derived from the facts just written (months from the oldest message on).
+    let infos: Vec<&crate::plugin::PluginInfo> = plugins.iter().map(|p| p.info()).collect();
+    let oldest = (request.end - request.days * 86_400.0).max(0.0) as u64;
+    crate::rebuild_rollups(&clickhouse, &infos, oldest).await?;
     Ok(request.messages)
 }
 

@@ -6,6 +6,8 @@
 //! - [`meta`]: usernames and packages a message names (a port of fedmsg.meta's rules).
 //! - [`consumer`]: fetch a batch → rows → write → ack; dead letters and poison messages.
 //! - [`sink`]: the batched ClickHouse writes; [`catalog`]: the `plugins` table.
+//! - [`rollup`]: the hourly/daily/monthly rollups each batch recomputes, their rebuild and check;
+//!   [`progress`]: progress of those operator commands.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`generate`]: synthetic Fedora-shaped history for the scale benchmark.
 
@@ -16,6 +18,8 @@ pub mod meta;
 pub mod metrics;
 pub mod plugin;
 pub mod plugins;
+pub mod progress;
+pub mod rollup;
 pub mod sink;
 pub mod topic_filter;
 
@@ -54,14 +58,21 @@ pub enum WorkerError {
     Write(clickhouse::error::Error),
     #[error("generate: {0}")]
     Generate(String),
+    #[error("cannot rebuild or check the rollups of {plugin}: {source}")]
+    Rollup {
+        plugin: String,
+        source: clickhouse::error::Error,
+    },
 }
 
-/// See [`consumer::Consumer::abort_after_writes`]: a test-only fault, off unless the variable is set.
-fn fault_injection_abort_after_writes() -> Option<u64> {
-    let raw = std::env::var("FAULT_INJECTION_WORKER_ABORT_AFTER_WRITES").ok()?;
+/// See [`consumer::Consumer::abort_after_writes`] and
+/// [`consumer::Consumer::abort_before_rollup`]: test-only faults, off unless `variable` is set.
+fn fault_injection(variable: &str) -> Option<u64> {
+    let raw = std::env::var(variable).ok()?;
     let limit = raw.trim().parse().ok()?;
     tracing::warn!(
         limit,
+        variable,
         "fault injection enabled: the worker will abort after {limit} batch writes"
     );
     Some(limit)
@@ -108,7 +119,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
         plugins,
         metrics,
         health,
-        abort_after_writes: fault_injection_abort_after_writes(),
+        abort_after_writes: fault_injection("FAULT_INJECTION_WORKER_ABORT_AFTER_WRITES"),
+        abort_before_rollup: fault_injection("FAULT_INJECTION_WORKER_ABORT_BEFORE_ROLLUP"),
         batches_written: std::sync::atomic::AtomicU64::new(0),
     };
     worker.run(shutdown.clone()).await?;
@@ -143,26 +155,14 @@ pub async fn replay(
     shutdown: CancellationToken,
     request: ReplayRequest,
 ) -> Result<u64, WorkerError> {
-    let mut chosen = Vec::new();
-    for plugin in plugins::load(&config.worker)? {
-        if request.plugins.contains(&plugin.info().identifier) {
-            chosen.push(plugin);
-        }
-    }
-    for wanted in &request.plugins {
-        if !chosen
-            .iter()
-            .any(|plugin| &plugin.info().identifier == wanted)
-        {
-            return Err(WorkerError::UnknownPlugin(wanted.clone()));
-        }
-    }
+    let chosen = choose_plugins(&config, &request.plugins)?;
     let clickhouse = schema::client(&config.clickhouse);
     if request.rebuild {
         for plugin in &chosen {
             let table = &plugin.info().table;
-            tracing::warn!(%table, "rebuild: dropping the plugin's facts before the replay");
+            tracing::warn!(%table, "rebuild: dropping the plugin's facts and rollups before the replay");
             schema::drop_stat_table(&clickhouse, table).await?;
+            schema::drop_rollup_tables(&clickhouse, table).await?;
         }
     }
     let prepared = prepare(&config, &chosen).await?;
@@ -208,6 +208,7 @@ pub async fn replay(
         metrics: Arc::new(metrics::Metrics::new(&registry)?),
         health: Health::default(),
         abort_after_writes: None,
+        abort_before_rollup: None,
         batches_written: std::sync::atomic::AtomicU64::new(0),
     };
     replayer.replay(shutdown, last_sequence).await
@@ -225,10 +226,8 @@ async fn prepare_clickhouse(
     config: &Config,
     plugins: &[Box<dyn plugin::Plugin>],
 ) -> Result<clickhouse::Client, WorkerError> {
-    schema::migrate(&config.clickhouse).await?;
-    let clickhouse = schema::client(&config.clickhouse);
+    let clickhouse = prepare_tables(config, plugins).await?;
     for plugin in plugins {
-        schema::create_stat_table(&clickhouse, &plugin.info().table).await?;
         plugin.on_start();
     }
     let now = SystemTime::now()
@@ -262,4 +261,177 @@ async fn prepare(
         jetstream,
         stream,
     })
+}
+
+/// Migrates the schema and creates the plugins' fact and rollup tables. Rollup tables created
+/// beside facts that already exist (an installation older than rollups) are filled from them
+/// first, so the api never reads an empty rollup over a full fact table for long.
+async fn prepare_tables(
+    config: &Config,
+    plugins: &[Box<dyn plugin::Plugin>],
+) -> Result<clickhouse::Client, WorkerError> {
+    schema::migrate(&config.clickhouse).await?;
+    let clickhouse = schema::client(&config.clickhouse);
+    let mut to_fill = Vec::new();
+    for plugin in plugins {
+        let info = plugin.info();
+        schema::create_stat_table(&clickhouse, &info.table).await?;
+        if schema::create_rollup_tables(&clickhouse, &info.table, info.kind).await? {
+            to_fill.push(info);
+        }
+    }
+    if !to_fill.is_empty() {
+        rebuild_rollups(&clickhouse, &to_fill, 0).await?;
+    }
+    Ok(clickhouse)
+}
+
+/// The plugins named in `names`, all of them if it is empty.
+fn choose_plugins(
+    config: &Config,
+    names: &[String],
+) -> Result<Vec<Box<dyn plugin::Plugin>>, WorkerError> {
+    let mut chosen = Vec::new();
+    for plugin in plugins::load(&config.worker)? {
+        if names.is_empty() || names.contains(&plugin.info().identifier) {
+            chosen.push(plugin);
+        }
+    }
+    for wanted in names {
+        if !chosen
+            .iter()
+            .any(|plugin| &plugin.info().identifier == wanted)
+        {
+            return Err(WorkerError::UnknownPlugin(wanted.clone()));
+        }
+    }
+    Ok(chosen)
+}
+
+/// What `statscache-worker rollup` covers: some plugins (all if empty), a range of event time.
+#[derive(Debug, Clone, Default)]
+pub struct RollupRequest {
+    pub plugins: Vec<String>,
+    /// Epoch seconds; widened to the start of its month.
+    pub since: Option<f64>,
+    /// Epoch seconds; widened to the end of its month. Only `--check` takes it.
+    pub until: Option<f64>,
+}
+
+impl RollupRequest {
+    fn since(&self) -> u64 {
+        self.since
+            .map(|seconds| seconds.max(0.0) as u64)
+            .unwrap_or(0)
+    }
+
+    fn until(&self) -> u64 {
+        self.until
+            .map(|seconds| seconds.max(0.0) as u64)
+            .unwrap_or(u64::from(u32::MAX))
+    }
+}
+
+/// `statscache-worker rollup --rebuild`: recomputes every level of the chosen plugins from
+/// their facts, month by month from `since`'s month. Safe while workers run (see `rollup`).
+/// Returns the number of months recomputed.
+pub async fn rollup_rebuild(config: &Config, request: &RollupRequest) -> Result<u64, WorkerError> {
+    let chosen = choose_plugins(config, &request.plugins)?;
+    let clickhouse = prepare_tables(config, &chosen).await?;
+    let infos: Vec<&plugin::PluginInfo> = chosen.iter().map(|plugin| plugin.info()).collect();
+    rebuild_rollups(&clickhouse, &infos, request.since()).await
+}
+
+async fn rebuild_rollups(
+    clickhouse: &clickhouse::Client,
+    plugins: &[&plugin::PluginInfo],
+    since: u64,
+) -> Result<u64, WorkerError> {
+    let work = months_per_plugin(clickhouse, plugins, since, u64::from(u32::MAX)).await?;
+    let total = work.iter().map(|(_, months)| months.len() as u64).sum();
+    let mut progress = progress::Progress::new("rebuilding rollups", total);
+    for (info, months) in &work {
+        for month in months {
+            rollup::rebuild_month(clickhouse, &info.table, info.kind, *month)
+                .await
+                .map_err(|source| rollup_error(info, source))?;
+            progress.step(&format!("{} {}", info.identifier, month_name(*month)));
+        }
+    }
+    progress.finish();
+    Ok(total)
+}
+
+/// One difference `rollup --check` found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RollupDifference {
+    pub plugin: String,
+    pub difference: rollup::Difference,
+}
+
+/// `statscache-worker rollup --check`: compares each plugin's rollups with its facts, month by
+/// month over `[since, until]`; returns every difference.
+pub async fn rollup_check(
+    config: &Config,
+    request: &RollupRequest,
+) -> Result<Vec<RollupDifference>, WorkerError> {
+    let chosen = choose_plugins(config, &request.plugins)?;
+    let clickhouse = prepare_tables(config, &chosen).await?;
+    let infos: Vec<&plugin::PluginInfo> = chosen.iter().map(|plugin| plugin.info()).collect();
+    let work = months_per_plugin(&clickhouse, &infos, request.since(), request.until()).await?;
+    let total = work.iter().map(|(_, months)| months.len() as u64).sum();
+    let mut progress = progress::Progress::new("checking rollups", total);
+    let mut differences = Vec::new();
+    for (info, months) in &work {
+        for month in months {
+            let found = rollup::check_month(&clickhouse, &info.table, info.kind, *month)
+                .await
+                .map_err(|source| rollup_error(info, source))?;
+            for difference in found {
+                differences.push(RollupDifference {
+                    plugin: info.identifier.clone(),
+                    difference,
+                });
+            }
+            progress.step(&format!("{} {}", info.identifier, month_name(*month)));
+        }
+    }
+    progress.finish();
+    Ok(differences)
+}
+
+async fn months_per_plugin<'a>(
+    clickhouse: &clickhouse::Client,
+    plugins: &[&'a plugin::PluginInfo],
+    since: u64,
+    until: u64,
+) -> Result<Vec<(&'a plugin::PluginInfo, Vec<u64>)>, WorkerError> {
+    let since = statscache_shared::period::Level::Month.start(since);
+    let until = statscache_shared::period::Level::Month
+        .next(until)
+        .saturating_sub(1);
+    let mut work = Vec::new();
+    for info in plugins {
+        let months = rollup::months_with_facts(clickhouse, &info.table, since, until)
+            .await
+            .map_err(|source| rollup_error(info, source))?;
+        work.push((*info, months));
+    }
+    Ok(work)
+}
+
+fn rollup_error(info: &plugin::PluginInfo, source: clickhouse::error::Error) -> WorkerError {
+    WorkerError::Rollup {
+        plugin: info.identifier.clone(),
+        source,
+    }
+}
+
+/// `2024-02` for the month starting at `month`.
+pub fn month_name(month: u64) -> String {
+    let seconds = i64::try_from(month).unwrap_or(i64::MAX);
+    match chrono::DateTime::from_timestamp(seconds, 0) {
+        Some(moment) => moment.format("%Y-%m").to_string(),
+        None => month.to_string(),
+    }
 }

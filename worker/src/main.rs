@@ -35,12 +35,12 @@ enum Command {
         /// (epoch seconds or ISO 8601, e.g. 2026-11-01T00:00:00Z).
         #[arg(long, value_parser = parse_time)]
         since: Option<f64>,
-        /// Drop the plugins' facts first, to rebuild a statistic whose logic changed.
+        /// Drop the plugins' facts and rollups first, to rebuild a statistic whose logic changed.
         #[arg(long)]
         rebuild: bool,
     },
-    /// Write N synthetic Fedora-shaped messages straight into the tables, for benchmarks
-    /// (then build the rollups from their facts).
+    /// Write N synthetic Fedora-shaped messages straight into the tables, for benchmarks,
+    /// then rebuild the rollups of the generated months from their facts.
     Generate {
         /// How many messages.
         #[arg(long)]
@@ -57,6 +57,25 @@ enum Command {
         /// Envelopes (JSON lines) used as templates.
         #[arg(long, default_value = "tests/fixtures/fedmsg-real.jsonl")]
         templates: std::path::PathBuf,
+    },
+    /// Rebuild the rollups from the facts (`--rebuild`), or compare them (`--check`: prints
+    /// every difference, exits 1 if there is any).
+    Rollup {
+        /// Recompute every rollup level from the facts (safe while workers run).
+        #[arg(long, conflicts_with = "check", required_unless_present = "check")]
+        rebuild: bool,
+        /// Compare every rollup level with the facts.
+        #[arg(long)]
+        check: bool,
+        /// Plugin identifier (repeatable); all plugins if none is given.
+        #[arg(long = "plugin")]
+        plugins: Vec<String>,
+        /// Event times from the start of this time's month (epoch seconds or ISO 8601).
+        #[arg(long, value_parser = parse_time)]
+        since: Option<f64>,
+        /// Event times up to the end of this time's month (`--check` only).
+        #[arg(long, value_parser = parse_time, requires = "check")]
+        until: Option<f64>,
     },
 }
 
@@ -118,6 +137,49 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .context("generation failed")?;
             eprintln!("generated {written} messages");
+        }
+        Command::Rollup {
+            rebuild,
+            check: _,
+            plugins,
+            since,
+            until,
+        } => {
+            let request = statscache_worker::RollupRequest {
+                plugins,
+                since,
+                until,
+            };
+            if rebuild {
+                let months = statscache_worker::rollup_rebuild(&config, &request)
+                    .await
+                    .context("rollup rebuild failed")?;
+                eprintln!("rebuilt {months} plugin-months of rollups");
+                return Ok(());
+            }
+            let differences = statscache_worker::rollup_check(&config, &request)
+                .await
+                .context("rollup check failed")?;
+            for found in &differences {
+                let difference = &found.difference;
+                println!(
+                    "{}\t{}\t{}\t{}\tfacts={}\trollup={}",
+                    found.plugin,
+                    difference.level.name(),
+                    difference.period,
+                    difference.key,
+                    difference.facts.as_deref().unwrap_or("-"),
+                    difference.rollup.as_deref().unwrap_or("-"),
+                );
+            }
+            if !differences.is_empty() {
+                eprintln!(
+                    "{} differences between rollups and facts",
+                    differences.len()
+                );
+                std::process::exit(1);
+            }
+            eprintln!("rollups agree with the facts");
         }
         Command::Plugins => {
             for plugin in statscache_worker::plugins::load(&config.worker)? {

@@ -21,6 +21,10 @@ pub struct Metrics {
     pub batch_seconds: Histogram,
     /// Messages in the stream the consumer has not delivered yet: the lag behind the head.
     pub pending: IntGauge,
+    /// Seconds to recompute the rollups a batch touched (all plugins, all levels).
+    pub rollup_seconds: Histogram,
+    /// Rollup periods recomputed, by level (`hourly`, `daily`, `monthly`).
+    pub rollup_periods: IntCounterVec,
 }
 
 impl Metrics {
@@ -71,6 +75,17 @@ impl Metrics {
                 "statscache_worker_pending_messages",
                 "Messages not yet delivered to the consumer",
             )?,
+            rollup_seconds: Histogram::with_opts(HistogramOpts::new(
+                "statscache_worker_rollup_seconds",
+                "Time to recompute the rollups one batch touched",
+            ))?,
+            rollup_periods: IntCounterVec::new(
+                Opts::new(
+                    "statscache_worker_rollup_periods_total",
+                    "Rollup periods recomputed, by level",
+                ),
+                &["level"],
+            )?,
         };
         registry.register(Box::new(metrics.received.clone()))?;
         registry.register(Box::new(metrics.stored.clone()))?;
@@ -81,6 +96,8 @@ impl Metrics {
         registry.register(Box::new(metrics.write_errors.clone()))?;
         registry.register(Box::new(metrics.batch_seconds.clone()))?;
         registry.register(Box::new(metrics.pending.clone()))?;
+        registry.register(Box::new(metrics.rollup_seconds.clone()))?;
+        registry.register(Box::new(metrics.rollup_periods.clone()))?;
         Ok(metrics)
     }
 }

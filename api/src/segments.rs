@@ -1,0 +1,322 @@
+//! The read path of a statistic: its time range cut into aligned segments, each read from the
+//! coarsest table that answers it exactly — whole months from the monthly rollup, whole days
+//! from the daily one, whole hours from the hourly one, the ragged edges from the facts — so a
+//! request over all of history reads a few hundred rollup rows per key instead of every fact.
+//!
+//! A level can serve a bucket only if every bucket is a union of the level's periods: minutes
+//! need the facts, hours the hourly rollup at most, days and weeks (Mondays are day boundaries)
+//! the daily one, months and `all` any level.
+//!
+//! Segments are disjoint in time and a message's facts all share its one `time`, so per (bucket,
+//! key) the segments' partial answers combine exactly: counts add up, distinct sets merge, the
+//! latest is the greatest `(timestamp, msg_id, value)`. Within one rollup (key, period) the rows of
+//! several recomputations are combined as `statscache_shared::schema` documents (greatest count,
+//! merged states, greatest latest).
+
+use statscache_shared::config::StatisticKind;
+use statscache_shared::period::Level;
+use statscache_shared::schema::rollup_table;
+use statscache_shared::sql::{clamp_time, key_filter, Bound};
+
+use crate::statistics::Bucket;
+
+/// Where a segment is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Facts,
+    Rollup(Level),
+}
+
+/// Seconds `[start, end)` read from `source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub source: Source,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// The coarsest rollup level whose periods fit inside every bucket of `bucket`.
+pub fn coarsest_level(bucket: Bucket) -> Option<Level> {
+    match bucket {
+        Bucket::Minute => None,
+        Bucket::Hour => Some(Level::Hour),
+        Bucket::Day | Bucket::Week => Some(Level::Day),
+        Bucket::Month | Bucket::All => Some(Level::Month),
+    }
+}
+
+/// Cuts `[start, end)` into segments: the coarsest periods (up to `coarsest`) that fit
+/// whole, finer ones around them, facts at the edges. No segment is empty.
+pub fn decompose(start: u64, end: u64, coarsest: Option<Level>) -> Vec<Segment> {
+    let mut segments = Vec::new();
+    if start < end {
+        cover(start, end, Source::Facts, coarsest, &mut segments);
+    }
+    segments
+}
+
+/// Covers `[start, end)` with whole periods of the level coarser than `finer` (recursively),
+/// leaving the edges to `finer`.
+fn cover(start: u64, end: u64, finer: Source, coarsest: Option<Level>, out: &mut Vec<Segment>) {
+    let coarser = match finer {
+        Source::Facts => Some(Level::Hour),
+        Source::Rollup(level) => level.coarser(),
+    };
+    let Some(coarser) = coarser.filter(|level| Some(*level) <= coarsest) else {
+        out.push(Segment {
+            source: finer,
+            start,
+            end,
+        });
+        return;
+    };
+    let inner_start = coarser.ceil(start);
+    let inner_end = coarser.start(end);
+    if inner_start >= inner_end {
+        out.push(Segment {
+            source: finer,
+            start,
+            end,
+        });
+        return;
+    }
+    if start < inner_start {
+        out.push(Segment {
+            source: finer,
+            start,
+            end: inner_start,
+        });
+    }
+    cover(
+        inner_start,
+        inner_end,
+        Source::Rollup(coarser),
+        coarsest,
+        out,
+    );
+    if inner_end < end {
+        out.push(Segment {
+            source: finer,
+            start: inner_end,
+            end,
+        });
+    }
+}
+
+/// The SQL of a statistic over `segments` of `table`: one row per (bucket, key) with columns
+/// `bucket, key, count` (counts) or `bucket, key, value, timestamp, msg_id` (latest), and the
+/// values to bind, in order.
+pub fn statistic_sql(
+    table: &str,
+    kind: StatisticKind,
+    bucket: Bucket,
+    keys: &[String],
+    segments: &[Segment],
+) -> (String, Vec<Bound>) {
+    let mut parts = Vec::with_capacity(segments.len());
+    let mut binds = Vec::new();
+    for segment in segments {
+        parts.push(segment_sql(table, kind, bucket, keys, segment, &mut binds));
+    }
+    let union = parts.join(" UNION ALL ");
+    let sql = match kind {
+        StatisticKind::Count => format!(
+            "SELECT bucket, key, sum(segment_count) AS count FROM ({union}) GROUP BY bucket, key"
+        ),
+        StatisticKind::DistinctCount => format!(
+            "SELECT bucket, key, uniqExactMerge(segment_state) AS count FROM ({union})
+             GROUP BY bucket, key"
+        ),
+        StatisticKind::Latest => format!(
+            "SELECT bucket, key, value, timestamp, msg_id FROM ({union})
+             ORDER BY bucket, key, timestamp DESC, msg_id DESC, value DESC LIMIT 1 BY bucket, key"
+        ),
+    };
+    (sql, binds)
+}
+
+/// One segment's partial answer per (bucket, key).
+fn segment_sql(
+    table: &str,
+    kind: StatisticKind,
+    bucket: Bucket,
+    keys: &[String],
+    segment: &Segment,
+    binds: &mut Vec<Bound>,
+) -> String {
+    let (source, column) = match segment.source {
+        Source::Facts => (table.to_string(), "time"),
+        Source::Rollup(level) => (rollup_table(table, level), "period"),
+    };
+    binds.push(Bound::Time(clamp_time(segment.start)));
+    binds.push(Bound::Time(clamp_time(segment.end - 1)));
+    let filter = format!(
+        "{column} >= toDateTime(?) AND {column} <= toDateTime(?){}",
+        key_filter(keys, binds)
+    );
+    let bucket_sql = bucket.sql(column);
+    match (kind, segment.source) {
+        (StatisticKind::Count, Source::Facts) => format!(
+            "SELECT {bucket_sql} AS bucket, key, uniqExact(msg_id) AS segment_count
+             FROM {source} WHERE {filter} GROUP BY bucket, key"
+        ),
+        (StatisticKind::Count, Source::Rollup(_)) => format!(
+            "SELECT {bucket_sql} AS bucket, key, sum(period_count) AS segment_count
+             FROM (SELECT key, period, max(count) AS period_count FROM {source}
+                   WHERE {filter} GROUP BY key, period)
+             GROUP BY bucket, key"
+        ),
+        (StatisticKind::DistinctCount, Source::Facts) => format!(
+            "SELECT {bucket_sql} AS bucket, key, uniqExactState(value) AS segment_state
+             FROM {source} WHERE {filter} GROUP BY bucket, key"
+        ),
+        (StatisticKind::DistinctCount, Source::Rollup(_)) => format!(
+            "SELECT {bucket_sql} AS bucket, key, uniqExactMergeState(distinct_values) AS segment_state
+             FROM {source} WHERE {filter} GROUP BY bucket, key"
+        ),
+        (StatisticKind::Latest, _) => format!(
+            "SELECT {bucket_sql} AS bucket, key, value, timestamp, msg_id
+             FROM {source} WHERE {filter}"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: u64 = 3600;
+    const DAY: u64 = 86400;
+    // 2024-01-01T00:00Z, a Monday and a month start.
+    const JAN_1: u64 = 1_704_067_200;
+    const FEB_1: u64 = 1_706_745_600;
+    const MAR_1: u64 = 1_709_251_200;
+
+    fn segment(source: Source, start: u64, end: u64) -> Segment {
+        Segment { source, start, end }
+    }
+
+    /// Every second of `[start, end)` in exactly one segment, none empty.
+    fn assert_tiles(segments: &[Segment], start: u64, end: u64) {
+        let mut sorted = segments.to_vec();
+        sorted.sort_by_key(|segment| segment.start);
+        let mut at = start;
+        for segment in &sorted {
+            assert_eq!(segment.start, at, "gap or overlap in {segments:?}");
+            assert!(segment.start < segment.end, "empty segment in {segments:?}");
+            at = segment.end;
+        }
+        assert_eq!(at, end);
+    }
+
+    #[test]
+    fn whole_months_days_and_hours_with_ragged_edges_from_facts() {
+        let start = JAN_1 - DAY - HOUR - 5; // 2023-12-30T22:59:55
+        let end = MAR_1 + DAY + HOUR + 7; // 2024-03-02T01:00:07
+        let segments = decompose(start, end, Some(Level::Month));
+        assert_tiles(&segments, start, end);
+        assert_eq!(
+            segments,
+            vec![
+                segment(Source::Facts, start, JAN_1 - DAY - HOUR),
+                segment(Source::Rollup(Level::Hour), JAN_1 - DAY - HOUR, JAN_1 - DAY),
+                segment(Source::Rollup(Level::Day), JAN_1 - DAY, JAN_1),
+                segment(Source::Rollup(Level::Month), JAN_1, MAR_1),
+                segment(Source::Rollup(Level::Day), MAR_1, MAR_1 + DAY),
+                segment(Source::Rollup(Level::Hour), MAR_1 + DAY, MAR_1 + DAY + HOUR),
+                segment(Source::Facts, MAR_1 + DAY + HOUR, end),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_range_on_boundaries_needs_no_facts() {
+        let segments = decompose(JAN_1, MAR_1, Some(Level::Month));
+        assert_eq!(
+            segments,
+            vec![segment(Source::Rollup(Level::Month), JAN_1, MAR_1)]
+        );
+        let segments = decompose(JAN_1, FEB_1 + 3 * DAY, Some(Level::Month));
+        assert_eq!(
+            segments,
+            vec![
+                segment(Source::Rollup(Level::Month), JAN_1, FEB_1),
+                segment(Source::Rollup(Level::Day), FEB_1, FEB_1 + 3 * DAY),
+            ]
+        );
+    }
+
+    #[test]
+    fn sub_hour_ranges_are_read_from_facts() {
+        let segments = decompose(JAN_1 + 60, JAN_1 + 120, Some(Level::Month));
+        assert_eq!(
+            segments,
+            vec![segment(Source::Facts, JAN_1 + 60, JAN_1 + 120)]
+        );
+        // Less than an hour but across an hour boundary: still facts only.
+        let segments = decompose(JAN_1 - 60, JAN_1 + 60, Some(Level::Month));
+        assert_eq!(
+            segments,
+            vec![segment(Source::Facts, JAN_1 - 60, JAN_1 + 60)]
+        );
+        assert!(decompose(JAN_1, JAN_1, Some(Level::Month)).is_empty());
+    }
+
+    #[test]
+    fn the_bucket_bounds_the_level() {
+        // Minutes: facts only, whatever the range.
+        let segments = decompose(JAN_1, MAR_1, coarsest_level(Bucket::Minute));
+        assert_eq!(segments, vec![segment(Source::Facts, JAN_1, MAR_1)]);
+        // Hours: never days or months.
+        let segments = decompose(JAN_1, JAN_1 + 3 * DAY, coarsest_level(Bucket::Hour));
+        assert_eq!(
+            segments,
+            vec![segment(Source::Rollup(Level::Hour), JAN_1, JAN_1 + 3 * DAY)]
+        );
+        // Weeks start on Monday 00:00 UTC, a day boundary: days serve them, months do not.
+        let monday = JAN_1 + 7 * DAY;
+        assert_eq!(
+            (monday - 345_600) % 604_800,
+            0,
+            "the API's weeks start then"
+        );
+        let segments = decompose(JAN_1 + 5, MAR_1, coarsest_level(Bucket::Week));
+        assert_tiles(&segments, JAN_1 + 5, MAR_1);
+        assert!(segments
+            .iter()
+            .all(|segment| segment.source != Source::Rollup(Level::Month)));
+        assert!(segments.contains(&segment(Source::Rollup(Level::Day), JAN_1 + DAY, MAR_1)));
+    }
+
+    #[test]
+    fn month_boundaries_follow_the_calendar() {
+        // 2024 is a leap year: February has 29 days.
+        let segments = decompose(FEB_1 - DAY, MAR_1 + DAY, Some(Level::Month));
+        assert_eq!(
+            segments,
+            vec![
+                segment(Source::Rollup(Level::Day), FEB_1 - DAY, FEB_1),
+                segment(Source::Rollup(Level::Month), FEB_1, MAR_1),
+                segment(Source::Rollup(Level::Day), MAR_1, MAR_1 + DAY),
+            ]
+        );
+        assert_eq!(MAR_1 - FEB_1, 29 * DAY);
+    }
+
+    #[test]
+    fn the_whole_representable_range_decomposes() {
+        let end = u64::from(u32::MAX) + 1;
+        let segments = decompose(0, end, Some(Level::Month));
+        assert_tiles(&segments, 0, end);
+        let (sql, binds) = statistic_sql(
+            "stat_volume",
+            StatisticKind::Count,
+            Bucket::All,
+            &["a".to_string()],
+            &segments,
+        );
+        assert_eq!(sql.matches('?').count(), binds.len());
+        assert!(sql.contains("stat_volume_monthly"));
+        assert!(sql.contains("key IN (?)"));
+    }
+}

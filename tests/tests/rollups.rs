@@ -1,0 +1,393 @@
+//! Rollups stay exact, against real nats-server and clickhouse-server: copies stored again after
+//! JetStream's duplicate window into hours already rolled up, replays over rolled-up hours, and a
+//! worker killed between writing facts and recomputing rollups. Each time every statistic the api
+//! serves — whole history (monthly rollups), per hour/day/week/month, a window with ragged edges
+//! (facts at the edges) — equals a reference computed from the corpus, and
+//! `statscache-worker rollup --check` finds no difference between rollups and facts.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Datelike, NaiveDate};
+use serde_json::Value;
+use statscache_tests::corpus::{category_of, publish_to_stream, real_lines, topic_of};
+use statscache_tests::{free_port, get_json, run_command, wait_for, Servers, Service};
+
+/// A declarative distinct-count plugin whose reference the corpus gives directly.
+const PLUGINS: &str = r#"
+[[worker.plugins]]
+name = "Topics per category"
+kind = "distinct-count"
+key = "category"
+value = "topic"
+"#;
+
+struct Stack {
+    servers: Servers,
+    api: String,
+    env: Vec<(String, String)>,
+    _config: tempfile::NamedTempFile,
+    _api_service: Service,
+}
+
+impl Stack {
+    /// Servers and an api; JetStream forgets message ids after one second.
+    async fn start() -> Stack {
+        let servers = Servers::start().await;
+        let config = tempfile::NamedTempFile::new().expect("config file");
+        std::fs::write(config.path(), PLUGINS).expect("write config");
+        let api_port = free_port();
+        let env = servers.env(&[
+            ("STATSCACHE_CONFIG", config.path().display().to_string()),
+            ("STATSCACHE_NATS__DUPLICATE_WINDOW", "1s".to_string()),
+            ("STATSCACHE_API__LISTEN", format!("127.0.0.1:{api_port}")),
+            ("STATSCACHE_WORKER__ACK_WAIT", "2s".to_string()),
+        ]);
+        let api_service = Service::start("api", &env, &[]);
+        Stack {
+            servers,
+            api: format!("http://127.0.0.1:{api_port}"),
+            env,
+            _config: config,
+            _api_service: api_service,
+        }
+    }
+
+    /// A worker with `extra` settings, ready.
+    async fn worker(&self, extra: &[(&str, String)]) -> Service {
+        let admin = free_port();
+        let mut env = self.env.clone();
+        env.push((
+            "STATSCACHE_WORKER__ADMIN_LISTEN".to_string(),
+            format!("127.0.0.1:{admin}"),
+        ));
+        for (key, value) in extra {
+            env.push((key.to_string(), value.clone()));
+        }
+        let worker = Service::start("worker", &env, &[]);
+        statscache_tests::wait_until_ok(&format!("http://127.0.0.1:{admin}/health/readyz")).await;
+        worker
+    }
+
+    /// Runs `statscache-worker <args>`; returns whether it succeeded, and its stdout.
+    async fn worker_command(&self, args: &[&str]) -> (bool, String) {
+        let output = run_command("worker", &self.env, args).await;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        if !output.status.success() {
+            eprintln!(
+                "worker {args:?} failed:\n{stdout}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        (output.status.success(), stdout)
+    }
+
+    /// `rollup --check` over all plugins and all history must find nothing.
+    async fn assert_rollups_agree_with_facts(&self) {
+        let (clean, differences) = self.worker_command(&["rollup", "--check"]).await;
+        assert!(clean, "rollup --check found differences:\n{differences}");
+        assert_eq!(differences, "");
+    }
+
+    /// Messages the stream holds (copies included).
+    async fn stream_messages(&self) -> u64 {
+        let Ok(client) = async_nats::connect(&self.servers.nats.url).await else {
+            return 0;
+        };
+        let jetstream = async_nats::jetstream::new(client);
+        let Ok(mut stream) = jetstream.get_stream("FEDMSG").await else {
+            return 0;
+        };
+        match stream.info().await {
+            Ok(info) => info.state.messages,
+            Err(_) => 0,
+        }
+    }
+
+    /// Waits until every statistic served equals the reference of `lines`; panics with the
+    /// remaining mismatches if they do not converge.
+    async fn assert_statistics_equal_reference(&self, lines: &[String]) {
+        let deadline = Duration::from_secs(120);
+        let started = Instant::now();
+        loop {
+            let mismatches = mismatches(&self.api, lines).await;
+            if mismatches.is_empty() {
+                return;
+            }
+            if started.elapsed() > deadline {
+                panic!(
+                    "statistics differ from the reference:\n{}",
+                    mismatches.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// The parsed corpus lines and their event seconds.
+fn parsed(lines: &[String]) -> Vec<(Value, u64)> {
+    let mut messages = Vec::new();
+    for line in lines {
+        let message: Value = serde_json::from_str(line).expect("corpus line");
+        let seconds = message["timestamp"].as_f64().expect("timestamp").floor() as u64;
+        messages.push((message, seconds));
+    }
+    messages
+}
+
+/// Messages per (bucket start, key) of `lines` in `[from, to]` (seconds), `bucket_of` cutting
+/// time, `keys_of` giving a message's keys.
+fn reference(
+    lines: &[String],
+    from: u64,
+    to: u64,
+    bucket_of: impl Fn(u64) -> u64,
+    keys_of: impl Fn(&Value) -> Vec<String>,
+) -> BTreeMap<(u64, String), u64> {
+    let mut counts = BTreeMap::new();
+    for (message, seconds) in parsed(lines) {
+        if seconds < from || seconds > to {
+            continue;
+        }
+        let keys: BTreeSet<String> = keys_of(&message).into_iter().collect();
+        for key in keys {
+            *counts.entry((bucket_of(seconds), key)).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+/// Distinct topics per category, the whole corpus in one bucket.
+fn topics_per_category(lines: &[String]) -> BTreeMap<(u64, String), u64> {
+    let mut topics: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (message, _) in parsed(lines) {
+        let category = category_of(&message).concat();
+        topics
+            .entry(category)
+            .or_default()
+            .extend(topic_of(&message));
+    }
+    let mut counts = BTreeMap::new();
+    for (category, topics) in topics {
+        counts.insert((0, category), topics.len() as u64);
+    }
+    counts
+}
+
+fn month_of(seconds: u64) -> u64 {
+    let moment = DateTime::from_timestamp(seconds as i64, 0).expect("time");
+    let first = NaiveDate::from_ymd_opt(moment.year(), moment.month(), 1)
+        .and_then(|day| day.and_hms_opt(0, 0, 0))
+        .expect("first of month");
+    first.and_utc().timestamp() as u64
+}
+
+/// 1970-01-05 was a Monday.
+fn week_of(seconds: u64) -> u64 {
+    (seconds - 345_600) / 604_800 * 604_800 + 345_600
+}
+
+fn everyone(_: &Value) -> Vec<String> {
+    vec![String::new()]
+}
+
+/// Every (bucket, key) → count the api serves for `query` (all pages); `bucket=all` rows get 0.
+async fn served(api: &str, plugin: &str, query: &str) -> Option<BTreeMap<(u64, String), u64>> {
+    let mut counts = BTreeMap::new();
+    let mut page: u64 = 1;
+    loop {
+        let url = format!("{api}/api/{plugin}?{query}&rows_per_page=100&page={page}");
+        let body = get_json(&url).await?;
+        for row in body["rows"].as_array()? {
+            let bucket = row["bucket"].as_u64().unwrap_or(0);
+            let key = row["key"].as_str()?.to_string();
+            counts.insert((bucket, key), row["count"].as_u64()?);
+        }
+        if page >= body["pages"].as_u64()? {
+            return Some(counts);
+        }
+        page += 1;
+    }
+}
+
+/// What the api serves that differs from the reference of `lines`, one line per request.
+async fn mismatches(api: &str, lines: &[String]) -> Vec<String> {
+    let seconds: Vec<u64> = parsed(lines).iter().map(|(_, seconds)| *seconds).collect();
+    let first = seconds.iter().min().copied().unwrap_or(0);
+    let last = seconds.iter().max().copied().unwrap_or(0);
+    // A window starting and ending inside hours: its edges come from the facts.
+    let window_start = first + 86_400 * 40 + 1_234;
+    let window_end = last - 86_400 * 40 - 2_345;
+    let everything = u64::from(u32::MAX);
+    let checks = [
+        (
+            "volume",
+            "bucket=all".to_string(),
+            reference(lines, 0, everything, |_| 0, everyone),
+        ),
+        (
+            "volume-by-category",
+            "bucket=all".to_string(),
+            reference(lines, 0, everything, |_| 0, category_of),
+        ),
+        (
+            "volume",
+            "bucket=month".to_string(),
+            reference(lines, 0, everything, month_of, everyone),
+        ),
+        (
+            "volume",
+            "bucket=week".to_string(),
+            reference(lines, 0, everything, week_of, everyone),
+        ),
+        (
+            "volume",
+            "bucket=day".to_string(),
+            reference(lines, 0, everything, |s| s / 86_400 * 86_400, everyone),
+        ),
+        (
+            "volume-by-category",
+            "bucket=hour".to_string(),
+            reference(lines, 0, everything, |s| s / 3_600 * 3_600, category_of),
+        ),
+        (
+            "volume-by-topic",
+            format!("bucket=all&start={window_start}.25&end={window_end}.5"),
+            reference(lines, window_start, window_end + 1, |_| 0, topic_of),
+        ),
+        (
+            "volume-by-category",
+            format!("bucket=month&start={window_start}&end={window_end}&key=buildsys&key=git"),
+            reference(lines, window_start, window_end, month_of, |message| {
+                category_of(message)
+                    .into_iter()
+                    .filter(|category| category == "buildsys" || category == "git")
+                    .collect()
+            }),
+        ),
+        (
+            "topics-per-category",
+            "bucket=all".to_string(),
+            topics_per_category(lines),
+        ),
+    ];
+    let mut found = Vec::new();
+    for (plugin, query, expected) in checks {
+        let answer = served(api, plugin, &query).await;
+        if answer.as_ref() != Some(&expected) {
+            found.push(format!(
+                "{plugin}?{query}: served {answer:?}, reference {expected:?}"
+            ));
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn copies_stored_again_after_the_duplicate_window_into_rolled_up_hours_change_nothing() {
+    let stack = Stack::start().await;
+    let _worker = stack.worker(&[]).await;
+    let lines = real_lines();
+    let first_half = &lines[..lines.len() / 2];
+    publish_to_stream(&stack.servers.nats.url, first_half, true).await;
+    stack.assert_statistics_equal_reference(first_half).await;
+    stack.assert_rollups_agree_with_facts().await;
+
+    // The hours of the first half are rolled up. Once JetStream has forgotten their ids, the
+    // whole corpus comes again under the same ids, as a late backfill would.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    publish_to_stream(&stack.servers.nats.url, &lines, true).await;
+    let copies = (first_half.len() + lines.len()) as u64;
+    wait_for(
+        "the stream to keep the copies",
+        Duration::from_secs(30),
+        || async { (stack.stream_messages().await == copies).then_some(()) },
+    )
+    .await;
+    stack.assert_statistics_equal_reference(&lines).await;
+    stack.assert_rollups_agree_with_facts().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replays_and_rebuilds_over_rolled_up_hours_change_nothing() {
+    let stack = Stack::start().await;
+    let _worker = stack.worker(&[]).await;
+    let lines = real_lines();
+    publish_to_stream(&stack.servers.nats.url, &lines, true).await;
+    stack.assert_statistics_equal_reference(&lines).await;
+
+    let replay = [
+        "replay",
+        "--plugin",
+        "volume",
+        "--plugin",
+        "volume-by-topic",
+        "--plugin",
+        "topics-per-category",
+        "--plugin",
+        "releng-dashboard",
+        "--from-sequence",
+        "1",
+    ];
+    assert!(stack.worker_command(&replay).await.0);
+    stack.assert_statistics_equal_reference(&lines).await;
+    stack.assert_rollups_agree_with_facts().await;
+
+    // Facts and rollups dropped and rebuilt from the stream.
+    let rebuild = [
+        "replay",
+        "--plugin",
+        "volume-by-category",
+        "--from-sequence",
+        "1",
+        "--rebuild",
+    ];
+    assert!(stack.worker_command(&rebuild).await.0);
+    stack.assert_statistics_equal_reference(&lines).await;
+    stack.assert_rollups_agree_with_facts().await;
+
+    // Rollups recomputed from the facts, from a month on and for everything.
+    let since = [
+        "rollup",
+        "--rebuild",
+        "--plugin",
+        "volume",
+        "--since",
+        "2015-06-10T00:00:00Z",
+    ];
+    assert!(stack.worker_command(&since).await.0);
+    assert!(stack.worker_command(&["rollup", "--rebuild"]).await.0);
+    stack.assert_statistics_equal_reference(&lines).await;
+    stack.assert_rollups_agree_with_facts().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_killed_between_facts_and_rollups_is_made_whole_by_the_redelivery() {
+    let stack = Stack::start().await;
+    let mut crashing = stack
+        .worker(&[(
+            "FAULT_INJECTION_WORKER_ABORT_BEFORE_ROLLUP",
+            "1".to_string(),
+        )])
+        .await;
+    let lines = real_lines();
+    publish_to_stream(&stack.servers.nats.url, &lines, true).await;
+    wait_for(
+        "the fault-injected worker to abort",
+        Duration::from_secs(60),
+        || {
+            let exited = crashing.has_exited();
+            async move { exited.then_some(()) }
+        },
+    )
+    .await;
+    // It stored facts that no rollup reflects yet: the check sees the difference.
+    let (clean, differences) = stack.worker_command(&["rollup", "--check"]).await;
+    assert!(!clean, "the aborted batch left no difference");
+    assert!(differences.contains("facts="), "{differences}");
+
+    let _worker = stack.worker(&[]).await;
+    stack.assert_statistics_equal_reference(&lines).await;
+    stack.assert_rollups_agree_with_facts().await;
+}
