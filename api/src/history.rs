@@ -706,9 +706,8 @@ impl HistoryApi {
 
     /// One message by its `msg_id`, datagrepper-compatible (`/id`).
     ///
-    /// `message_index` gives the identity's time, so that `messages` is read by its sort key
-    /// whatever the size of the history. When two different messages share an id, the first
-    /// stored is returned.
+    /// Found through an index on `msg_id` (the `message_index` table): the cost does not grow
+    /// with the history. When two different messages share an id, the first stored is returned.
     #[allow(clippy::too_many_arguments)]
     #[oai(path = "/id", method = "get")]
     async fn id(
