@@ -17,6 +17,7 @@
 //!   may hold several rows until merges fold them: its answer is the greatest `count`
 //!   (`max(count)`), the greatest `(timestamp, msg_id, value)`, or the merge of the states
 //!   (`uniqExactMerge(distinct_values)`). Why that is exact: see ARCHITECTURE.md, "Rollups".
+//! - `rollups_filled`: the fact tables whose rollups were filled from existing facts.
 //!
 //! Why facts and not running counters: a redelivered, replayed or backfilled message writes the
 //! same fact rows again, and the statistic — computed over distinct identities — does not change.
@@ -145,7 +146,15 @@ const MIGRATIONS: &[Migration] = &[
         ORDER BY identifier",
         ],
     },
-    // Versions need not be contiguous: the ledger records each one applied.
+    Migration {
+        version: 2,
+        description: "ledger of rollups filled from existing facts",
+        statements: &["CREATE TABLE IF NOT EXISTS rollups_filled (
+            stat_table String,
+            filled_at DateTime
+        ) ENGINE = ReplacingMergeTree(filled_at)
+        ORDER BY stat_table"],
+    },
     Migration {
         version: 3,
         description: "history lookup tables: message_index, message_users, message_packages",
@@ -310,8 +319,7 @@ pub fn rollup_value_columns(kind: StatisticKind) -> &'static str {
     }
 }
 
-/// Creates a plugin's rollup tables if they do not exist. Returns whether any was missing: an
-/// existing fact table then needs `rollup --rebuild` to fill it.
+/// Creates a plugin's rollup tables if they do not exist.
 ///
 /// Engines: a count only grows as facts arrive, so merges keep the greatest (`ReplacingMergeTree
 /// (count)`); latest rows differ in their sort key, so merges only fold identical rows; distinct
@@ -320,7 +328,7 @@ pub async fn create_rollup_tables(
     client: &clickhouse::Client,
     stat_table: &str,
     kind: StatisticKind,
-) -> Result<bool, SchemaError> {
+) -> Result<(), SchemaError> {
     let (columns, engine, order) = match kind {
         StatisticKind::Count => ("count UInt64", "ReplacingMergeTree(count)", "key, period"),
         StatisticKind::Latest => (
@@ -334,22 +342,12 @@ pub async fn create_rollup_tables(
             "key, period",
         ),
     };
-    let mut any_missing = false;
     for level in Level::ALL {
         let table = rollup_table(stat_table, level);
         let failed = |source| SchemaError::CreateTable {
             table: table.clone(),
             source,
         };
-        let exists: u8 = client
-            .query(&format!("EXISTS TABLE {table}"))
-            .fetch_one()
-            .await
-            .map_err(failed)?;
-        if exists == 1 {
-            continue;
-        }
-        any_missing = true;
         let statement = format!(
             "CREATE TABLE IF NOT EXISTS {table} (
                 key String,
@@ -361,7 +359,34 @@ pub async fn create_rollup_tables(
         );
         client.query(&statement).execute().await.map_err(failed)?;
     }
-    Ok(any_missing)
+    Ok(())
+}
+
+/// Whether the rollups of `stat_table` were ever filled from its facts (`rollups_filled`). An
+/// installation older than rollups has facts and empty rollups until then.
+pub async fn rollups_filled(
+    client: &clickhouse::Client,
+    stat_table: &str,
+) -> Result<bool, clickhouse::error::Error> {
+    let filled: u64 = client
+        .query("SELECT count() FROM rollups_filled WHERE stat_table = ?")
+        .bind(stat_table)
+        .fetch_one()
+        .await?;
+    Ok(filled > 0)
+}
+
+/// Records that the rollups of `stat_table` hold everything its facts held at the start of the
+/// fill; later facts are rolled up by the batches that write them.
+pub async fn record_rollups_filled(
+    client: &clickhouse::Client,
+    stat_table: &str,
+) -> Result<(), clickhouse::error::Error> {
+    client
+        .query("INSERT INTO rollups_filled (stat_table, filled_at) VALUES (?, now())")
+        .bind(stat_table)
+        .execute()
+        .await
 }
 
 /// Drops a plugin's rollup tables (for `statscache-worker replay --rebuild`).

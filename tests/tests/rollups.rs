@@ -1,6 +1,7 @@
 //! Rollups stay exact, against real nats-server and clickhouse-server: copies stored again after
 //! JetStream's duplicate window into hours already rolled up, replays over rolled-up hours, and a
-//! worker killed between writing facts and recomputing rollups. Each time every statistic the api
+//! worker killed between writing facts and recomputing rollups; an installation older than
+//! rollups, filled when a worker starts. Each time every statistic the api
 //! serves — whole history (monthly rollups), per hour/day/week/month, a window with ragged edges
 //! (facts at the edges) — equals a reference computed from the corpus, and
 //! `statscache-worker rollup --check` finds no difference between rollups and facts.
@@ -386,6 +387,42 @@ async fn a_worker_killed_between_facts_and_rollups_is_made_whole_by_the_redelive
     let (clean, differences) = stack.worker_command(&["rollup", "--check"]).await;
     assert!(!clean, "the aborted batch left no difference");
     assert!(differences.contains("facts="), "{differences}");
+
+    let _worker = stack.worker(&[]).await;
+    stack.assert_statistics_equal_reference(&lines).await;
+    stack.assert_rollups_agree_with_facts().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollups_missing_beside_existing_facts_are_filled_when_a_worker_starts() {
+    let stack = Stack::start().await;
+    let worker = stack.worker(&[]).await;
+    let lines = real_lines();
+    publish_to_stream(&stack.servers.nats.url, &lines, true).await;
+    stack.assert_statistics_equal_reference(&lines).await;
+    worker.kill();
+
+    // What an installation older than rollups looks like: facts, no rollups.
+    let client = stack.servers.client();
+    let tables: Vec<String> = client
+        .query("SELECT DISTINCT table_name FROM plugins")
+        .fetch_all()
+        .await
+        .expect("plugin tables");
+    for table in &tables {
+        for level in ["hourly", "daily", "monthly"] {
+            client
+                .query(&format!("DROP TABLE IF EXISTS {table}_{level}"))
+                .execute()
+                .await
+                .expect("drop a rollup table");
+        }
+    }
+    client
+        .query("TRUNCATE TABLE rollups_filled")
+        .execute()
+        .await
+        .expect("forget the fills");
 
     let _worker = stack.worker(&[]).await;
     stack.assert_statistics_equal_reference(&lines).await;

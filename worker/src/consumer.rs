@@ -210,12 +210,14 @@ impl Consumer {
             }
         }
 
-        let stored = self.write_until_stored(&batch, &to_ack, shutdown).await
-            && self.count_write_and_abort_if_injected()
-            && self.roll_up_until_done(&batch, &to_ack, shutdown).await;
+        let mut stored = self.write_until_stored(&batch, &to_ack, shutdown).await;
+        if stored {
+            self.count_write_and_abort_if_injected();
+            stored = self.roll_up_until_done(&batch, &to_ack, shutdown).await;
+        }
         if !stored {
-            // Shutting down before the rows were stored: give the messages back (nak) so that
-            // JetStream redelivers them at once to a replica that can store them.
+            // Shutting down before the rows were stored and rolled up: give the messages back
+            // (nak) so that JetStream redelivers them at once to a replica that can store them.
             for message in &to_ack {
                 if let Err(error) = message.ack_with(AckKind::Nak(None)).await {
                     tracing::warn!(%error, "cannot give a message back; it is redelivered after ack-wait");
@@ -486,8 +488,8 @@ impl Consumer {
         }
     }
 
-    /// Counts a stored batch; aborts if `abort_before_rollup` says so. Always `true`.
-    fn count_write_and_abort_if_injected(&self) -> bool {
+    /// Counts a stored batch; aborts if `abort_before_rollup` says so.
+    fn count_write_and_abort_if_injected(&self) {
         let written = self
             .batches_written
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
@@ -502,7 +504,6 @@ impl Consumer {
             );
             std::process::abort();
         }
-        true
     }
 
     fn abort_if_injected(&self) {

@@ -263,25 +263,31 @@ async fn prepare(
     })
 }
 
-/// Migrates the schema and creates the plugins' fact and rollup tables. Rollup tables created
-/// beside facts that already exist (an installation older than rollups) are filled from them
-/// first, so the api never reads an empty rollup over a full fact table for long.
+/// Migrates the schema and creates the plugins' fact and rollup tables. Rollups never filled
+/// from the facts (an installation older than rollups, a plugin's first start) are filled
+/// first, so the api does not read empty rollups over a full fact table for long.
 async fn prepare_tables(
     config: &Config,
     plugins: &[Box<dyn plugin::Plugin>],
 ) -> Result<clickhouse::Client, WorkerError> {
     schema::migrate(&config.clickhouse).await?;
     let clickhouse = schema::client(&config.clickhouse);
-    let mut to_fill = Vec::new();
     for plugin in plugins {
         let info = plugin.info();
         schema::create_stat_table(&clickhouse, &info.table).await?;
-        if schema::create_rollup_tables(&clickhouse, &info.table, info.kind).await? {
-            to_fill.push(info);
+        schema::create_rollup_tables(&clickhouse, &info.table, info.kind).await?;
+        let filled = schema::rollups_filled(&clickhouse, &info.table)
+            .await
+            .map_err(|source| rollup_error(info, source))?;
+        if filled {
+            continue;
         }
-    }
-    if !to_fill.is_empty() {
-        rebuild_rollups(&clickhouse, &to_fill, 0).await?;
+        // Recorded only once complete: a worker stopped during the fill fills again.
+        tracing::info!(table = %info.table, "filling the rollups from the existing facts");
+        rebuild_rollups(&clickhouse, &[info], 0).await?;
+        schema::record_rollups_filled(&clickhouse, &info.table)
+            .await
+            .map_err(|source| rollup_error(info, source))?;
     }
     Ok(clickhouse)
 }
