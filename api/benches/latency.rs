@@ -8,33 +8,24 @@
 //! spread evenly over the last 30 days), then for each request measures `BENCH_REQUESTS`
 //! (default 2000) requests from `BENCH_CONCURRENCY` (default 8) concurrent clients.
 //!
-//! The "direct" side sends, per request, the statements the API sends (written out here by hand
-//! from `statistics.rs` and `history.rs`: keep them in step), in the same sequence (the
-//! statistic's catalog, count and page one after the other; `/raw`'s count and page together).
+//! The "direct" side sends, per request, the statements the API sent before issue 9 (rollups,
+//! history lookup tables; `common/mod.rs`), in the same sequence (the statistic's catalog, count
+//! and page one after the other; `/raw`'s count and page together). Since issue 9 the API sends
+//! other statements, so the ratio is the API layer's cost plus what the new queries save.
 
-use std::future::Future;
+mod common;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use common::{
+    clickhouse, fact_statements, get_ok, history_statements, load, milliseconds, now_seconds,
+    percentile, setting, DAY_BUCKET,
+};
 
 use serde_json::Value;
 use statscache_tests::corpus::{publish_to_stream, real_lines};
 use statscache_tests::{free_port, get_json, wait_for, Servers, Service};
-
-fn setting(name: &str, default: usize) -> usize {
-    match std::env::var(name) {
-        Ok(text) => text
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={text} is not a number")),
-        Err(_) => default,
-    }
-}
-
-fn now_seconds() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
 
 /// `count` corpus envelopes with distinct ids, spread evenly over the 30 days before `now`.
 fn messages(count: usize, now: u64) -> Vec<String> {
@@ -50,71 +41,6 @@ fn messages(count: usize, now: u64) -> Vec<String> {
         out.push(envelope.to_string());
     }
     out
-}
-
-/// Runs `total` calls of `request` from `concurrency` tasks; returns each call's latency.
-async fn load<F, Fut>(concurrency: usize, total: usize, request: F) -> Vec<Duration>
-where
-    F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    let request = Arc::new(request);
-    let per_task = total.div_ceil(concurrency);
-    let mut tasks = Vec::with_capacity(concurrency);
-    for _ in 0..concurrency {
-        let request = request.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(per_task);
-            for _ in 0..per_task {
-                let started = Instant::now();
-                request().await;
-                latencies.push(started.elapsed());
-            }
-            latencies
-        }));
-    }
-    let mut all = Vec::with_capacity(total);
-    for task in tasks {
-        all.extend(task.await.expect("load task"));
-    }
-    all.sort();
-    all
-}
-
-fn percentile(sorted: &[Duration], percent: usize) -> Duration {
-    let index = (sorted.len() * percent / 100).min(sorted.len() - 1);
-    sorted[index]
-}
-
-fn milliseconds(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1000.0
-}
-
-/// GETs `url`, insisting on a 200 (a benchmark of errors would measure nothing).
-async fn get_ok(http: &reqwest::Client, url: &str) {
-    let response = http.get(url).send().await.expect("api request");
-    assert!(
-        response.status().is_success(),
-        "{url}: {}",
-        response.status()
-    );
-    response.bytes().await.expect("api body");
-}
-
-/// Sends `sql` to ClickHouse's HTTP interface and reads the whole answer.
-async fn clickhouse(http: &reqwest::Client, base: &str, sql: String) {
-    let response = http
-        .post(base)
-        .body(sql)
-        .send()
-        .await
-        .expect("clickhouse request");
-    assert!(
-        response.status().is_success(),
-        "clickhouse: {}",
-        response.status()
-    );
-    response.bytes().await.expect("clickhouse body");
 }
 
 struct Comparison {
@@ -149,43 +75,13 @@ fn report(comparisons: &[Comparison], messages: usize, concurrency: usize) {
 
 /// The statements behind `/api/volume-by-topic?bucket=day` (catalog, count, first page).
 fn statistic_statements(end: u64) -> Vec<String> {
-    let grouped = format!(
-        "SELECT toUInt32(intDiv(toUInt32(time), 86400) * 86400) AS bucket, key, \
-         uniqExact(msg_id) AS count FROM stat_volume_by_topic \
-         WHERE time >= toDateTime(0) AND time <= toDateTime({end}) GROUP BY bucket, key"
-    );
-    vec![
+    let mut statements = vec![
         "SELECT identifier, name, description, kind, table_name, topics, backlog_delta_seconds, \
          updated_at FROM plugins FINAL ORDER BY identifier FORMAT RowBinary"
             .to_string(),
-        format!("SELECT count() FROM ({grouped}) FORMAT RowBinary"),
-        format!(
-            "SELECT * FROM ({grouped}) ORDER BY bucket DESC, key ASC LIMIT 25 OFFSET 0 \
-             FORMAT RowBinary"
-        ),
-    ]
-}
-
-/// The statements behind `/raw?delta=<window>&…` (count and page, sent together by the API).
-fn history_statements(now: u64, window: u64, extra_condition: &str, rows: u64) -> [String; 2] {
-    let start = now - window;
-    let micros = "(toInt64(floor(timestamp)) * 1000000 \
-                  + toInt64(round((timestamp - floor(timestamp)) * 1000000)))";
-    let filter = format!(
-        "time >= toDateTime({}) AND time <= toDateTime({now}) \
-         AND {micros} >= {} AND {micros} <= {}{extra_condition}",
-        start - 1,
-        start * 1_000_000,
-        now * 1_000_000,
-    );
-    [
-        format!("SELECT count() FROM messages FINAL WHERE {filter} FORMAT RowBinary"),
-        format!(
-            "SELECT msg_id, topic, timestamp, i, usernames, packages, body FROM messages FINAL \
-             WHERE {filter} ORDER BY timestamp DESC, msg_id DESC LIMIT {rows} OFFSET 0 \
-             FORMAT RowBinary"
-        ),
-    ]
+    ];
+    statements.extend(fact_statements("stat_volume_by_topic", DAY_BUCKET, "", end));
+    statements
 }
 
 async fn compare_statistic(

@@ -11,7 +11,7 @@
 //! - the window is at most 31 days ([`timerange::MAX_RANGE_SECONDS`]); no window means the last
 //!   hour ([`timerange::DEFAULT_QUERY_DELTA_SECONDS`]), not the whole history;
 //! - `page × rows_per_page` is at most [`MAX_PAGE_DEPTH`]: a deeper page makes ClickHouse sort
-//!   that many rows, bodies included; narrow the window instead;
+//!   that many keys and hold them as a set; narrow the window instead;
 //! - `contains` needs a `topic` or `category` and a start within the last 32 weeks (datagrepper's
 //!   own rules), since it scans message bodies;
 //! - the query string is at most [`crate::params::MAX_QUERY_STRING_BYTES`].
@@ -224,42 +224,68 @@ struct ListFilters {
     not_topics: Vec<String>,
 }
 
-fn history_filter(range: &TimeRange, lists: &ListFilters) -> Filter {
+/// The window: `time` (whole seconds, the sorting key) prunes; the microsecond test decides. A
+/// timestamp just under a second may round up into the window, hence the second before `start`.
+fn window_filter(range: &TimeRange) -> Filter {
     let mut filter = Filter::default();
     let (start_micros, end_micros) = range.micros();
-    // `time` (whole seconds, the sorting key) prunes; the microsecond test decides. A timestamp
-    // just under a second may round up into the window, hence the second before `start`.
-    let first_second = (start_micros.div_euclid(1_000_000) - 1).clamp(0, i64::from(u32::MAX));
-    let last_second = end_micros
-        .div_euclid(1_000_000)
-        .clamp(0, i64::from(u32::MAX));
+    let (first_second, last_second) = window_seconds(range);
     filter.push(
         "time >= toDateTime(?) AND time <= toDateTime(?)",
-        vec![
-            Bound::Seconds(first_second as u32),
-            Bound::Seconds(last_second as u32),
-        ],
+        vec![Bound::Seconds(first_second), Bound::Seconds(last_second)],
     );
     filter.push(
         &format!("{TIMESTAMP_MICROS_SQL} >= ? AND {TIMESTAMP_MICROS_SQL} <= ?"),
         vec![Bound::Micros(start_micros), Bound::Micros(end_micros)],
     );
-    // datanommer's filters: values of one parameter are ORed, parameters ANDed.
-    let any_of = [
-        ("hasAny(usernames, ?)", &lists.users),
-        ("hasAny(packages, ?)", &lists.packages),
-        ("has(?, category)", &lists.categories),
-        ("has(?, topic)", &lists.topics),
-        ("NOT hasAny(usernames, ?)", &lists.not_users),
-        ("NOT hasAny(packages, ?)", &lists.not_packages),
-        ("NOT has(?, category)", &lists.not_categories),
-        ("NOT has(?, topic)", &lists.not_topics),
-    ];
+    filter
+}
+
+/// The whole seconds a window's messages may have as `time`.
+fn window_seconds(range: &TimeRange) -> (u32, u32) {
+    let (start_micros, end_micros) = range.micros();
+    let first_second = (start_micros.div_euclid(1_000_000) - 1).clamp(0, i64::from(u32::MAX));
+    let last_second = end_micros
+        .div_euclid(1_000_000)
+        .clamp(0, i64::from(u32::MAX));
+    (first_second as u32, last_second as u32)
+}
+
+/// datanommer's filters: values of one parameter are ORed, parameters ANDed.
+fn push_any_of(filter: &mut Filter, any_of: &[(&str, &Vec<String>)]) {
     for (condition, values) in any_of {
         if !values.is_empty() {
-            filter.push(condition, vec![Bound::Texts(values.clone())]);
+            filter.push(condition, vec![Bound::Texts(values.to_vec())]);
         }
     }
+}
+
+/// The topic and category filters, on columns `messages` and the lookup tables share.
+fn push_topic_filters(filter: &mut Filter, lists: &ListFilters) {
+    push_any_of(
+        filter,
+        &[
+            ("has(?, category)", &lists.categories),
+            ("has(?, topic)", &lists.topics),
+            ("NOT has(?, category)", &lists.not_categories),
+            ("NOT has(?, topic)", &lists.not_topics),
+        ],
+    );
+}
+
+/// Every condition of a `/raw` query, on `messages`.
+fn history_filter(range: &TimeRange, lists: &ListFilters) -> Filter {
+    let mut filter = window_filter(range);
+    push_any_of(
+        &mut filter,
+        &[
+            ("hasAny(usernames, ?)", &lists.users),
+            ("hasAny(packages, ?)", &lists.packages),
+            ("NOT hasAny(usernames, ?)", &lists.not_users),
+            ("NOT hasAny(packages, ?)", &lists.not_packages),
+        ],
+    );
+    push_topic_filters(&mut filter, lists);
     if !lists.contains.is_empty() {
         let mut alternatives = Vec::with_capacity(lists.contains.len());
         let mut values = Vec::with_capacity(lists.contains.len());
@@ -270,6 +296,70 @@ fn history_filter(range: &TimeRange, lists: &ListFilters) -> Filter {
         filter.push(&format!("({})", alternatives.join(" OR ")), values);
     }
     filter
+}
+
+/// `name IN (?, …)` over a lookup table's sort key, with its values.
+fn names_condition(names: &[String]) -> (String, Vec<Bound>) {
+    let placeholders = vec!["?"; names.len()].join(", ");
+    let values = names.iter().cloned().map(Bound::Text).collect();
+    (format!("name IN ({placeholders})"), values)
+}
+
+/// A `/raw` query naming people or packages (and no `not_user`, `not_package` or `contains`,
+/// which need the message itself) is answered by a lookup table: the names are a range of its
+/// sort key, and it carries the time, topic and category the other filters test.
+fn lookup_filter(range: &TimeRange, lists: &ListFilters) -> Option<(&'static str, Filter)> {
+    if !lists.not_users.is_empty() || !lists.not_packages.is_empty() || !lists.contains.is_empty() {
+        return None;
+    }
+    let (table, names) = if !lists.users.is_empty() {
+        ("message_users", &lists.users)
+    } else if !lists.packages.is_empty() {
+        ("message_packages", &lists.packages)
+    } else {
+        return None;
+    };
+    let mut filter = Filter::default();
+    let (condition, values) = names_condition(names);
+    filter.push(&condition, values);
+    let window = window_filter(range);
+    filter.conditions.extend(window.conditions);
+    filter.values.extend(window.values);
+    push_topic_filters(&mut filter, lists);
+    if table == "message_users" && !lists.packages.is_empty() {
+        let (condition, mut values) = names_condition(&lists.packages);
+        let (first_second, last_second) = window_seconds(range);
+        values.push(Bound::Seconds(first_second));
+        values.push(Bound::Seconds(last_second));
+        filter.push(
+            &format!(
+                "(time, msg_id) IN (SELECT time, msg_id FROM message_packages \
+                 WHERE {condition} AND time >= toDateTime(?) AND time <= toDateTime(?))"
+            ),
+            values,
+        );
+    }
+    Some((table, filter))
+}
+
+/// The messages a `/raw` query selects, one row per message: `time, msg_id, event_timestamp`,
+/// read from narrow columns only (a lookup table, else `messages` without its bodies unless
+/// `contains` tests them), so that bodies are read for the page alone.
+fn selected_messages(range: &TimeRange, lists: &ListFilters) -> (String, Filter) {
+    if let Some((table, filter)) = lookup_filter(range, lists) {
+        let sql = format!(
+            "SELECT time, msg_id, max(timestamp) AS event_timestamp FROM {table} \
+             WHERE {} GROUP BY time, msg_id",
+            filter.sql()
+        );
+        return (sql, filter);
+    }
+    let filter = history_filter(range, lists);
+    let sql = format!(
+        "SELECT time, msg_id, timestamp AS event_timestamp FROM messages FINAL WHERE {}",
+        filter.sql()
+    );
+    (sql, filter)
 }
 
 /// datagrepper's `rows_per_page` and `page`, bounded.
@@ -581,13 +671,16 @@ impl HistoryApi {
         };
         check_contains(&lists, &range, timerange::from_micros(now))?;
 
-        let filter = history_filter(&range, &lists);
+        let (selected_sql, filter) = selected_messages(&range, &lists);
         let direction = if order == "asc" { "ASC" } else { "DESC" };
-        let count_sql = format!("SELECT count() FROM messages FINAL WHERE {}", filter.sql());
+        let count_sql = format!("SELECT count() FROM ({selected_sql})");
+        // The page's keys from the narrow columns, then the bodies of those keys alone (the set
+        // of keys prunes `messages`' sort key).
         let page_sql = format!(
-            "SELECT {STORED_COLUMNS} FROM messages FINAL WHERE {}
-             ORDER BY timestamp {direction}, msg_id {direction} LIMIT ? OFFSET ?",
-            filter.sql()
+            "SELECT {STORED_COLUMNS} FROM messages FINAL WHERE (time, msg_id) IN (
+                SELECT time, msg_id FROM ({selected_sql})
+                ORDER BY event_timestamp {direction}, msg_id {direction} LIMIT ? OFFSET ?)
+             ORDER BY timestamp {direction}, msg_id {direction}"
         );
         let client = &self.state.clickhouse;
         let count_query = filter.bind(client.query(&count_sql)).fetch_one::<u64>();
@@ -633,8 +726,8 @@ impl HistoryApi {
 
     /// One message by its `msg_id`, datagrepper-compatible (`/id`).
     ///
-    /// Looks the identity up across the whole history: cost grows with the table (no index on
-    /// `msg_id` alone). When two different messages share an id, the first stored is returned.
+    /// Found through an index on `msg_id` (the `message_index` table): the cost does not grow
+    /// with the history. When two different messages share an id, the first stored is returned.
     #[allow(clippy::too_many_arguments)]
     #[oai(path = "/id", method = "get")]
     async fn id(
@@ -672,13 +765,15 @@ impl HistoryApi {
             check_true_or_false("is_raw", is_raw)?;
         }
         let sql = format!(
-            "SELECT {STORED_COLUMNS} FROM messages WHERE msg_id = ?
+            "SELECT {STORED_COLUMNS} FROM messages
+             WHERE time IN (SELECT time FROM message_index WHERE msg_id = ?) AND msg_id = ?
              ORDER BY stream_sequence ASC LIMIT 1"
         );
         let stored = self
             .state
             .clickhouse
             .query(&sql)
+            .bind(msg_id.as_str())
             .bind(msg_id.as_str())
             .fetch_optional::<StoredMessage>()
             .await
@@ -717,6 +812,38 @@ mod tests {
         assert!(filter
             .sql()
             .contains("(position(body, ?) > 0 OR position(body, ?) > 0)"));
+    }
+
+    #[test]
+    fn people_and_packages_are_looked_up_by_sort_key() {
+        let range = TimeRange {
+            start: 1344344053.5,
+            end: 1344350000.0,
+            delta: 5946.5,
+        };
+        let lists = ListFilters {
+            users: vec!["ralph".to_string(), "mjw".to_string()],
+            packages: vec!["valgrind".to_string()],
+            topics: vec!["org.fedoraproject.prod.git.branch".to_string()],
+            ..ListFilters::default()
+        };
+        let (sql, filter) = selected_messages(&range, &lists);
+        assert!(sql.contains("FROM message_users"));
+        assert!(filter.sql().starts_with("name IN (?, ?) AND "));
+        assert!(filter
+            .sql()
+            .contains("FROM message_packages WHERE name IN (?)"));
+        assert_eq!(filter.sql().matches('?').count(), filter.values.len());
+
+        // Excluding people needs each message's whole list: `messages`, without bodies.
+        let excluding = ListFilters {
+            not_users: vec!["ralph".to_string()],
+            ..lists
+        };
+        let (sql, filter) = selected_messages(&range, &excluding);
+        assert!(sql.contains("FROM messages FINAL"));
+        assert!(!sql.contains("body"));
+        assert_eq!(filter.sql().matches('?').count(), filter.values.len());
     }
 
     #[test]

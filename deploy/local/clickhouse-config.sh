@@ -3,15 +3,16 @@
 #
 #   clickhouse-config.sh DIR HTTP_PORT TCP_PORT [--log-queries]
 #
-# --log-queries records every query in system.query_log (the ClickHouse compatibility test
-# replays what the services sent); off by default, since it costs a write per query.
+# --log-queries (or CLICKHOUSE_LOG_QUERIES=1) logs every query to system.query_log (duration,
+# rows read, peak memory): the ClickHouse compatibility test replays what the services sent, and
+# deploy/local/bench-scale.sh reads their costs; off by default, since it costs a write per query.
+#
 # The root element is <yandex>, which ClickHouse 18.16 requires and current releases still accept.
 set -euo pipefail
 dir=$(readlink -f "$1"); http_port=$2; tcp_port=$3
-log_queries=0; query_log=""
+log_queries=${CLICKHOUSE_LOG_QUERIES:-0}
 if [ "${4:-}" = "--log-queries" ]; then
   log_queries=1
-  query_log="<query_log><database>system</database><table>query_log</table><flush_interval_milliseconds>1000</flush_interval_milliseconds></query_log>"
 fi
 mkdir -p "$dir/data" "$dir/tmp" "$dir/user_files" "$dir/format_schemas" "$dir/log"
 cat > "$dir/config.xml" <<XML
@@ -39,8 +40,12 @@ cat > "$dir/config.xml" <<XML
     <users_config>users.xml</users_config>
     <default_profile>default</default_profile>
     <default_database>default</default_database>
+    <query_log>
+        <database>system</database>
+        <table>query_log</table>
+        <flush_interval_milliseconds>1000</flush_interval_milliseconds>
+    </query_log>
     <mlock_executable>false</mlock_executable>
-    $query_log
 </yandex>
 XML
 cat > "$dir/users.xml" <<XML

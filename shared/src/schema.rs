@@ -3,6 +3,10 @@
 //! Tables (in the configured database, `statscache` by default):
 //! - `messages`: every unique message (datanommer's role), for history and ad-hoc analysis.
 //! - `plugins`: the catalog of statistics the workers keep (identifier, kind, table...).
+//! - `message_index` (msg_id → time), `message_users` and `message_packages` (a person or package
+//!   → the messages naming it, with their time, topic and category): lookup tables the workers
+//!   write in the same batch as `messages`, so that `/id` and filtered `/raw` read a sort-key
+//!   range instead of every message of the window (`messages` is ordered by time).
 //! - `stat_<plugin>`: one per plugin, the *facts* its statistic is computed from: one row per
 //!   (message, key, value). A count is `uniqExact(msg_id)`, a distinct count `uniqExact(value)`,
 //!   a latest value the row with the greatest (timestamp, msg_id).
@@ -156,7 +160,57 @@ const MIGRATIONS: &[Migration] = &[
         ) ENGINE = ReplacingMergeTree(filled_at)
         ORDER BY stat_table"],
     },
+    Migration {
+        version: 3,
+        description: "history lookup tables: message_index, message_users, message_packages",
+        statements: &[
+            "CREATE TABLE IF NOT EXISTS message_index (
+                msg_id String,
+                time DateTime
+            ) ENGINE = ReplacingMergeTree()
+            ORDER BY (msg_id, time)",
+            "CREATE TABLE IF NOT EXISTS message_users (
+                name String,
+                time DateTime,
+                timestamp Float64,
+                msg_id String,
+                topic String,
+                category String
+            ) ENGINE = ReplacingMergeTree()
+            PARTITION BY toYear(time)
+            ORDER BY (name, time, msg_id)",
+            "CREATE TABLE IF NOT EXISTS message_packages (
+                name String,
+                time DateTime,
+                timestamp Float64,
+                msg_id String,
+                topic String,
+                category String
+            ) ENGINE = ReplacingMergeTree()
+            PARTITION BY toYear(time)
+            ORDER BY (name, time, msg_id)",
+            // Existing installations: index what is already stored. Running these again (an
+            // interrupted migration, two replicas at once) only writes duplicate rows, which
+            // readers never count twice and merges fold away.
+            FILL_MESSAGE_INDEX,
+            FILL_MESSAGE_USERS,
+            FILL_MESSAGE_PACKAGES,
+        ],
+    },
 ];
+
+/// The history lookup tables filled from `messages` (the migration runs these; an operator may
+/// run them again, e.g. after old workers wrote messages during a rolling upgrade).
+pub const FILL_MESSAGE_INDEX: &str = "INSERT INTO message_index (msg_id, time) \
+     SELECT msg_id, time FROM messages";
+pub const FILL_MESSAGE_USERS: &str = "INSERT INTO message_users \
+     (name, time, timestamp, msg_id, topic, category) \
+     SELECT name, time, timestamp, msg_id, topic, category \
+     FROM messages ARRAY JOIN usernames AS name";
+pub const FILL_MESSAGE_PACKAGES: &str = "INSERT INTO message_packages \
+     (name, time, timestamp, msg_id, topic, category) \
+     SELECT name, time, timestamp, msg_id, topic, category \
+     FROM messages ARRAY JOIN packages AS name";
 
 /// Creates the database and applies the migrations not yet recorded.
 pub async fn migrate(config: &ClickHouseConfig) -> Result<(), SchemaError> {

@@ -30,7 +30,7 @@ use statscache_tests::{
     OLDEST_NATS_SERVER,
 };
 use statscache_worker::plugin::Message;
-use statscache_worker::sink::{self, Batch, FactRow, MessageRow};
+use statscache_worker::sink::{self, Batch, MessageRow};
 
 fn messages(count: usize) -> Vec<String> {
     let corpus = real_lines();
@@ -186,38 +186,19 @@ fn worker_rows(lines: &[String]) -> Batch {
             meta,
             stream_sequence: sequence as u64,
         };
-        let timestamp = message.envelope.event_time();
-        batch.messages.push(MessageRow {
-            msg_id: message.identity.clone(),
-            topic: message.envelope.topic.clone(),
-            category: message.envelope.category().to_string(),
-            timestamp,
-            time: timestamp as u32,
-            i: message.envelope.i.unwrap_or_default(),
-            username: message.envelope.username.clone().unwrap_or_default(),
-            usernames: message.meta.usernames.clone(),
-            packages: message.meta.packages.clone(),
-            body: line.clone(),
-            source: "bench".into(),
-            stream_sequence: sequence as u64,
-            ingested_at: timestamp as u32,
-        });
+        batch.push_message(MessageRow::new(
+            &message,
+            line.clone(),
+            "bench".into(),
+            message.envelope.event_time() as u32,
+        ));
         for plugin in &plugins {
             if !plugin.info().topics.matches(&message.envelope.topic) {
                 continue;
             }
             let mut facts = Vec::new();
             plugin.process(&message, &mut facts).expect("process");
-            let rows = batch.facts.entry(plugin.info().table.clone()).or_default();
-            for fact in facts {
-                rows.push(FactRow {
-                    time: timestamp as u32,
-                    timestamp,
-                    msg_id: message.identity.clone(),
-                    key: fact.key,
-                    value: fact.value,
-                });
-            }
+            batch.push_facts(&plugin.info().table, &message, &mut facts);
         }
     }
     batch

@@ -780,8 +780,9 @@ pub async fn wait_until_ok(url: &str) {
     .await;
 }
 
-/// Waits until the `messages` table holds `count` distinct messages. A batch's tables are
-/// written concurrently, so statistics can be complete a moment before the history is.
+/// Waits until the `messages` table holds `count` distinct messages and the history lookup
+/// tables index exactly them. A batch's tables are written concurrently, so statistics can be
+/// complete a moment before the history is.
 pub async fn wait_for_messages(client: &clickhouse::Client, count: u64) {
     wait_for(
         "the messages table to hold every message",
@@ -792,6 +793,64 @@ pub async fn wait_for_messages(client: &clickhouse::Client, count: u64) {
                 let stored: u64 = query.fetch_one().await.ok()?;
                 (stored == count).then_some(())
             }
+        },
+    )
+    .await;
+    wait_for_history_lookups(client).await;
+}
+
+/// Each history lookup table, its columns, and the rows it must hold as derived from `messages`
+/// (as sets: duplicates are allowed on both sides until merges fold them).
+const HISTORY_LOOKUPS: [(&str, &str, &str); 3] = [
+    (
+        "message_index",
+        "msg_id, time",
+        "SELECT DISTINCT msg_id, time FROM messages",
+    ),
+    (
+        "message_users",
+        "name, time, timestamp, msg_id, topic, category",
+        "SELECT DISTINCT name, time, timestamp, msg_id, topic, category \
+         FROM messages ARRAY JOIN usernames AS name",
+    ),
+    (
+        "message_packages",
+        "name, time, timestamp, msg_id, topic, category",
+        "SELECT DISTINCT name, time, timestamp, msg_id, topic, category \
+         FROM messages ARRAY JOIN packages AS name",
+    ),
+];
+
+/// How the history lookup tables differ from what `messages` says they must hold: one line per
+/// table that differs (rows missing, rows extra). Empty when they agree.
+pub async fn history_lookup_differences(
+    client: &clickhouse::Client,
+) -> Result<Vec<String>, clickhouse::error::Error> {
+    let mut differences = Vec::new();
+    for (table, columns, derived) in HISTORY_LOOKUPS {
+        let stored = format!("SELECT DISTINCT {columns} FROM {table}");
+        let sql = format!(
+            "SELECT
+                (SELECT count() FROM ({derived}) WHERE ({columns}) NOT IN ({stored})),
+                (SELECT count() FROM ({stored}) WHERE ({columns}) NOT IN ({derived}))"
+        );
+        let (missing, extra): (u64, u64) = client.query(&sql).fetch_one().await?;
+        if missing + extra > 0 {
+            differences.push(format!("{table}: {missing} rows missing, {extra} extra"));
+        }
+    }
+    Ok(differences)
+}
+
+/// Waits until the history lookup tables agree with `messages` (their rows are written beside
+/// the messages, concurrently).
+pub async fn wait_for_history_lookups(client: &clickhouse::Client) {
+    wait_for(
+        "the history lookup tables to index exactly the stored messages",
+        Duration::from_secs(120),
+        || async {
+            let differences = history_lookup_differences(client).await.ok()?;
+            differences.is_empty().then_some(())
         },
     )
     .await;

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use statscache_tests::{
-    fixture, free_port, get_json, publish_corpus, wait_for, Servers, Service, OLDEST_NATS_SERVER,
+    fixture, free_port, get_json, publish_corpus, wait_for, wait_for_consumer_drained, Servers,
+    Service, OLDEST_NATS_SERVER,
 };
 
 const CORPUS_SIZE: u64 = 324;
@@ -93,6 +94,9 @@ async fn the_real_corpus_flows(servers: Servers) {
     )
     .await;
     assert_eq!(total, CORPUS_SIZE);
+    // Every plugin's rollups are recomputed before a batch is acked, not all at the same moment:
+    // once nothing is left unacked, every statistic holds the whole corpus.
+    wait_for_consumer_drained(&servers.nats.url).await;
 
     // The plugin catalog, with and without statscache's trailing slash.
     let plugins = get_json(&format!("{api}/api/")).await.expect("plugin list");

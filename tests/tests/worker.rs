@@ -9,7 +9,7 @@ use statscache_tests::corpus::{
 };
 use statscache_tests::{
     consumer_backlog, free_port, run_command, send_signal, wait_for, wait_for_consumer_drained,
-    Servers, Service,
+    wait_for_history_lookups, Servers, Service,
 };
 
 const CORPUS_SIZE: u64 = 324;
@@ -173,6 +173,8 @@ async fn duplicates_and_a_crash_between_write_and_ack_change_no_statistic() {
         || async { (stack.distinct_messages().await == CORPUS_SIZE).then_some(()) },
     )
     .await;
+    // Redelivered and repeated messages leave the history lookup tables equal to `messages`.
+    wait_for_history_lookups(&stack.servers.client()).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

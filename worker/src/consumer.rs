@@ -43,7 +43,7 @@ use crate::meta;
 use crate::metrics::Metrics;
 use crate::plugin::{Fact, Message, Plugin};
 use crate::rollup::{self, Touched};
-use crate::sink::{self, Batch, FactRow, MessageRow};
+use crate::sink::{self, Batch, MessageRow};
 use crate::WorkerError;
 
 /// How long, beyond twice `batch-timeout`, a fetch under way at shutdown may take to finish.
@@ -316,35 +316,19 @@ impl Consumer {
     ) -> Result<(), WorkerError> {
         let envelope = &message.envelope;
         let timestamp = envelope.event_time();
-        let time = timestamp as u32;
         let source = delivery
             .headers
             .as_ref()
             .and_then(|headers| headers.get(HEADER_SOURCE))
             .map(|value| value.as_str().to_string())
             .unwrap_or_default();
-        batch.messages.push(MessageRow {
-            msg_id: message.identity.clone(),
-            topic: envelope.topic.clone(),
-            category: envelope.category().to_string(),
-            timestamp,
-            time,
-            i: envelope.i.unwrap_or_default(),
-            username: envelope.username.clone().unwrap_or_default(),
-            usernames: message.meta.usernames.clone(),
-            packages: message.meta.packages.clone(),
-            body: String::from_utf8_lossy(&delivery.payload).into_owned(),
-            source,
-            stream_sequence: message.stream_sequence,
-            ingested_at: now_seconds(),
-        });
+        let body = String::from_utf8_lossy(&delivery.payload).into_owned();
+        batch.push_message(MessageRow::new(message, body, source, now_seconds()));
 
         let mut facts: Vec<Fact> = Vec::new();
         for (index, plugin) in self.plugins.iter().enumerate() {
             let info = plugin.info();
-            if !info.topics.matches(&envelope.topic)
-                || !within_backlog(info.backlog_delta, timestamp)
-            {
+            if !info.takes(&envelope.topic, timestamp, f64::from(now_seconds())) {
                 continue;
             }
             facts.clear();
@@ -371,19 +355,7 @@ impl Consumer {
                     .inc();
                 continue;
             }
-            facts.sort();
-            facts.dedup();
-            let rows = batch.facts.entry(info.table.clone()).or_default();
-            for fact in facts.drain(..) {
-                rows.push(FactRow {
-                    time,
-                    timestamp,
-                    msg_id: message.identity.clone(),
-                    key: fact.key,
-                    value: fact.value,
-                });
-                facts_per_plugin[index] += 1;
-            }
+            facts_per_plugin[index] += batch.push_facts(&info.table, message, &mut facts);
         }
         Ok(())
     }
@@ -595,12 +567,4 @@ fn now_seconds() -> u32 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as u32)
         .unwrap_or_default()
-}
-
-fn within_backlog(backlog_delta: Option<Duration>, timestamp: f64) -> bool {
-    let Some(delta) = backlog_delta else {
-        return true;
-    };
-    let oldest = f64::from(now_seconds()) - delta.as_secs_f64();
-    timestamp >= oldest
 }

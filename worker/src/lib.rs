@@ -10,10 +10,12 @@
 //! - [`rollup`]: the hourly/daily/monthly rollups each batch recomputes, their rebuild and check;
 //!   [`progress`]: progress of those operator commands.
 //! - [`metrics`]: Prometheus metrics.
+//! - [`generate`]: synthetic Fedora-shaped history for the scale benchmark.
 
 pub mod catalog;
 pub mod consumer;
 pub mod fetch;
+pub mod generate;
 pub mod meta;
 pub mod metrics;
 pub mod plugin;
@@ -54,6 +56,10 @@ pub enum WorkerError {
     Metrics(#[from] prometheus::Error),
     #[error("admin server: {0}")]
     Admin(std::io::Error),
+    #[error("cannot write to ClickHouse: {0}")]
+    Write(clickhouse::error::Error),
+    #[error("generate: {0}")]
+    Generate(String),
     #[error("cannot rebuild or check the rollups of {plugin}: {source}")]
     Rollup {
         plugin: String,
@@ -225,10 +231,11 @@ struct Prepared {
     stream: async_nats::jetstream::stream::Stream,
 }
 
-async fn prepare(
+/// The ClickHouse side of [`prepare`]: the schema, the plugins' tables and catalog.
+async fn prepare_clickhouse(
     config: &Config,
     plugins: &[Box<dyn plugin::Plugin>],
-) -> Result<Prepared, WorkerError> {
+) -> Result<clickhouse::Client, WorkerError> {
     let clickhouse = prepare_tables(config, plugins).await?;
     for plugin in plugins {
         plugin.on_start();
@@ -240,6 +247,14 @@ async fn prepare(
     catalog::publish(&clickhouse, plugins, now)
         .await
         .map_err(WorkerError::Catalog)?;
+    Ok(clickhouse)
+}
+
+async fn prepare(
+    config: &Config,
+    plugins: &[Box<dyn plugin::Plugin>],
+) -> Result<Prepared, WorkerError> {
+    let clickhouse = prepare_clickhouse(config, plugins).await?;
 
     let client = nats::connect(&config.nats, "statscache-worker").await?;
     let jetstream = async_nats::jetstream::new(client);

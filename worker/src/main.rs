@@ -39,6 +39,25 @@ enum Command {
         #[arg(long)]
         rebuild: bool,
     },
+    /// Write N synthetic Fedora-shaped messages straight into the tables, for benchmarks,
+    /// then rebuild the rollups of the generated months from their facts.
+    Generate {
+        /// How many messages.
+        #[arg(long)]
+        messages: u64,
+        /// Over how many days, ending at `--end` (default: 70 000 messages a day).
+        #[arg(long)]
+        days: Option<f64>,
+        /// The newest message's time (epoch seconds or ISO 8601; default now).
+        #[arg(long, value_parser = parse_time)]
+        end: Option<f64>,
+        /// Seed of the deterministic random draws.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Envelopes (JSON lines) used as templates.
+        #[arg(long, default_value = "tests/fixtures/fedmsg-real.jsonl")]
+        templates: std::path::PathBuf,
+    },
     /// Rebuild the rollups from the facts (`--rebuild`), or compare them (`--check`: prints
     /// every difference, exits 1 if there is any).
     Rollup {
@@ -98,6 +117,26 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .context("replay failed")?;
             eprintln!("replayed {stored} messages");
+        }
+        Command::Generate {
+            messages,
+            days,
+            end,
+            seed,
+            templates,
+        } => {
+            let default_days =
+                messages as f64 / statscache_worker::generate::MESSAGES_PER_DAY as f64;
+            let request = statscache_worker::generate::GenerateRequest {
+                messages,
+                days: days.unwrap_or(default_days),
+                end: end.unwrap_or_else(|| chrono::Utc::now().timestamp() as f64),
+                seed,
+            };
+            let written = statscache_worker::generate::generate(&config, &templates, request)
+                .await
+                .context("generation failed")?;
+            eprintln!("generated {written} messages");
         }
         Command::Rollup {
             rebuild,

@@ -89,6 +89,18 @@ impl PluginInfo {
         self.backlog_delta = backlog_delta;
         self
     }
+
+    /// Whether a message of `topic` with event time `timestamp` is this plugin's: the topic
+    /// matches and the message is within the backlog delta of `now` (epoch seconds).
+    pub fn takes(&self, topic: &str, timestamp: f64, now: f64) -> bool {
+        if !self.topics.matches(topic) {
+            return false;
+        }
+        match self.backlog_delta {
+            Some(delta) => timestamp >= now - delta.as_secs_f64(),
+            None => true,
+        }
+    }
 }
 
 /// Why a plugin could not process a message. The message is parked, not retried.

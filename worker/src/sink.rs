@@ -1,6 +1,6 @@
 //! Batched writes to ClickHouse: one INSERT per table per batch, never one per message.
 //!
-//! A batch holds the `messages` rows and every plugin's fact rows for the same set of JetStream
+//! A batch holds the `messages` rows, their history lookup rows and every plugin's fact rows for the same set of JetStream
 //! messages. The caller acks those messages only after [`write`] returns `Ok`, so a crash
 //! anywhere in between leads to redelivery and the same rows being written again — which the
 //! fact model makes harmless (see `statscache_shared::schema`).
@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use clickhouse::Row;
 use futures::FutureExt;
 use serde::Serialize;
+
+use crate::plugin::{Fact, Message};
 
 /// A row of the `messages` table; field order matches the table.
 #[derive(Debug, Clone, Row, Serialize)]
@@ -29,6 +31,29 @@ pub struct MessageRow {
     pub ingested_at: u32,
 }
 
+impl MessageRow {
+    /// The row of `message`, whose envelope as published is `body`.
+    pub fn new(message: &Message, body: String, source: String, ingested_at: u32) -> MessageRow {
+        let envelope = &message.envelope;
+        let timestamp = envelope.event_time();
+        MessageRow {
+            msg_id: message.identity.clone(),
+            topic: envelope.topic.clone(),
+            category: envelope.category().to_string(),
+            timestamp,
+            time: timestamp as u32,
+            i: envelope.i.unwrap_or_default(),
+            username: envelope.username.clone().unwrap_or_default(),
+            usernames: message.meta.usernames.clone(),
+            packages: message.meta.packages.clone(),
+            body,
+            source,
+            stream_sequence: message.stream_sequence,
+            ingested_at,
+        }
+    }
+}
+
 /// A row of a `stat_<plugin>` table; field order matches the table.
 #[derive(Debug, Clone, Row, Serialize)]
 pub struct FactRow {
@@ -39,15 +64,89 @@ pub struct FactRow {
     pub value: String,
 }
 
+/// A row of `message_index`: where in time a message identity lives.
+#[derive(Debug, Clone, Row, Serialize)]
+pub struct IndexRow {
+    pub msg_id: String,
+    pub time: u32,
+}
+
+/// A row of `message_users` or `message_packages` (`name` is the person or the package).
+#[derive(Debug, Clone, Row, Serialize)]
+pub struct LookupRow {
+    pub name: String,
+    pub time: u32,
+    pub timestamp: f64,
+    pub msg_id: String,
+    pub topic: String,
+    pub category: String,
+}
+
+impl LookupRow {
+    fn of(name: &str, message: &MessageRow) -> LookupRow {
+        LookupRow {
+            name: name.to_string(),
+            time: message.time,
+            timestamp: message.timestamp,
+            msg_id: message.msg_id.clone(),
+            topic: message.topic.clone(),
+            category: message.category.clone(),
+        }
+    }
+}
+
 /// The rows produced by one batch of messages.
 #[derive(Debug, Default)]
 pub struct Batch {
-    pub messages: Vec<MessageRow>,
+    messages: Vec<MessageRow>,
+    index: Vec<IndexRow>,
+    users: Vec<LookupRow>,
+    packages: Vec<LookupRow>,
     /// Fact rows by table name.
     pub facts: BTreeMap<String, Vec<FactRow>>,
 }
 
 impl Batch {
+    /// Adds a message with its rows in the history lookup tables, so that they can never be
+    /// written without it (or it without them).
+    pub fn push_message(&mut self, message: MessageRow) {
+        self.index.push(IndexRow {
+            msg_id: message.msg_id.clone(),
+            time: message.time,
+        });
+        for username in &message.usernames {
+            self.users.push(LookupRow::of(username, &message));
+        }
+        for package in &message.packages {
+            self.packages.push(LookupRow::of(package, &message));
+        }
+        self.messages.push(message);
+    }
+
+    /// Adds the facts one plugin derived from `message` to its `table`, once each (`facts` is
+    /// drained). Returns how many rows were added.
+    pub fn push_facts(&mut self, table: &str, message: &Message, facts: &mut Vec<Fact>) -> usize {
+        facts.sort();
+        facts.dedup();
+        let timestamp = message.envelope.event_time();
+        let rows = self.facts.entry(table.to_string()).or_default();
+        let added = facts.len();
+        for fact in facts.drain(..) {
+            rows.push(FactRow {
+                time: timestamp as u32,
+                timestamp,
+                msg_id: message.identity.clone(),
+                key: fact.key,
+                value: fact.value,
+            });
+        }
+        added
+    }
+
+    pub fn messages(&self) -> &[MessageRow] {
+        &self.messages
+    }
+
     pub fn is_empty(&self) -> bool {
         self.messages.is_empty() && self.facts.values().all(Vec::is_empty)
     }
@@ -59,8 +158,11 @@ pub async fn write(
     client: &clickhouse::Client,
     batch: &Batch,
 ) -> Result<(), clickhouse::error::Error> {
-    let mut inserts = Vec::with_capacity(batch.facts.len() + 1);
+    let mut inserts = Vec::with_capacity(batch.facts.len() + 4);
     inserts.push(insert_rows(client, "messages", &batch.messages).boxed());
+    inserts.push(insert_rows(client, "message_index", &batch.index).boxed());
+    inserts.push(insert_rows(client, "message_users", &batch.users).boxed());
+    inserts.push(insert_rows(client, "message_packages", &batch.packages).boxed());
     for (table, rows) in &batch.facts {
         inserts.push(insert_rows(client, table, rows).boxed());
     }
