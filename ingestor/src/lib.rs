@@ -5,7 +5,7 @@
 //! JetStream too.
 //!
 //! - [`source`]: the trait every input implements; [`sources`]: one folder per input (ZeroMQ,
-//!   datagrepper history).
+//!   fedora-messaging over AMQP, datagrepper history).
 //! - [`relay`]: validation, dead letters, ordered publishing with bounded in-flight acks.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`run`]: the service; [`backfill`]: the one-off `backfill` command.
@@ -42,6 +42,8 @@ pub enum IngestorError {
     Admin(std::io::Error),
     #[error(transparent)]
     Backfill(#[from] BackfillError),
+    #[error(transparent)]
+    Amqp(#[from] sources::amqp::AmqpError),
     #[error("cannot tail the stream: {0}")]
     Tail(String),
 }
@@ -134,9 +136,26 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
             shutdown.clone(),
         )));
     }
-    if sources.is_empty() && backfill_task.is_none() {
+    // AMQP deliveries carry their acks, so they have a relay loop of their own that settles
+    // each one; it shares the relay (connection, metrics, health) with the other sources.
+    let mut amqp_tasks = tokio::task::JoinSet::new();
+    if !config.ingestor.amqp.url.is_empty() {
+        let source = sources::amqp::AmqpSource::new(
+            config.ingestor.amqp.clone(),
+            config.ingestor.max_in_flight,
+            metrics.clone(),
+        )?;
+        let (amqp_sender, amqp_receiver) = mpsc::channel(CHANNEL_CAPACITY);
+        tracing::info!(source = source.name(), "starting source");
+        amqp_tasks.spawn(source.run(amqp_sender, shutdown.clone()));
+        let amqp_relay = relay.clone();
+        amqp_tasks.spawn(async move {
+            amqp_relay.run(amqp_receiver).await;
+        });
+    }
+    if sources.is_empty() && backfill_task.is_none() && amqp_tasks.is_empty() {
         tracing::warn!(
-            "no source configured: set [ingestor.zeromq] endpoints or [ingestor.datagrepper] url"
+            "no source configured: set [ingestor.zeromq] endpoints, [ingestor.amqp] url or [ingestor.datagrepper] url"
         );
     }
     let mut source_tasks = tokio::task::JoinSet::new();
@@ -149,6 +168,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
     health.set_ready();
     relay.run(receiver).await;
     while source_tasks.join_next().await.is_some() {}
+    while amqp_tasks.join_next().await.is_some() {}
     if let Some(task) = backfill_task {
         if let Err(join_error) = task.await {
             tracing::error!(%join_error, "the datagrepper task failed");
