@@ -121,11 +121,19 @@ impl Drop for RabbitMq {
             kill_group(process.id());
             let _ = process.wait();
         }
-        // The Erlang VM started its own port mapper daemon on this test's port: stop it too.
-        let _ = Command::new("epmd")
-            .args(["-port", &self.epmd_port.to_string(), "-kill"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        // The Erlang VM started its own port mapper daemon on this test's port: stop it too,
+        // once the killed VM is gone from its table (it refuses while a node is registered).
+        for _ in 0..50 {
+            let stopped = Command::new("epmd")
+                .args(["-port", &self.epmd_port.to_string(), "-kill"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|status| status.success());
+            if stopped {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }

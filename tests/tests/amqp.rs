@@ -17,24 +17,27 @@ use tempfile::NamedTempFile;
 
 const QUEUE: &str = "statscache";
 
-/// The first `count` corpus messages that have a fedmsg `msg_id` (a bridge needs one).
+/// `count` corpus messages (the corpus again when it runs out), each given a distinct fedmsg
+/// `msg_id`: a bridge needs one, and a repeated message must not share one.
 fn corpus_with_ids(count: usize) -> Vec<String> {
-    let mut lines = Vec::new();
-    for line in real_lines() {
-        let envelope: Value = serde_json::from_str(&line).expect("corpus line");
-        if envelope["msg_id"].is_string() {
-            lines.push(line);
-        }
-        if lines.len() == count {
-            break;
-        }
+    let corpus = real_lines();
+    let mut lines = Vec::with_capacity(count);
+    for (index, line) in corpus.iter().cycle().take(count).enumerate() {
+        let mut envelope: Value = serde_json::from_str(line).expect("corpus line");
+        envelope["msg_id"] = Value::from(format!("2026-statscache-amqp-{index:06}"));
+        lines.push(envelope.to_string());
     }
-    assert_eq!(
-        lines.len(),
-        count,
-        "the corpus has too few messages with an id"
-    );
     lines
+}
+
+/// The `msg_id` of each line.
+fn msg_ids(lines: &[String]) -> BTreeSet<String> {
+    let mut ids = BTreeSet::new();
+    for line in lines {
+        let envelope: Value = serde_json::from_str(line).expect("corpus line");
+        ids.insert(envelope["msg_id"].as_str().unwrap_or_default().to_string());
+    }
+    ids
 }
 
 fn corpus_file(lines: &[String]) -> NamedTempFile {
@@ -229,13 +232,7 @@ async fn a_killed_ingestor_loses_nothing_and_stores_each_message_once() {
     let (nats, broker) = tokio::join!(NatsServer::start(), RabbitMq::start());
     let lines = corpus_with_ids(300);
     let file = corpus_file(&lines);
-    let expected: BTreeSet<String> = lines
-        .iter()
-        .map(|line| {
-            let envelope: Value = serde_json::from_str(line).expect("corpus line");
-            envelope["msg_id"].as_str().unwrap_or_default().to_string()
-        })
-        .collect();
+    let expected = msg_ids(&lines);
     let publishing = tokio::spawn({
         let url = broker.url.clone();
         let paths = files(&file);
@@ -267,13 +264,7 @@ async fn a_restarted_broker_is_reconnected_and_nothing_is_lost() {
     let (nats, mut broker) = tokio::join!(NatsServer::start(), RabbitMq::start());
     let lines = corpus_with_ids(200);
     let file = corpus_file(&lines);
-    let expected: BTreeSet<String> = lines
-        .iter()
-        .map(|line| {
-            let envelope: Value = serde_json::from_str(line).expect("corpus line");
-            envelope["msg_id"].as_str().unwrap_or_default().to_string()
-        })
-        .collect();
+    let expected = msg_ids(&lines);
     let admin = free_port();
     let env = nats_env(&nats, &amqp_settings(&broker, admin));
     let _ingestor = Service::start("ingestor", &env, &[]);
