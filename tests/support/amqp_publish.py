@@ -5,8 +5,8 @@ usage: amqp_publish.py AMQP_URL [--queue NAME] [--native] [--names] [--poison] [
 
 Each line of each FILE (a fedmsg envelope) becomes a fedora-messaging Message: topic = the
 envelope's topic, body = its "msg", headers = its "headers". By default the message id is the
-envelope's msg_id, as fedmsg-migration-tools' zmq->amqp bridge did; --native leaves
-fedora-messaging's own id (a uuid4). --names gives each message usernames user<k%3> and packages
+envelope's msg_id, as fedmsg-migration-tools' zmq->amqp bridge did; --native (and an envelope
+without msg_id) leaves fedora-messaging's own id (a uuid4). --names gives each message usernames user<k%3> and packages
 pkg<k%2> (headers fedora_messaging_user_*/rpm_*), as a schema would. --queue declares the durable
 queue NAME bound to amq.topic "#" first (as the ingestor does), so nothing published before the
 ingestor starts is lost. --poison first sends three unusable deliveries with pika: a body that is
@@ -107,7 +107,7 @@ for path in files:
             headers = envelope.get("headers") if isinstance(envelope.get("headers"), dict) else None
             outgoing = message_class(k)(
                 body=envelope.get("msg") or {}, topic=envelope["topic"], headers=headers)
-            if not native:
+            if not native and envelope.get("msg_id"):
                 outgoing.id = envelope["msg_id"]
             for attempt in range(600):
                 try:
