@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Benchmarks (not tests): pipeline throughput next to the raw limits of NATS and ClickHouse on
-# this machine, with release builds. BENCH_MESSAGES sets the message count (default 20000);
-# BENCH_STAGES=throughput,delay,recovery picks stages (all by default); BENCH_RATE and
+# Benchmarks (not tests): pipeline throughput next to the raw limits of NATS, ClickHouse and
+# RabbitMQ on this machine, with release builds. BENCH_MESSAGES sets the message count (default
+# 20000); BENCH_STAGES=throughput,delay,recovery picks stages (all by default); BENCH_RATE and
 # BENCH_SECONDS set the steady load of the delay and recovery stages (800 msg/s, 30 s).
 set -euo pipefail
 cd "$(dirname "$0")/../.."

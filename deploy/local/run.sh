@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Brings the whole pipeline up locally and feeds it the real fedmsg corpus:
 #   nats-server (JetStream) + clickhouse-server + statscache-worker + statscache-api
-#   + statscache-ingestor, then a real ZeroMQ publisher replaying tests/fixtures/fedmsg-real.jsonl.
+#   + rabbitmq-server + statscache-ingestor, then the real fedora-messaging publisher sending the
+#   first half of tests/fixtures/fedmsg-real.jsonl over AMQP and a real ZeroMQ publisher the rest.
 # Everything runs in the background with its data and logs under .local/; stop it with
 # deploy/local/stop.sh. Installs what is missing first.
 set -euo pipefail
@@ -13,13 +14,14 @@ nats_port=${STATSCACHE_DEMO_NATS_PORT:-4222}
 ch_http=${STATSCACHE_DEMO_CLICKHOUSE_PORT:-8123}
 ch_tcp=${STATSCACHE_DEMO_CLICKHOUSE_TCP_PORT:-9000}
 fedmsg_port=${STATSCACHE_DEMO_FEDMSG_PORT:-9940}
+amqp_port=${STATSCACHE_DEMO_AMQP_PORT:-5672}
 
 bash deploy/local/install.sh
 [ -f "$state/pids" ] && bash deploy/local/stop.sh
 echo "building the services (cargo build)..." >&2
 cargo build --workspace --bins --quiet
 mkdir -p "$state/logs"
-rm -rf "$state/nats" "$state/clickhouse"
+rm -rf "$state/nats" "$state/clickhouse" "$state/rabbitmq"
 : > "$state/pids"
 start() { # name, command...
   local name=$1; shift
@@ -35,12 +37,26 @@ wait_http() { # url, what
 start nats "$(bash deploy/local/nats-server.sh)" -js -a 127.0.0.1 -p "$nats_port" -m $((nats_port + 4000)) -sd "$state/nats"
 bash deploy/local/clickhouse-config.sh "$state/clickhouse" "$ch_http" "$ch_tcp"
 start clickhouse clickhouse-server --config-file="$state/clickhouse/config.xml"
+# RabbitMQ as its own Erlang node and process group (stop.sh stops the group), with its own
+# port mapper daemon, stopped by stop.sh too.
+mkdir -p "$state/rabbitmq"
+printf 'listeners.tcp.1 = 127.0.0.1:%s\nloopback_users = none\n' "$amqp_port" > "$state/rabbitmq/rabbitmq.conf"
+echo '[].' > "$state/rabbitmq/enabled_plugins"
+echo $((amqp_port + 20001)) > "$state/epmd-port"
+HOME=$state/rabbitmq RABBITMQ_NODENAME=statscache-demo@localhost RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
+  RABBITMQ_NODE_PORT=$amqp_port RABBITMQ_DIST_PORT=$((amqp_port + 20000)) \
+  ERL_EPMD_PORT=$((amqp_port + 20001)) ERL_EPMD_ADDRESS=127.0.0.1 \
+  RABBITMQ_CONFIG_FILE=$state/rabbitmq/rabbitmq RABBITMQ_ENABLED_PLUGINS_FILE=$state/rabbitmq/enabled_plugins \
+  RABBITMQ_MNESIA_BASE=$state/rabbitmq/mnesia RABBITMQ_LOG_BASE=$state/rabbitmq/log \
+  setsid /usr/lib/rabbitmq/bin/rabbitmq-server >"$state/logs/rabbitmq.log" 2>&1 < /dev/null &
+echo "-$! rabbitmq" >> "$state/pids"
 wait_http "http://127.0.0.1:$((nats_port + 4000))/healthz" "nats-server"
 wait_http "http://127.0.0.1:$ch_http/?query=SELECT%201" "clickhouse-server"
 
 export STATSCACHE_NATS__URL=nats://127.0.0.1:$nats_port
 export STATSCACHE_CLICKHOUSE__URL=http://127.0.0.1:$ch_http
 export STATSCACHE_INGESTOR__ZEROMQ__ENDPOINTS="[tcp://127.0.0.1:$fedmsg_port]"
+export STATSCACHE_INGESTOR__AMQP__URL=amqp://guest:guest@127.0.0.1:$amqp_port/%2F
 export STATSCACHE_INGESTOR__ADMIN_LISTEN=127.0.0.1:9101
 export STATSCACHE_WORKER__ADMIN_LISTEN=127.0.0.1:9102
 export STATSCACHE_API__LISTEN=127.0.0.1:$api_port
@@ -52,8 +68,18 @@ wait_http "http://127.0.0.1:$api_port/health/readyz" "statscache-api"
 start ingestor "$bin/statscache-ingestor"
 
 corpus=tests/fixtures/fedmsg-real.jsonl
-echo "replaying $(wc -l < $corpus) real fedmsg messages over ZeroMQ (tcp://127.0.0.1:$fedmsg_port)..." >&2
-python3 tests/support/fedmsg_publish.py "tcp://127.0.0.1:$fedmsg_port" "$corpus" tests/fixtures/fedmsg-real-incomplete.jsonl >&2
+half=$(( $(wc -l < $corpus) / 2 ))
+head -n "$half" "$corpus" > "$state/corpus-amqp.jsonl"
+tail -n +"$((half + 1))" "$corpus" > "$state/corpus-zeromq.jsonl"
+for _ in $(seq 1 600); do
+  python3 -c "import socket; socket.create_connection(('127.0.0.1', $amqp_port), 1)" 2>/dev/null && break
+  sleep 0.2
+done
+echo "publishing $half real messages with fedora-messaging (amqp://127.0.0.1:$amqp_port)..." >&2
+python3 tests/support/amqp_publish.py "amqp://guest:guest@127.0.0.1:$amqp_port/%2F" \
+  --queue statscache "$state/corpus-amqp.jsonl" > "$state/logs/amqp-publish.log"
+echo "replaying the other $(wc -l < "$state/corpus-zeromq.jsonl") over ZeroMQ (tcp://127.0.0.1:$fedmsg_port)..." >&2
+python3 tests/support/fedmsg_publish.py "tcp://127.0.0.1:$fedmsg_port" "$state/corpus-zeromq.jsonl" tests/fixtures/fedmsg-real-incomplete.jsonl >&2
 expected=$(wc -l < $corpus)
 for _ in $(seq 1 300); do
   total=$(curl -fsS "http://127.0.0.1:$api_port/api/volume?bucket=all" 2>/dev/null \
@@ -74,6 +100,7 @@ $(wc -l < tests/fixtures/fedmsg-real-incomplete.jsonl) messages without a timest
   releng:       curl '$api/api/releng-dashboard'
   OpenAPI docs: $api/docs
   metrics:      curl 127.0.0.1:9101/metrics (ingestor), 127.0.0.1:9102/metrics (worker)
+  RabbitMQ:     amqp://guest:guest@127.0.0.1:$amqp_port/%2F (queue "statscache" on amq.topic)
   logs:         $state/logs/
   stop:         deploy/local/stop.sh
 TXT

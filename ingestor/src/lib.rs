@@ -5,7 +5,7 @@
 //! JetStream too.
 //!
 //! - [`source`]: the trait every input implements; [`sources`]: one folder per input (ZeroMQ,
-//!   datagrepper history).
+//!   fedora-messaging over AMQP, datagrepper history).
 //! - [`relay`]: validation, dead letters, ordered publishing with bounded in-flight acks.
 //! - [`metrics`]: Prometheus metrics; [`downtime`]: what start-up says about the time nothing
 //!   was received.
@@ -47,6 +47,8 @@ pub enum IngestorError {
     Admin(std::io::Error),
     #[error(transparent)]
     Backfill(#[from] BackfillError),
+    #[error(transparent)]
+    Amqp(#[from] sources::amqp::AmqpError),
     #[error("cannot tail the stream: {0}")]
     Tail(String),
 }
@@ -151,9 +153,26 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
             lost_spans,
         )));
     }
-    if sources.is_empty() && backfill_tasks.is_empty() {
+    // AMQP deliveries carry their acks, so they have a relay loop of their own that settles
+    // each one; it shares the relay (connection, metrics, health) with the other sources.
+    let mut amqp_tasks = tokio::task::JoinSet::new();
+    if !config.ingestor.amqp.url.is_empty() {
+        let source = sources::amqp::AmqpSource::new(
+            config.ingestor.amqp.clone(),
+            config.ingestor.max_in_flight,
+            metrics.clone(),
+        )?;
+        let (amqp_sender, amqp_receiver) = mpsc::channel(CHANNEL_CAPACITY);
+        tracing::info!(source = source.name(), "starting source");
+        amqp_tasks.spawn(source.run(amqp_sender, shutdown.clone()));
+        let amqp_relay = relay.clone();
+        amqp_tasks.spawn(async move {
+            amqp_relay.run(amqp_receiver).await;
+        });
+    }
+    if sources.is_empty() && backfill_tasks.is_empty() && amqp_tasks.is_empty() {
         tracing::warn!(
-            "no source configured: set [ingestor.zeromq] endpoints or [ingestor.datagrepper] url"
+            "no source configured: set [ingestor.zeromq] endpoints, [ingestor.amqp] url or [ingestor.datagrepper] url"
         );
     }
     let mut source_tasks = tokio::task::JoinSet::new();
@@ -166,6 +185,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
     health.set_ready();
     relay.run(receiver).await;
     while source_tasks.join_next().await.is_some() {}
+    while amqp_tasks.join_next().await.is_some() {}
     for task in backfill_tasks {
         if let Err(join_error) = task.await {
             tracing::error!(%join_error, "a datagrepper task failed");

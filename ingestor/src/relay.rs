@@ -16,6 +16,9 @@
 //!   dead-lettered at once with the reason, and one that keeps failing while NATS is connected
 //!   is dead-lettered after [`MAX_CONNECTED_FAILURES`] tries (`publish_failed`) and reported to
 //!   the caller, so a backfill window holding it is not recorded complete.
+//! - Outcomes reported back: what the relay reads is a [`Handoff`]; once a message is stored or
+//!   dead-lettered the relay tells it how it ended ([`Outcome`]), so a source with acks (AMQP)
+//!   acks a delivery only after JetStream stored it, and gives back one the relay gave up on.
 //! - Dead letters never block: their headers are made safe and their payload cut to fit
 //!   ([`nats::publish_dead_letter`]); one that still cannot be stored is counted
 //!   (`statscache_ingestor_dead_letters_lost_total`) and logged, and the relay moves on.
@@ -38,7 +41,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::metrics::Metrics;
-use crate::source::Incoming;
+use crate::source::{Handoff, Incoming, Outcome};
 
 /// Failed tries of one publish, while NATS is connected, before it is given up and
 /// dead-lettered (about two minutes with backoff). Tries while NATS is away do not count.
@@ -70,6 +73,8 @@ struct Outgoing {
 /// Why an incoming message was rejected, beyond what [`Envelope::parse`] checks.
 enum Rejection {
     Framing(String),
+    /// The source found it unusable: a reason code and what is wrong.
+    Refused(&'static str, String),
     Invalid(InvalidMessage),
     /// JetStream refused the publish, or it kept failing: a reason code and what happened.
     Unstored(&'static str, String),
@@ -79,6 +84,7 @@ impl Rejection {
     fn reason(&self) -> &'static str {
         match self {
             Rejection::Framing(_) => "bad_frames",
+            Rejection::Refused(reason, _) => reason,
             Rejection::Invalid(invalid) => invalid.reason(),
             Rejection::Unstored(reason, _) => reason,
         }
@@ -86,19 +92,12 @@ impl Rejection {
 
     fn detail(&self) -> String {
         match self {
-            Rejection::Framing(detail) | Rejection::Unstored(_, detail) => detail.clone(),
+            Rejection::Framing(detail)
+            | Rejection::Refused(_, detail)
+            | Rejection::Unstored(_, detail) => detail.clone(),
             Rejection::Invalid(invalid) => invalid.to_string(),
         }
     }
-}
-
-/// How one publish ended.
-enum Delivery {
-    Stored,
-    /// Dead-lettered: JetStream refused it for good, or it kept failing.
-    Unstored {
-        given_up: bool,
-    },
 }
 
 /// What a run of the relay could not store for a reason other than the input itself.
@@ -148,7 +147,8 @@ impl Tries {
 
 impl Relay {
     /// Relays until every source has dropped its sender, then waits for the acks in flight.
-    pub async fn run(self: Arc<Self>, mut incoming: mpsc::Receiver<Incoming>) -> RelaySummary {
+    /// Each message is told its [`Outcome`] once it is stored or dead-lettered.
+    pub async fn run<H: Handoff>(self: Arc<Self>, mut incoming: mpsc::Receiver<H>) -> RelaySummary {
         let permits = Arc::new(Semaphore::new(self.config.ingestor.max_in_flight.max(1)));
         let mut in_flight = JoinSet::new();
         let mut summary = RelaySummary::default();
@@ -156,10 +156,15 @@ impl Relay {
             while let Some(ended) = in_flight.try_join_next() {
                 summary.count(ended);
             }
-            let outgoing = match self.validate(&message) {
+            let validated = match message.refusal() {
+                Some(refusal) => Err(Rejection::Refused(refusal.reason, refusal.detail.clone())),
+                None => self.validate(message.incoming()),
+            };
+            let outgoing = match validated {
                 Ok(outgoing) => outgoing,
                 Err(rejection) => {
-                    self.reject(&message, rejection).await;
+                    self.reject(message.incoming(), rejection).await;
+                    message.settle(Outcome::DeadLettered).await;
                     continue;
                 }
             };
@@ -171,10 +176,11 @@ impl Relay {
             let relay = self.clone();
             self.metrics.in_flight.inc();
             in_flight.spawn(async move {
-                let delivery = relay.await_ack(outgoing, first_ack).await;
+                let outcome = relay.await_ack(outgoing, first_ack).await;
                 relay.metrics.in_flight.dec();
                 drop(permit);
-                delivery
+                message.settle(outcome).await;
+                outcome
             });
         }
         tracing::debug!(
@@ -303,7 +309,7 @@ impl Relay {
         &self,
         outgoing: Outgoing,
         first_attempt: Result<PublishAckFuture, PublishError>,
-    ) -> Delivery {
+    ) -> Outcome {
         let started = Instant::now();
         let client = self.jetstream.client();
         let mut tries = Tries::new(MAX_CONNECTED_FAILURES);
@@ -317,7 +323,7 @@ impl Relay {
                 Ok(ack) => {
                     self.count_stored(&outgoing, &ack, started);
                     self.restore_readiness(&tries);
-                    return Delivery::Stored;
+                    return Outcome::Stored;
                 }
                 Err(error) => error,
             };
@@ -329,7 +335,7 @@ impl Relay {
                 self.give_up(&outgoing, Rejection::Unstored(reason, error.to_string()))
                     .await;
                 self.restore_readiness(&tries);
-                return Delivery::Unstored { given_up: false };
+                return Outcome::DeadLettered;
             }
             self.metrics
                 .publish_retries
@@ -340,7 +346,7 @@ impl Relay {
                 self.give_up(&outgoing, Rejection::Unstored("publish_failed", detail))
                     .await;
                 self.restore_readiness(&tries);
-                return Delivery::Unstored { given_up: true };
+                return Outcome::GivenUp;
             }
             if tries.failures == 3 {
                 self.health
@@ -384,10 +390,10 @@ impl Relay {
 }
 
 impl RelaySummary {
-    fn count(&mut self, ended: Result<Delivery, tokio::task::JoinError>) {
+    fn count(&mut self, ended: Result<Outcome, tokio::task::JoinError>) {
         match ended {
-            Ok(Delivery::Stored) | Ok(Delivery::Unstored { given_up: false }) => {}
-            Ok(Delivery::Unstored { given_up: true }) => self.given_up += 1,
+            Ok(Outcome::Stored) | Ok(Outcome::DeadLettered) => {}
+            Ok(Outcome::GivenUp) => self.given_up += 1,
             Err(join_error) => {
                 tracing::error!(%join_error, "a publish task failed");
                 self.given_up += 1;

@@ -1,8 +1,13 @@
 //! What an input source produces, and the trait every source implements.
 //!
 //! A source only receives bytes and hands them on as [`Incoming`]; it does not validate them nor
-//! know about NATS. The relay validates, dead-letters and publishes. That keeps each source small
-//! and makes the next one (fedora-messaging over AMQP) a new folder under `sources/`, nothing more.
+//! know about NATS. The relay validates, dead-letters and publishes. That keeps each source small:
+//! a new input is a new folder under `sources/`, nothing more.
+//!
+//! A source whose transport redelivers what was not acknowledged (AMQP) hands the relay a
+//! [`Handoff`] that carries its acknowledgement: the relay reports each message's [`Outcome`]
+//! back, so the delivery is acked only once JetStream stored it (or its dead letter), and a crash
+//! of the ingestor before that loses nothing.
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -32,6 +37,52 @@ pub struct LostSpan {
     pub after: f64,
     /// Event time of the first message received after it.
     pub before: f64,
+}
+
+/// Why a source already knows a message cannot be stored (an AMQP delivery without an id, say):
+/// the relay dead-letters it under this reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// A short stable name: a metric label and the dead letter's reason.
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+/// How the relay finished with one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// JetStream acked the publish (or recognised it as a duplicate).
+    Stored,
+    /// Invalid, or refused for good by JetStream: its dead letter is written.
+    DeadLettered,
+    /// Valid but failing too often while NATS was connected; dead-lettered as `publish_failed`,
+    /// and worth delivering again.
+    GivenUp,
+}
+
+/// What the relay reads from its channel: a message, and how to report its outcome.
+#[async_trait]
+pub trait Handoff: Send + 'static {
+    fn incoming(&self) -> &Incoming;
+
+    /// Set when the source found the message unusable before the relay looked at it.
+    fn refusal(&self) -> Option<&Refusal> {
+        None
+    }
+
+    /// Called once, when the message's outcome is known. Sources without acks ignore it.
+    async fn settle(self, _outcome: Outcome)
+    where
+        Self: Sized,
+    {
+    }
+}
+
+#[async_trait]
+impl Handoff for Incoming {
+    fn incoming(&self) -> &Incoming {
+        self
+    }
 }
 
 /// A source of fedmsg messages. It runs until `shutdown` is cancelled, sending what it receives

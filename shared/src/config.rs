@@ -110,6 +110,7 @@ pub struct IngestorConfig {
     #[serde(with = "humantime_serde")]
     pub publish_timeout: Duration,
     pub zeromq: ZeroMqConfig,
+    pub amqp: AmqpConfig,
     pub datagrepper: DatagrepperConfig,
 }
 
@@ -131,6 +132,32 @@ pub struct ZeroMqConfig {
     /// kept forever. `0s` disables the check.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+}
+
+/// fedora-messaging (AMQP 0-9-1 on RabbitMQ): a durable queue bound to the topic exchange.
+/// Credentials go in the URL (`amqps://user:password@host/%2Fvhost`); certificate auth is
+/// `?auth_mechanism=external` in the URL with `tls-cert-file` and `tls-key-file`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct AmqpConfig {
+    /// The broker, e.g. `amqps://fedora:@rabbitmq.fedoraproject.org/%2Fpublic_pubsub`. Empty
+    /// disables the source.
+    pub url: String,
+    /// The queue to consume; declared durable, so messages wait in it while the ingestor is down.
+    pub queue: String,
+    /// The exchange the queue is bound to (fedora-messaging publishes to `amq.topic`).
+    pub exchange: String,
+    /// Binding keys (`*` one word, `#` any words); `["#"]` receives every topic.
+    pub routing_keys: Vec<String>,
+    /// PEM file of the CA certificates that sign the broker's certificate; empty: the system's.
+    pub tls_ca_file: String,
+    /// PEM client certificate and its PKCS#8 PEM key, for certificate authentication.
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
+    #[serde(with = "humantime_serde")]
+    pub reconnect_min: Duration,
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max: Duration,
 }
 
 /// History from datagrepper's `/raw`: the start-up backfill of the downtime, the continuous

@@ -14,6 +14,9 @@
 //!   2.9.10);
 //! - recovery: the same load on two worker replicas, one killed (SIGKILL) a third of the way in:
 //!   the time from the kill until every message published before it is stored.
+//! - amqp: a RabbitMQ queue filled by the real fedora-messaging library → `statscache-ingestor`
+//!   → JetStream (each delivery acked after its JetStream ack), next to a bare lapin consumer
+//!   acking each delivery of an identical queue (same prefetch).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -21,13 +24,16 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
+use futures::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
 use serde_json::Value;
 use statscache_shared::message::Envelope;
 use statscache_shared::topic::topic_to_subject;
 use statscache_tests::corpus::real_lines;
 use statscache_tests::{
-    free_port, nats_server_binary, publish_corpus, wait_for, wait_until_ok, Servers, Service,
-    OLDEST_NATS_SERVER,
+    free_port, nats_server_binary, publish_amqp, publish_corpus, wait_for, wait_until_ok,
+    NatsServer, RabbitMq, Servers, Service, OLDEST_NATS_SERVER,
 };
 use statscache_worker::plugin::Message;
 use statscache_worker::sink::{self, Batch, MessageRow};
@@ -130,19 +136,7 @@ async fn bench_ingest(count: usize) -> (f64, f64) {
     // The publisher runs beside the measurement: it lingers after sending, which must not count.
     let files = vec![file.path().to_path_buf()];
     let publisher = tokio::spawn(async move { publish_corpus(&endpoint, &files, 1, &[]).await });
-    let metrics = format!("http://127.0.0.1:{admin}/metrics");
-    wait_for("the first relayed message", Duration::from_secs(60), || {
-        let metrics = metrics.clone();
-        async move { (relayed(&metrics).await > 0).then_some(()) }
-    })
-    .await;
-    let started = Instant::now();
-    wait_for("every message relayed", Duration::from_secs(600), || {
-        let metrics = metrics.clone();
-        async move { (relayed(&metrics).await >= count as u64).then_some(()) }
-    })
-    .await;
-    let ingest = started.elapsed();
+    let ingest = time_relaying(admin, "zeromq", count).await;
     publisher.await.expect("publisher task");
     assert_eq!(
         stream_messages(&servers.nats.url, "FEDMSG").await,
@@ -151,19 +145,100 @@ async fn bench_ingest(count: usize) -> (f64, f64) {
     (rate(count, ingest), rate(count, bare))
 }
 
-/// Messages the ingestor has had acked by JetStream (new and duplicate), from its metrics.
-async fn relayed(metrics_url: &str) -> u64 {
+/// The time from the ingestor's first relayed message from `source` to its `count`th.
+async fn time_relaying(admin: u16, source: &'static str, count: usize) -> Duration {
+    let metrics = format!("http://127.0.0.1:{admin}/metrics");
+    wait_for("the first relayed message", Duration::from_secs(60), || {
+        let metrics = metrics.clone();
+        async move { (relayed(&metrics, source).await > 0).then_some(()) }
+    })
+    .await;
+    let started = Instant::now();
+    wait_for("every message relayed", Duration::from_secs(600), || {
+        let metrics = metrics.clone();
+        async move { (relayed(&metrics, source).await >= count as u64).then_some(()) }
+    })
+    .await;
+    started.elapsed()
+}
+
+/// Consumes `count` deliveries of `queue` with lapin alone, acking each, with the ingestor's
+/// prefetch; the time from the first delivery to the last ack.
+async fn bare_consume(url: &str, queue: &str, count: usize) -> Duration {
+    let connection = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
+        .await
+        .expect("connect to RabbitMQ");
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .basic_qos(512, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    let mut consumer = channel
+        .basic_consume(
+            queue.into(),
+            "bench".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let mut started = None;
+    for _ in 0..count {
+        let delivery = consumer
+            .next()
+            .await
+            .expect("a delivery")
+            .expect("a good delivery");
+        started.get_or_insert_with(Instant::now);
+        delivery.ack(BasicAckOptions::default()).await.expect("ack");
+    }
+    started.map(|started| started.elapsed()).unwrap_or_default()
+}
+
+async fn bench_amqp(count: usize) -> (f64, f64) {
+    let (nats, broker) = tokio::join!(NatsServer::start(), RabbitMq::start());
+    let lines = messages(count);
+    let mut file = tempfile::NamedTempFile::new().expect("corpus file");
+    for line in &lines {
+        writeln!(file, "{line}").expect("write corpus");
+    }
+    // Two identical queues, filled before either is consumed.
+    let options = ["--queue", "statscache", "--queue", "bare", "--bulk"];
+    publish_amqp(&broker.url, &options, &[file.path().to_path_buf()]).await;
+    let bare = bare_consume(&broker.url, "bare", count).await;
+
+    let admin = free_port();
+    let env = vec![
+        ("STATSCACHE_NATS__URL".to_string(), nats.url.clone()),
+        (
+            "STATSCACHE_INGESTOR__AMQP__URL".to_string(),
+            broker.url.clone(),
+        ),
+        (
+            "STATSCACHE_INGESTOR__ADMIN_LISTEN".to_string(),
+            format!("127.0.0.1:{admin}"),
+        ),
+    ];
+    let _ingestor = Service::start("ingestor", &env, &[]);
+    let ingest = time_relaying(admin, "amqp", count).await;
+    assert_eq!(stream_messages(&nats.url, "FEDMSG").await, count as u64);
+    (rate(count, ingest), rate(count, bare))
+}
+
+/// Messages the ingestor has had acked by JetStream (new and duplicate) from `source`, from
+/// its metrics.
+async fn relayed(metrics_url: &str, source: &str) -> u64 {
     let Ok(response) = reqwest::get(metrics_url).await else {
         return 0;
     };
     let text = response.text().await.unwrap_or_default();
     let mut acked = 0;
     for line in text.lines() {
+        let labels = format!("{{source=\"{source}\"}} ");
         let value = line
-            .strip_prefix(r#"statscache_ingestor_relayed_total{source="zeromq"} "#)
-            .or_else(|| {
-                line.strip_prefix(r#"statscache_ingestor_duplicates_total{source="zeromq"} "#)
-            });
+            .strip_prefix("statscache_ingestor_relayed_total")
+            .or_else(|| line.strip_prefix("statscache_ingestor_duplicates_total"))
+            .and_then(|rest| rest.strip_prefix(&labels));
         acked += value
             .and_then(|v| v.trim().parse::<u64>().ok())
             .unwrap_or(0);
@@ -528,6 +603,15 @@ async fn bench_throughput() {
             store,
             bare_insert,
             "JetStream→worker→ClickHouse vs bare batched insert",
+        ),
+    );
+    let (amqp, bare_consume) = bench_amqp(count).await;
+    report.insert(
+        "3 amqp",
+        (
+            amqp,
+            bare_consume,
+            "RabbitMQ (fedora-messaging)→ingestor→JetStream vs bare lapin consume+ack",
         ),
     );
     println!("\n{count} corpus-sized messages, same machine, release builds\n");

@@ -8,6 +8,9 @@
 //!   configured through `STATSCACHE_*` variables exactly as in production; killed when dropped.
 //! - [`publish_corpus`]: a real ZeroMQ publisher (Python pyzmq) sending fedmsg frames;
 //!   [`publish_frames`]: the same sending multipart messages of any shape (hostile input).
+//! - [`RabbitMq`]: `rabbitmq-server` as its own Erlang node, stopped when dropped; it can be
+//!   stopped and started again on the same ports and data. [`publish_amqp`]: the real
+//!   fedora-messaging publisher (Python) sending messages to it.
 //! - [`Datagrepper`]: the real datagrepper (Python, over datanommer and SQLite) serving a
 //!   corpus, for backfill tests; killed when dropped.
 //! - [`corpus`]: the real corpus and references computed from it; [`stack::CorpusStack`]: a
@@ -18,8 +21,13 @@
 //! Waiting helpers poll until a condition holds or a generous deadline passes: they never assert
 //! on how fast something happened.
 
+pub mod amqp;
 pub mod corpus;
+pub mod rabbitmq;
 pub mod stack;
+
+pub use amqp::publish_amqp;
+pub use rabbitmq::RabbitMq;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

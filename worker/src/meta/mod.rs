@@ -15,8 +15,12 @@
 //!   contributes nothing, where fedmsg.meta would raise and lose the whole set. Empty names are
 //!   never reported.
 //! - Services are chosen by the category (the 4th topic token) alone, whatever the topic prefix.
+//!
+//! fedora-messaging messages declare their users and packages in headers ([`headers`]); those
+//! are used when present, the rules otherwise.
 
 mod collaboration;
+mod headers;
 mod packaging;
 
 use std::collections::BTreeSet;
@@ -34,9 +38,19 @@ pub struct Meta {
 /// Derives the usernames and packages a message names. Never fails: a message of an unknown
 /// service, or one whose fields are not what the service's rule expects, names fewer things.
 pub fn extract(envelope: &Envelope) -> Meta {
+    let declared = headers::declared(envelope.headers.as_ref());
     let mut found = Found::default();
-    if let Some(rule) = rule_for(envelope.category()) {
-        rule(envelope, &mut found);
+    let both_declared = declared.usernames.is_some() && declared.packages.is_some();
+    if !both_declared {
+        if let Some(rule) = rule_for(envelope.category()) {
+            rule(envelope, &mut found);
+        }
+    }
+    if let Some(usernames) = declared.usernames {
+        found.usernames = usernames.into_iter().collect();
+    }
+    if let Some(packages) = declared.packages {
+        found.packages = packages.into_iter().collect();
     }
     Meta {
         usernames: found.usernames.into_iter().collect(),
@@ -203,6 +217,24 @@ pub const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn declared_headers_win_over_the_rules_kind_by_kind() {
+        let raw = serde_json::json!({
+            "topic": "org.fedoraproject.prod.buildsys.build.state.change",
+            "msg": {"owner": "builder", "name": "kernel", "version": "6", "release": "1"},
+            "timestamp": 1.0,
+            "headers": {"fedora_messaging_user_alice": true},
+        });
+        let envelope = Envelope::from_value(raw).expect("valid envelope");
+        let meta = extract(&envelope);
+        assert_eq!(meta.usernames, ["alice"]);
+        assert_eq!(
+            meta.packages,
+            ["kernel"],
+            "packages still come from the rule"
+        );
+    }
 
     fn fixture(name: &str) -> Vec<String> {
         let path = format!("{}/../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
