@@ -96,19 +96,12 @@ async fn bare_publish(nats_url: &str, lines: &[String]) -> Duration {
     started.elapsed()
 }
 
-async fn stream_messages(nats_url: &str, name: &str) -> u64 {
+/// How many messages the stream `name` holds (0 if NATS or the stream is not there).
+async fn stream_messages_at(nats_url: &str, name: &str) -> u64 {
     let Ok(client) = async_nats::connect(nats_url).await else {
         return 0;
     };
-    let context = jetstream::new(client);
-    let Ok(mut stream) = context.get_stream(name).await else {
-        return 0;
-    };
-    stream
-        .info()
-        .await
-        .map(|info| info.state.messages)
-        .unwrap_or(0)
+    statscache_tests::stream_messages(&jetstream::new(client), name).await
 }
 
 async fn bench_ingest(count: usize) -> (f64, f64) {
@@ -139,7 +132,7 @@ async fn bench_ingest(count: usize) -> (f64, f64) {
     let ingest = time_relaying(admin, "zeromq", count).await;
     publisher.await.expect("publisher task");
     assert_eq!(
-        stream_messages(&servers.nats.url, "FEDMSG").await,
+        stream_messages_at(&servers.nats.url, "FEDMSG").await,
         count as u64
     );
     (rate(count, ingest), rate(count, bare))
@@ -221,7 +214,7 @@ async fn bench_amqp(count: usize) -> (f64, f64) {
     ];
     let _ingestor = Service::start("ingestor", &env, &[]);
     let ingest = time_relaying(admin, "amqp", count).await;
-    assert_eq!(stream_messages(&nats.url, "FEDMSG").await, count as u64);
+    assert_eq!(stream_messages_at(&nats.url, "FEDMSG").await, count as u64);
     (rate(count, ingest), rate(count, bare))
 }
 

@@ -499,7 +499,8 @@ pub async fn publish_frames(
     run_publisher(command).await
 }
 
-async fn run_publisher(mut command: tokio::process::Command) -> String {
+/// Runs a publisher command to its end, failing if it fails; returns its output.
+pub async fn run_publisher(mut command: tokio::process::Command) -> String {
     let output = command.output().await.expect("run fedmsg_publish.py");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(

@@ -67,18 +67,9 @@ async fn wait_for_stream(jetstream: &jetstream::Context, expected: u64) {
 
 /// Runs a publisher to its end; returns its output.
 async fn run_publisher(endpoint: &str, file: &Path, options: &[&str]) -> String {
-    let output = publisher_command(endpoint, &[file.to_path_buf()])
-        .args(options)
-        .output()
-        .await
-        .expect("run the publisher");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "publisher failed: {stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
+    let mut command = publisher_command(endpoint, &[file.to_path_buf()]);
+    command.args(options);
+    statscache_tests::run_publisher(command).await
 }
 
 /// The `statscache_ingestor_<name>{endpoint="..."}` sample.
