@@ -12,6 +12,14 @@
 //! latest is the greatest `(timestamp, msg_id, value)`. Within one rollup (key, period) the rows of
 //! several recomputations are combined as `statscache_shared::schema` documents (greatest count,
 //! merged states, greatest latest).
+//!
+//! Cost at scale: the answer to "per day, per key, over all history" has as many rows as the daily
+//! rollup, so each aggregation over it costs as much as the answer is large. Counts are therefore
+//! read with `FINAL` (ClickHouse's merge-on-read of the sorted parts keeps the greatest count per
+//! (key, period) in one streaming pass, without a hash table), and a segment whose periods *are*
+//! the buckets (days read from the daily rollup for `bucket=day`), or the only segment, already
+//! holds whole (bucket, key) answers: it skips the final re-aggregation, which only the few
+//! rows of the partial segments at the edges go through.
 
 use statscache_shared::config::StatisticKind;
 use statscache_shared::period::Level;
@@ -43,6 +51,23 @@ pub fn coarsest_level(bucket: Bucket) -> Option<Level> {
         Bucket::Day | Bucket::Week => Some(Level::Day),
         Bucket::Month | Bucket::All => Some(Level::Month),
     }
+}
+
+/// The level whose periods are exactly the buckets of `bucket`, if any.
+fn bucket_level(bucket: Bucket) -> Option<Level> {
+    match bucket {
+        Bucket::Hour => Some(Level::Hour),
+        Bucket::Day => Some(Level::Day),
+        Bucket::Month => Some(Level::Month),
+        Bucket::Minute | Bucket::Week | Bucket::All => None,
+    }
+}
+
+/// Whether `segment` holds whole (bucket, key) answers: its periods are the buckets, or it is
+/// the only segment (each segment groups by bucket and key itself).
+fn holds_whole_buckets(segment: &Segment, bucket: Bucket, only_segment: bool) -> bool {
+    only_segment
+        || matches!(segment.source, Source::Rollup(level) if Some(level) == bucket_level(bucket))
 }
 
 /// Cuts `[start, end)` into segments: the coarsest periods (up to `coarsest`) that fit
@@ -113,26 +138,74 @@ pub fn statistic_sql(
     keys: &[String],
     segments: &[Segment],
 ) -> (String, Vec<Bound>) {
-    let mut parts = Vec::with_capacity(segments.len());
     let mut binds = Vec::new();
-    for segment in segments {
-        parts.push(segment_sql(table, kind, bucket, keys, segment, &mut binds));
-    }
-    let union = parts.join(" UNION ALL ");
     let sql = match kind {
-        StatisticKind::Count => format!(
-            "SELECT bucket, key, sum(segment_count) AS count FROM ({union}) GROUP BY bucket, key"
-        ),
-        StatisticKind::DistinctCount => format!(
-            "SELECT bucket, key, uniqExactMerge(segment_state) AS count FROM ({union})
-             GROUP BY bucket, key"
-        ),
-        StatisticKind::Latest => format!(
-            "SELECT bucket, key, value, timestamp, msg_id FROM ({union})
-             ORDER BY bucket, key, timestamp DESC, msg_id DESC, value DESC LIMIT 1 BY bucket, key"
-        ),
+        StatisticKind::Count => count_sql(table, bucket, keys, segments, &mut binds),
+        StatisticKind::DistinctCount => {
+            let union = union_sql(table, kind, bucket, keys, segments, &mut binds);
+            format!(
+                "SELECT bucket, key, uniqExactMerge(segment_state) AS count FROM ({union})
+                 GROUP BY bucket, key"
+            )
+        }
+        StatisticKind::Latest => {
+            let union = union_sql(table, kind, bucket, keys, segments, &mut binds);
+            format!(
+                "SELECT bucket, key, value, timestamp, msg_id FROM ({union})
+                 ORDER BY bucket, key, timestamp DESC, msg_id DESC, value DESC
+                 LIMIT 1 BY bucket, key"
+            )
+        }
     };
     (sql, binds)
+}
+
+/// Every segment's partial answer, one `UNION ALL`.
+fn union_sql(
+    table: &str,
+    kind: StatisticKind,
+    bucket: Bucket,
+    keys: &[String],
+    segments: &[Segment],
+    binds: &mut Vec<Bound>,
+) -> String {
+    let mut parts = Vec::with_capacity(segments.len());
+    for segment in segments {
+        parts.push(segment_sql(table, kind, bucket, keys, segment, binds));
+    }
+    parts.join(" UNION ALL ")
+}
+
+/// A count statistic: the segments holding whole buckets pass their rows through, the others
+/// are summed per (bucket, key). Their buckets never meet: a whole-bucket segment holds every
+/// second of its buckets, and segments are disjoint in time.
+fn count_sql(
+    table: &str,
+    bucket: Bucket,
+    keys: &[String],
+    segments: &[Segment],
+    binds: &mut Vec<Bound>,
+) -> String {
+    let only_segment = segments.len() == 1;
+    let mut parts = Vec::new();
+    let mut partial = Vec::new();
+    for segment in segments {
+        if holds_whole_buckets(segment, bucket, only_segment) {
+            let sql = segment_sql(table, StatisticKind::Count, bucket, keys, segment, binds);
+            parts.push(format!(
+                "SELECT bucket, key, segment_count AS count FROM ({sql})"
+            ));
+        } else {
+            partial.push(*segment);
+        }
+    }
+    if !partial.is_empty() {
+        let union = union_sql(table, StatisticKind::Count, bucket, keys, &partial, binds);
+        parts.push(format!(
+            "SELECT bucket, key, sum(segment_count) AS count FROM ({union}) GROUP BY bucket, key"
+        ));
+    }
+    parts.join(" UNION ALL ")
 }
 
 /// One segment's partial answer per (bucket, key).
@@ -160,11 +233,16 @@ fn segment_sql(
             "SELECT {bucket_sql} AS bucket, key, uniqExact(msg_id) AS segment_count
              FROM {source} WHERE {filter} GROUP BY bucket, key"
         ),
+        // FINAL keeps the row with the greatest count of each (key, period): the answer.
+        (StatisticKind::Count, Source::Rollup(level)) if Some(level) == bucket_level(bucket) => {
+            format!(
+                "SELECT {bucket_sql} AS bucket, key, count AS segment_count
+                 FROM {source} FINAL WHERE {filter}"
+            )
+        }
         (StatisticKind::Count, Source::Rollup(_)) => format!(
-            "SELECT {bucket_sql} AS bucket, key, sum(period_count) AS segment_count
-             FROM (SELECT key, period, max(count) AS period_count FROM {source}
-                   WHERE {filter} GROUP BY key, period)
-             GROUP BY bucket, key"
+            "SELECT {bucket_sql} AS bucket, key, sum(count) AS segment_count
+             FROM {source} FINAL WHERE {filter} GROUP BY bucket, key"
         ),
         (StatisticKind::DistinctCount, Source::Facts) => format!(
             "SELECT {bucket_sql} AS bucket, key, uniqExactState(value) AS segment_state
@@ -301,6 +379,44 @@ mod tests {
             ]
         );
         assert_eq!(MAR_1 - FEB_1, 29 * DAY);
+    }
+
+    #[test]
+    fn counts_pass_whole_buckets_through_and_sum_only_the_edges() {
+        let start = JAN_1 - HOUR - 5;
+        let end = MAR_1 + 7;
+        let segments = decompose(start, end, coarsest_level(Bucket::Day));
+        let (sql, binds) = statistic_sql(
+            "stat_volume",
+            StatisticKind::Count,
+            Bucket::Day,
+            &[],
+            &segments,
+        );
+        assert_eq!(sql.matches('?').count(), binds.len());
+        // The days come straight from the daily rollup, merged on read, not re-aggregated.
+        assert!(sql.starts_with("SELECT bucket, key, segment_count AS count FROM (SELECT"));
+        assert!(sql.contains("FROM stat_volume_daily FINAL WHERE"));
+        // Only the edges (an hour, facts) go through the sum per (bucket, key).
+        let (_, summed) = sql
+            .split_once("sum(segment_count)")
+            .expect("the edges are summed");
+        assert!(!summed.contains("stat_volume_daily"));
+        assert!(summed.contains("stat_volume_hourly FINAL"));
+        assert!(summed.contains("FROM stat_volume WHERE"));
+    }
+
+    #[test]
+    fn a_lone_segment_is_not_aggregated_twice() {
+        let segments = decompose(JAN_1, MAR_1, coarsest_level(Bucket::All));
+        let (sql, _) = statistic_sql(
+            "stat_volume",
+            StatisticKind::Count,
+            Bucket::All,
+            &[],
+            &segments,
+        );
+        assert_eq!(sql.matches("GROUP BY").count(), 1, "{sql}");
     }
 
     #[test]
