@@ -3,7 +3,7 @@
 //! the same name; none of these services names packages.
 
 use serde_json::Value;
-use statscache_shared::message::Envelope;
+use crate::message::Envelope;
 
 use super::{has, items, text, username_from_email, Found};
 

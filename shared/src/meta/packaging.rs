@@ -3,7 +3,7 @@
 //! of the same name; the comments say where a message's shape explains a branch.
 
 use serde_json::Value;
-use statscache_shared::message::Envelope;
+use crate::message::Envelope;
 
 use super::{has, items, name_from_nvr, text, username_from_email, Found};
 

@@ -26,7 +26,7 @@ mod packaging;
 use std::collections::BTreeSet;
 
 use serde_json::Value;
-use statscache_shared::message::Envelope;
+use crate::message::Envelope;
 
 /// Usernames and packages named by a message, sorted and de-duplicated.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
