@@ -16,12 +16,15 @@
 //!   never reported.
 //! - Services are chosen by the category (the 4th topic token) alone, whatever the topic prefix.
 //!
+//! The text fields datagrepper's `meta=` also offers (`title`, `subtitle`, …) are in [`text`].
+//!
 //! fedora-messaging messages declare their users and packages in headers ([`headers`]); those
 //! are used when present, the rules otherwise.
 
 mod collaboration;
 mod headers;
 mod packaging;
+pub mod text;
 
 use std::collections::BTreeSet;
 
@@ -357,6 +360,7 @@ mod tests {
                         *field = wrong.clone();
                     }
                     extract(&mutated);
+                    text::describe(&mutated);
                 }
             }
         }

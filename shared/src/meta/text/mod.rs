@@ -1,0 +1,124 @@
+//! fedmsg.meta's text fields of a message (`title`, `subtitle`, `link`, `icon`,
+//! `secondary_icon`, `objects`): a port of the text methods of the processors in
+//! `fedmsg_meta_fedora_infrastructure` 0.31.0, which datagrepper's `meta=` answers with.
+//!
+//! Why a port: datagrepper clients ask `/raw?meta=subtitle` to show messages to people; the api
+//! computes these at read time from the stored envelope (they are never stored, so a better
+//! port needs no backfill). Only the services in [`processor_for`] are ported (the most frequent
+//! in the corpus); for any other message [`describe`] says nothing rather than guessing, since
+//! fedmsg.meta would use that service's own processor.
+//!
+//! Faithful to fedmsg.meta, including its fallbacks: a field a processor cannot find (Python's
+//! `KeyError`, caught by fedmsg.meta's `graceful`) gives an empty `subtitle`, an empty `link` or
+//! no `objects`. Differences, all deliberate: a value of the wrong type falls back the same way
+//! (datagrepper answers those with a 500), and nothing is looked up over the network (the
+//! avatars are built from the username, as fedmsg.meta does without its DNS option).
+
+mod avatar;
+mod compose;
+
+use serde_json::Value;
+
+use crate::message::Envelope;
+
+/// The text fields of one message, as fedmsg.meta's `msg2*` functions return them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Text {
+    pub title: String,
+    pub subtitle: String,
+    /// `None` where fedmsg.meta returns `None` (JSON null).
+    pub link: Option<String>,
+    pub icon: Option<String>,
+    pub secondary_icon: Option<String>,
+    /// Sorted and unique (fedmsg.meta returns a set).
+    pub objects: Vec<String>,
+}
+
+/// A processor's text methods for one message. Each returns `None` where the Python method
+/// raises `KeyError`, so that [`describe`] applies fedmsg.meta's fallbacks in one place.
+struct Fields {
+    subtitle: Option<String>,
+    link: Option<Option<String>>,
+    icon: Option<Option<String>>,
+    secondary_icon: Option<Option<String>>,
+    objects: Option<Vec<String>>,
+}
+
+/// A ported processor: the topic prefixes it answers for, its name, and its text methods.
+struct Processor {
+    prefixes: &'static [&'static str],
+    name: &'static str,
+    fields: fn(&Envelope) -> Fields,
+}
+
+const FEDORA: &[&str] = &["org.fedoraproject.dev", "org.fedoraproject.stg", "org.fedoraproject.prod"];
+
+/// The ported processors, matched like fedmsg.meta: `<prefix>.<name>` then the end or a dot.
+const PROCESSORS: &[Processor] = &[Processor {
+    prefixes: FEDORA,
+    name: "compose",
+    fields: compose::fields,
+}];
+
+/// The ported processor for a topic, if any.
+fn processor_for(topic: &str) -> Option<&'static Processor> {
+    PROCESSORS.iter().find(|processor| {
+        processor.prefixes.iter().any(|prefix| {
+            let Some(rest) = topic.strip_prefix(prefix).and_then(|rest| rest.strip_prefix('.'))
+            else {
+                return false;
+            };
+            match rest.strip_prefix(processor.name) {
+                Some(after) => after.is_empty() || after.starts_with('.'),
+                None => false,
+            }
+        })
+    })
+}
+
+/// The names of the ported services (topic categories), for documentation and tests.
+pub fn ported_services() -> Vec<&'static str> {
+    PROCESSORS.iter().map(|processor| processor.name).collect()
+}
+
+/// The text fields of a message, or `None` when its service's processor is not ported.
+pub fn describe(envelope: &Envelope) -> Option<Text> {
+    let processor = processor_for(&envelope.topic)?;
+    let fields = (processor.fields)(envelope);
+    let mut objects = fields.objects.unwrap_or_default();
+    objects.sort();
+    objects.dedup();
+    Some(Text {
+        title: title(&envelope.topic),
+        subtitle: fields.subtitle.unwrap_or_default(),
+        link: fields.link.unwrap_or(Some(String::new())),
+        icon: fields.icon.unwrap_or(Some(String::new())),
+        secondary_icon: fields.secondary_icon.unwrap_or(Some(String::new())),
+        objects,
+    })
+}
+
+/// fedmsg.meta's default title: the topic without its first three parts.
+fn title(topic: &str) -> String {
+    if topic.starts_with("/topic/") {
+        return topic.to_string();
+    }
+    topic.split('.').skip(3).collect::<Vec<_>>().join(".")
+}
+
+/// The string at a JSON pointer, or `None` (a `KeyError`) when missing or not a string.
+fn text<'a>(value: &'a Value, pointer: &str) -> Option<&'a str> {
+    value.pointer(pointer)?.as_str()
+}
+
+/// Python's `str.capitalize()`: the first character upper case, the rest lower case.
+fn capitalize(word: &str) -> String {
+    let mut chars = word.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars.flat_map(char::to_lowercase)).collect(),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests;
