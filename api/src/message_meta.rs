@@ -54,7 +54,7 @@ pub struct MessageMeta {
     /// fedmsg.meta's title: by default the topic without its first three parts.
     #[oai(nullable)]
     pub title: MaybeUndefined<String>,
-    /// A sentence saying what happened (`""` when fedmsg.meta has none).
+    /// A sentence saying what happened (`""` or `null` when fedmsg.meta has none).
     #[oai(nullable)]
     pub subtitle: MaybeUndefined<String>,
     /// A page about the event; `null` when there is none.
@@ -101,7 +101,7 @@ impl MessageMeta {
             usernames: wants("usernames").then(|| usernames.to_vec()),
             packages: wants("packages").then(|| packages.to_vec()),
             title: field("title", |text| Some(text.title.clone())),
-            subtitle: field("subtitle", |text| Some(text.subtitle.clone())),
+            subtitle: field("subtitle", |text| text.subtitle.clone()),
             link: field("link", |text| text.link.clone()),
             icon: field("icon", |text| text.icon.clone()),
             secondary_icon: field("secondary_icon", |text| text.secondary_icon.clone()),

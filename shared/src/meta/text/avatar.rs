@@ -1,6 +1,7 @@
 //! Avatar URLs as fedmsg.meta builds them offline (`fasshim.avatar_url`): a few services have
 //! a fixed icon, everyone else gets the libravatar of their Fedora OpenID, hashed locally.
 
+use md5::Md5;
 use sha2::{Digest, Sha256};
 
 /// Services whose avatar is their icon rather than a person's libravatar (`{size}` = 64).
@@ -20,7 +21,15 @@ pub(super) fn of_user(username: &str) -> String {
 
 /// The 64-pixel libravatar of an OpenID URL (SHA-256 of the URL, no DNS federation lookup).
 pub(super) fn of_openid(openid: &str) -> String {
-    let digest = Sha256::digest(openid.as_bytes());
+    libravatar(&Sha256::digest(openid.as_bytes()))
+}
+
+/// The 64-pixel libravatar of an email address (MD5 of the address, as libravatar hashes them).
+pub(super) fn of_email(email: &str) -> String {
+    libravatar(&Md5::digest(email.as_bytes()))
+}
+
+fn libravatar(digest: &[u8]) -> String {
     let mut url = String::with_capacity(100);
     url.push_str("https://seccdn.libravatar.org/avatar/");
     for byte in digest {

@@ -30,7 +30,7 @@ const DEFAULT_LINK: &str = "https://kojipkgs.fedoraproject.org/compose/";
 
 pub(super) fn fields(envelope: &Envelope) -> Fields {
     Fields {
-        subtitle: Some(subtitle(envelope)),
+        subtitle: Some(Some(subtitle(envelope))),
         link: Some(link(envelope)),
         icon: Some(None),
         secondary_icon: Some(None),

@@ -14,8 +14,11 @@
 //! (datagrepper answers those with a 500), and nothing is looked up over the network (the
 //! avatars are built from the username, as fedmsg.meta does without its DNS option).
 
+mod anitya;
 mod avatar;
+mod ci;
 mod compose;
+mod git;
 
 use serde_json::Value;
 
@@ -25,7 +28,8 @@ use crate::message::Envelope;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Text {
     pub title: String,
-    pub subtitle: String,
+    /// `None` where fedmsg.meta returns `None` (JSON null).
+    pub subtitle: Option<String>,
     /// `None` where fedmsg.meta returns `None` (JSON null).
     pub link: Option<String>,
     pub icon: Option<String>,
@@ -37,7 +41,7 @@ pub struct Text {
 /// A processor's text methods for one message. Each returns `None` where the Python method
 /// raises `KeyError`, so that [`describe`] applies fedmsg.meta's fallbacks in one place.
 struct Fields {
-    subtitle: Option<String>,
+    subtitle: Option<Option<String>>,
     link: Option<Option<String>>,
     icon: Option<Option<String>>,
     secondary_icon: Option<Option<String>>,
@@ -51,14 +55,51 @@ struct Processor {
     fields: fn(&Envelope) -> Fields,
 }
 
-const FEDORA: &[&str] = &["org.fedoraproject.dev", "org.fedoraproject.stg", "org.fedoraproject.prod"];
+const FEDORA: &[&str] = &[
+    "org.fedoraproject.dev",
+    "org.fedoraproject.stg",
+    "org.fedoraproject.prod",
+];
+const RELEASE_MONITORING: &[&str] = &[
+    "org.release-monitoring.dev",
+    "org.release-monitoring.stg",
+    "org.release-monitoring.prod",
+];
+const CENTOS: &[&str] = &["org.centos.dev", "org.centos.stage", "org.centos.prod"];
 
 /// The ported processors, matched like fedmsg.meta: `<prefix>.<name>` then the end or a dot.
-const PROCESSORS: &[Processor] = &[Processor {
-    prefixes: FEDORA,
-    name: "compose",
-    fields: compose::fields,
-}];
+const PROCESSORS: &[Processor] = &[
+    Processor {
+        prefixes: FEDORA,
+        name: "compose",
+        fields: compose::fields,
+    },
+    Processor {
+        prefixes: RELEASE_MONITORING,
+        name: "anitya",
+        fields: anitya::fields,
+    },
+    Processor {
+        prefixes: FEDORA,
+        name: "git",
+        fields: git::fields,
+    },
+    Processor {
+        prefixes: CENTOS,
+        name: "ci.pipeline",
+        fields: ci::atomic,
+    },
+    Processor {
+        prefixes: CENTOS,
+        name: "allpackages.pipeline",
+        fields: ci::old_allpackages,
+    },
+    Processor {
+        prefixes: CENTOS,
+        name: "container.pipeline",
+        fields: ci::old_container,
+    },
+];
 
 /// The ported processor for a topic, if any.
 fn processor_for(topic: &str) -> Option<&'static Processor> {
@@ -76,11 +117,6 @@ fn processor_for(topic: &str) -> Option<&'static Processor> {
     })
 }
 
-/// The names of the ported services (topic categories), for documentation and tests.
-pub fn ported_services() -> Vec<&'static str> {
-    PROCESSORS.iter().map(|processor| processor.name).collect()
-}
-
 /// The text fields of a message, or `None` when its service's processor is not ported.
 pub fn describe(envelope: &Envelope) -> Option<Text> {
     let processor = processor_for(&envelope.topic)?;
@@ -90,7 +126,7 @@ pub fn describe(envelope: &Envelope) -> Option<Text> {
     objects.dedup();
     Some(Text {
         title: title(&envelope.topic),
-        subtitle: fields.subtitle.unwrap_or_default(),
+        subtitle: fields.subtitle.unwrap_or(Some(String::new())),
         link: fields.link.unwrap_or(Some(String::new())),
         icon: fields.icon.unwrap_or(Some(String::new())),
         secondary_icon: fields.secondary_icon.unwrap_or(Some(String::new())),
@@ -109,6 +145,68 @@ fn title(topic: &str) -> String {
 /// The string at a JSON pointer, or `None` (a `KeyError`) when missing or not a string.
 fn text<'a>(value: &'a Value, pointer: &str) -> Option<&'a str> {
     value.pointer(pointer)?.as_str()
+}
+
+/// A JSON value as Python's `str()` shows it in a format string: strings bare, `None`,
+/// `True`/`False`; lists and objects as compact JSON (Python would show its `repr`).
+fn py_str(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        Value::Null => "None".to_string(),
+        Value::Bool(true) => "True".to_string(),
+        Value::Bool(false) => "False".to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Python's `str.format` with named fields only: each `{name}` of `values` is replaced once,
+/// so that a value containing braces is never substituted again.
+fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    let mut filled = String::with_capacity(template.len() + 64);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        filled.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let known = after.find('}').and_then(|close| {
+            let name = &after[..close];
+            let (_, value) = values.iter().find(|(known, _)| *known == name)?;
+            Some((close, *value))
+        });
+        match known {
+            Some((close, value)) => {
+                filled.push_str(value);
+                rest = &after[close + 1..];
+            }
+            None => {
+                filled.push('{');
+                rest = after;
+            }
+        }
+    }
+    filled.push_str(rest);
+    filled
+}
+
+/// fedmsg.meta's `list_to_series`: sorted unique items, at most three named, the rest counted
+/// (`a, b, and 2 others`).
+fn list_to_series(items: &[String]) -> String {
+    let mut items: Vec<String> = items.to_vec();
+    items.sort();
+    items.dedup();
+    if items.is_empty() {
+        return "(nothing)".to_string();
+    }
+    if items.len() == 1 {
+        return items.remove(0);
+    }
+    if items.len() > 3 {
+        let others = items.len() - 2;
+        items.truncate(2);
+        items.push(format!("{others} others"));
+    }
+    let conjunction = if items.len() > 2 { ", and " } else { " and " };
+    let last = items.pop().unwrap_or_default();
+    format!("{}{conjunction}{last}", items.join(", "))
 }
 
 /// Python's `str.capitalize()`: the first character upper case, the rest lower case.
