@@ -16,6 +16,7 @@
 
 mod anitya;
 mod avatar;
+mod bodhi;
 mod ci;
 mod compose;
 mod git;
@@ -69,6 +70,11 @@ const CENTOS: &[&str] = &["org.centos.dev", "org.centos.stage", "org.centos.prod
 
 /// The ported processors, matched like fedmsg.meta: `<prefix>.<name>` then the end or a dot.
 const PROCESSORS: &[Processor] = &[
+    Processor {
+        prefixes: FEDORA,
+        name: "bodhi",
+        fields: bodhi::fields,
+    },
     Processor {
         prefixes: FEDORA,
         name: "compose",
