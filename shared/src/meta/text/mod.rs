@@ -20,6 +20,8 @@ mod bodhi;
 mod ci;
 mod compose;
 mod git;
+mod github;
+mod pagure;
 
 use serde_json::Value;
 
@@ -66,6 +68,7 @@ const RELEASE_MONITORING: &[&str] = &[
     "org.release-monitoring.stg",
     "org.release-monitoring.prod",
 ];
+const PAGURE: &[&str] = &["io.pagure.dev", "io.pagure.stg", "io.pagure.prod"];
 const CENTOS: &[&str] = &["org.centos.dev", "org.centos.stage", "org.centos.prod"];
 
 /// The ported processors, matched like fedmsg.meta: `<prefix>.<name>` then the end or a dot.
@@ -89,6 +92,21 @@ const PROCESSORS: &[Processor] = &[
         prefixes: FEDORA,
         name: "git",
         fields: git::fields,
+    },
+    Processor {
+        prefixes: FEDORA,
+        name: "github",
+        fields: github::fields,
+    },
+    Processor {
+        prefixes: PAGURE,
+        name: "pagure",
+        fields: pagure::forge,
+    },
+    Processor {
+        prefixes: FEDORA,
+        name: "pagure",
+        fields: pagure::dist_git,
     },
     Processor {
         prefixes: CENTOS,
