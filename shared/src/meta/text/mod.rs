@@ -22,6 +22,7 @@ mod compose;
 mod git;
 mod github;
 mod pagure;
+mod pkgdb;
 
 use serde_json::Value;
 
@@ -97,6 +98,11 @@ const PROCESSORS: &[Processor] = &[
         prefixes: FEDORA,
         name: "github",
         fields: github::fields,
+    },
+    Processor {
+        prefixes: FEDORA,
+        name: "pkgdb",
+        fields: pkgdb::fields,
     },
     Processor {
         prefixes: PAGURE,
