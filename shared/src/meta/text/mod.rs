@@ -15,12 +15,17 @@
 //! avatars are built from the username, as fedmsg.meta does without its DNS option).
 
 mod anitya;
+mod askbot;
 mod avatar;
 mod bodhi;
+mod bugzilla;
+mod buildsys;
 mod ci;
 mod compose;
+mod fedimg;
 mod git;
 mod github;
+mod meetbot;
 mod pagure;
 mod pkgdb;
 
@@ -76,13 +81,33 @@ const CENTOS: &[&str] = &["org.centos.dev", "org.centos.stage", "org.centos.prod
 const PROCESSORS: &[Processor] = &[
     Processor {
         prefixes: FEDORA,
+        name: "askbot",
+        fields: askbot::fields,
+    },
+    Processor {
+        prefixes: FEDORA,
         name: "bodhi",
         fields: bodhi::fields,
     },
     Processor {
         prefixes: FEDORA,
+        name: "bugzilla",
+        fields: bugzilla::fields,
+    },
+    Processor {
+        prefixes: FEDORA,
+        name: "buildsys",
+        fields: buildsys::fields,
+    },
+    Processor {
+        prefixes: FEDORA,
         name: "compose",
         fields: compose::fields,
+    },
+    Processor {
+        prefixes: FEDORA,
+        name: "fedimg",
+        fields: fedimg::fields,
     },
     Processor {
         prefixes: RELEASE_MONITORING,
@@ -98,6 +123,11 @@ const PROCESSORS: &[Processor] = &[
         prefixes: FEDORA,
         name: "github",
         fields: github::fields,
+    },
+    Processor {
+        prefixes: FEDORA,
+        name: "meetbot",
+        fields: meetbot::fields,
     },
     Processor {
         prefixes: FEDORA,

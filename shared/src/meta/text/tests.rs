@@ -62,7 +62,7 @@ fn every_ported_service_matches_fedmsg_meta_on_the_corpus() {
 #[test]
 fn unported_services_and_unknown_topics_are_not_described() {
     for topic in [
-        "org.fedoraproject.prod.fedimg.image.upload",
+        "org.fedoraproject.prod.zanata.document.upload",
         "org.example.prod.compose.rawhide.start",
         "org.fedoraproject.prod.composer.start",
     ] {
