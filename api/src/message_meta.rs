@@ -39,7 +39,14 @@ pub const SUPPORTED_META: &[&str] = &[
 ];
 
 /// The fields computed from the envelope rather than stored.
-const TEXT_META: &[&str] = &["title", "subtitle", "icon", "secondary_icon", "link", "objects"];
+const TEXT_META: &[&str] = &[
+    "title",
+    "subtitle",
+    "icon",
+    "secondary_icon",
+    "link",
+    "objects",
+];
 
 /// fedmsg.meta facts about a message, when `meta` asks for them. An asked text field is `null`
 /// when the message's service is not among the ported ones.
@@ -146,7 +153,7 @@ mod tests {
     #[test]
     fn unported_services_answer_null_text_fields() {
         let unported = serde_json::json!({
-            "topic": "org.fedoraproject.prod.fedimg.image.upload",
+            "topic": "org.fedoraproject.prod.zanata.document.upload",
             "msg": {},
             "timestamp": 1.0,
         });

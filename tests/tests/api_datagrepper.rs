@@ -34,7 +34,14 @@ use statscache_tests::Datagrepper;
 const NEWEST_ORIGINAL_TIMESTAMP: i64 = 1_565_118_377;
 
 /// fedmsg.meta's text fields, as `meta=` names them.
-const TEXT_FIELDS: [&str; 6] = ["title", "subtitle", "link", "icon", "secondary_icon", "objects"];
+const TEXT_FIELDS: [&str; 6] = [
+    "title",
+    "subtitle",
+    "link",
+    "icon",
+    "secondary_icon",
+    "objects",
+];
 
 /// The corpus, shifted by `shift` seconds.
 fn shifted_corpus(shift: i64) -> Vec<String> {

@@ -28,8 +28,8 @@ pub mod text;
 
 use std::collections::BTreeSet;
 
-use serde_json::Value;
 use crate::message::Envelope;
+use serde_json::Value;
 
 /// Usernames and packages named by a message, sorted and de-duplicated.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -2,8 +2,8 @@
 //! bugs. Each function ports the `usernames` and `packages` methods of the fedmsg.meta processor
 //! of the same name; the comments say where a message's shape explains a branch.
 
-use serde_json::Value;
 use crate::message::Envelope;
+use serde_json::Value;
 
 use super::{has, items, name_from_nvr, text, username_from_email, Found};
 

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::message::Envelope;
 
-use super::{avatar, fill, list_to_series, py_str, Fields};
+use super::{at, avatar, fill, list_to_series, present, py_str, truthy, Fields};
 
 const ICON: &str = "https://apps.fedoraproject.org/packages/images/icons/package_128x128.png";
 
@@ -27,34 +27,35 @@ fn user(envelope: &Envelope) -> Option<String> {
     };
     let agent = py_str(agent);
     if agent.contains("id.fedoraproject.org") {
-        let before = agent.split(".id.fedoraproject.org").next().unwrap_or_default();
-        let name = before.split_once("//").map(|(_, name)| name).unwrap_or_default();
+        let before = agent
+            .split(".id.fedoraproject.org")
+            .next()
+            .unwrap_or_default();
+        let name = before
+            .split_once("//")
+            .map(|(_, name)| name)
+            .unwrap_or_default();
         return Some(name.to_string());
     }
     if let Some(name) = agent.strip_suffix("@fedoraproject.org") {
-        return Some(name.split("@fedoraproject.org").next().unwrap_or_default().to_string());
+        return Some(
+            name.split("@fedoraproject.org")
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        );
     }
     // Another address stays an address: fedmsg.meta would ask FAS, and falls back to it.
     Some(agent)
 }
 
-/// `msg[a][b]` as text, `None` for a `KeyError`.
-fn at(msg: &Value, pointer: &str) -> Option<String> {
-    msg.pointer(pointer).map(py_str)
-}
-
 fn link(msg: &Value, topic: &str) -> Option<Option<String>> {
     let project = msg.get("project")?;
-    let truthy = match project {
-        Value::Null | Value::Bool(false) => false,
-        Value::Object(fields) => !fields.is_empty(),
-        Value::Array(items) => !items.is_empty(),
-        Value::String(text) => !text.is_empty(),
-        _ => true,
-    };
-    if truthy {
+    if truthy(project) {
         let id = at(project, "/id")?;
-        return Some(Some(format!("https://release-monitoring.org/project/{id}/")));
+        return Some(Some(format!(
+            "https://release-monitoring.org/project/{id}/"
+        )));
     }
     if topic.ends_with("project.flag.set") {
         return Some(Some("https://release-monitoring.org/".to_string()));
@@ -120,7 +121,11 @@ fn subtitle(envelope: &Envelope) -> Option<Option<String>> {
         };
         fill(
             "{user} edited the following fields of the \"{project}\" project: {fields}",
-            &[("user", user), ("project", &project()?), ("fields", &fields.join(", "))],
+            &[
+                ("user", user),
+                ("project", &project()?),
+                ("fields", &fields.join(", ")),
+            ],
         )
     } else if topic.contains("project.remove") {
         fill(
@@ -184,10 +189,10 @@ fn version_update(msg: &Value) -> Option<String> {
             }
         }
     }
-    let odd = message.get("odd_change").is_some_and(is_truthy);
+    let odd = present(message.get("odd_change"));
     let old = message.get("old_version")?;
     let new = py_str(message.get("upstream_version")?);
-    let template = if is_truthy(old) && !odd {
+    let template = if truthy(old) && !odd {
         "A new version of \"{project}\" has been detected:  \"{new}\" newer than \"{old}\", packaged as \"{packages}\""
     } else {
         "A new version of \"{project}\" has been detected:  \"{new}\", packaged as \"{packages}\""
@@ -201,18 +206,6 @@ fn version_update(msg: &Value) -> Option<String> {
             ("packages", &list_to_series(&packages)),
         ],
     ))
-}
-
-/// Python's truth value of a JSON value.
-fn is_truthy(value: &Value) -> bool {
-    match value {
-        Value::Null => false,
-        Value::Bool(flag) => *flag,
-        Value::Number(number) => number.as_f64() != Some(0.0),
-        Value::String(text) => !text.is_empty(),
-        Value::Array(items) => !items.is_empty(),
-        Value::Object(fields) => !fields.is_empty(),
-    }
 }
 
 /// The acting person's avatar; without one, the icon of the (first) Fedora package.

@@ -5,37 +5,35 @@ use serde_json::Value;
 
 use crate::message::Envelope;
 
-use super::{avatar, py_str, Fields};
+use super::{at, avatar, py_str, truthy, Fields};
 
 const ICON: &str = "https://apps.fedoraproject.org/img/icons/ask_fedora.png";
 
 pub(super) fn fields(envelope: &Envelope) -> Fields {
     let msg = &envelope.msg;
     let topic = envelope.topic.as_str();
-    let agent = msg.get("agent").map(py_str).filter(|agent| !agent.is_empty());
+    let agent = msg.get("agent").filter(|agent| truthy(agent)).map(py_str);
     Fields {
         subtitle: Some(Some(subtitle(msg, topic).unwrap_or_default())),
         link: link(msg, topic).map(Some),
         icon: Some(Some(ICON.to_string())),
-        secondary_icon: Some(Some(agent.map(|agent| avatar::of_user(&agent)).unwrap_or_default())),
+        secondary_icon: Some(Some(
+            agent
+                .map(|agent| avatar::of_user(&agent))
+                .unwrap_or_default(),
+        )),
         objects: objects(msg),
     }
-}
-
-fn at(msg: &Value, pointer: &str) -> Option<String> {
-    msg.pointer(pointer).map(py_str)
 }
 
 /// `None` where the original raises (a missing field, or an event it has no sentence for).
 fn subtitle(msg: &Value, topic: &str) -> Option<String> {
     let user = at(msg, "/agent")?;
     let title = || at(msg, "/thread/title");
-    let is_question = |pointer: &str| -> Option<bool> {
-        Some(msg.pointer(pointer)? == "question")
-    };
+    let is_question = |pointer: &str| -> Option<bool> { Some(msg.pointer(pointer)? == "question") };
     let sentence = if topic.contains("askbot.post.edit") {
         let title = title()?;
-        let created = !matches!(msg.get("created")?, Value::Null | Value::Bool(false));
+        let created = truthy(msg.get("created")?);
         match (created, is_question("/post/post_type")?) {
             (true, true) => format!("{user} asked the question '{title}'"),
             (true, false) => format!("{user} suggested an answer to the question '{title}'"),
@@ -100,8 +98,7 @@ fn objects(msg: &Value) -> Option<Vec<String>> {
     let mut objects = Vec::new();
     if let Some(tags) = tags {
         for tag in tags.as_array()? {
-            let empty = matches!(tag, Value::Null | Value::Bool(false)) || tag.as_str() == Some("");
-            if !empty {
+            if truthy(tag) {
                 objects.push(format!("tags/{}", py_str(tag)));
             }
         }

@@ -6,9 +6,18 @@ use sha2::{Digest, Sha256};
 
 /// Services whose avatar is their icon rather than a person's libravatar (`{size}` = 64).
 const FIXED_AVATARS: &[(&str, &str)] = &[
-    ("bodhi", "https://apps.fedoraproject.org/img/icons/bodhi-64.png"),
-    ("koschei", "https://apps.fedoraproject.org/img/icons/koschei-64.png"),
-    ("taskotron", "https://apps.fedoraproject.org/img/icons/taskotron-64.png"),
+    (
+        "bodhi",
+        "https://apps.fedoraproject.org/img/icons/bodhi-64.png",
+    ),
+    (
+        "koschei",
+        "https://apps.fedoraproject.org/img/icons/koschei-64.png",
+    ),
+    (
+        "taskotron",
+        "https://apps.fedoraproject.org/img/icons/taskotron-64.png",
+    ),
 ];
 
 /// The 64-pixel avatar of a FAS user, `retro` when they have none.

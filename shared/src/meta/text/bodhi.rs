@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use crate::message::Envelope;
 
 use super::super::name_from_nvr;
-use super::{avatar, fill, py_str, Fields};
+use super::{avatar, fill, present, py_str, shown, Fields};
 
 const ICON: &str = "https://apps.fedoraproject.org/img/icons/bodhi.png";
 const PREFIX: &str = "https://bodhi.fedoraproject.org";
@@ -45,23 +45,6 @@ fn dict(value: Option<&Value>) -> &Map<String, Value> {
         Some(Value::Object(fields)) => fields,
         _ => &EMPTY,
     }
-}
-
-/// Python's truth value of an optional JSON value (`None` is false).
-fn truthy(value: Option<&Value>) -> bool {
-    match value {
-        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
-        Some(Value::Number(number)) => number.as_f64() != Some(0.0),
-        Some(Value::String(text)) => !text.is_empty(),
-        Some(Value::Array(items)) => !items.is_empty(),
-        Some(Value::Object(fields)) => !fields.is_empty(),
-        Some(Value::Bool(true)) => true,
-    }
-}
-
-/// A value as `str.format` shows it, `None` included.
-fn shown(value: Option<&Value>) -> String {
-    value.map(py_str).unwrap_or_else(|| "None".to_string())
 }
 
 fn in_any(topic: &str, topics: &[&str]) -> bool {
@@ -115,7 +98,7 @@ fn title_string(msg: &Value) -> Option<String> {
     if update.is_empty() {
         return Some(comment.get("update_title").map(py_str).unwrap_or_default());
     }
-    if truthy(update.get("title")) {
+    if present(update.get("title")) {
         return Some(shown(update.get("title")));
     }
     let mut nvrs = Vec::new();
@@ -136,7 +119,7 @@ fn title_or_alias(msg: &Value) -> String {
         update.get("title"),
         comment.get("update_alias"),
     ];
-    if let Some(value) = candidates.into_iter().find(|value| truthy(*value)) {
+    if let Some(value) = candidates.into_iter().find(|value| present(*value)) {
         return shown(value);
     }
     comment.get("update_title").map(py_str).unwrap_or_default()
@@ -162,7 +145,7 @@ fn update_author(msg: &Value) -> Option<&Value> {
 
 /// The override's submitter: outer `None` where the original raises `KeyError`.
 fn override_author(msg: &Value) -> Option<Option<&Value>> {
-    let Some(details) = msg.get("override").filter(|value| truthy(Some(value))) else {
+    let Some(details) = msg.get("override").filter(|value| present(Some(value))) else {
         return Some(None);
     };
     match details.get("submitter")? {
@@ -192,12 +175,12 @@ fn secondary_icon(msg: &Value, topic: &str) -> Option<String> {
         override_author(msg)?
     } else if topic.contains("bodhi.stack") {
         Some(msg.get("agent")?)
-    } else if truthy(update_author(msg)) {
+    } else if present(update_author(msg)) {
         update_author(msg)
     } else {
         msg.get("agent")
     };
-    if truthy(username) {
+    if present(username) {
         return Some(avatar::of_user(&shown(username)));
     }
     let title = title_string(msg)?;
@@ -294,27 +277,43 @@ fn subtitle(msg: &Value, topic: &str) -> Option<Option<String>> {
     } else if topic.contains("bodhi.mashtask.mashing") {
         format!("bodhi masher started mashing {}", repo())
     } else if topic.contains("bodhi.mashtask.complete") {
-        if truthy(Some(get("success")?)) {
+        if present(Some(get("success")?)) {
             format!("bodhi masher successfully mashed {}", repo())
         } else {
             format!("bodhi masher failed to mash {}", repo())
         }
     } else if topic.contains("bodhi.mashtask.sync.wait") {
-        format!("bodhi masher is waiting for {} to hit the master mirror", repo())
+        format!(
+            "bodhi masher is waiting for {} to hit the master mirror",
+            repo()
+        )
     } else if topic.contains("bodhi.mashtask.sync.done") {
-        format!("bodhi masher finished waiting for {} to hit the master mirror", repo())
+        format!(
+            "bodhi masher finished waiting for {} to hit the master mirror",
+            repo()
+        )
     } else if topic.contains("bodhi.compose.start") {
         "bodhi composer started a run".to_string()
     } else if topic.contains("bodhi.compose.composing") {
-        let ctype = get("ctype").map(py_str).unwrap_or_else(|| "unknown type".to_string());
-        let repo = get("repo").map(py_str).unwrap_or_else(|| "unknown repo".to_string());
+        let ctype = get("ctype")
+            .map(py_str)
+            .unwrap_or_else(|| "unknown type".to_string());
+        let repo = get("repo")
+            .map(py_str)
+            .unwrap_or_else(|| "unknown repo".to_string());
         format!("bodhi {ctype} compose of repo {repo} started")
     } else if topic.contains("bodhi.repo.done") {
-        let repo = get("repo").map(py_str).unwrap_or_else(|| "unknown repo".to_string());
+        let repo = get("repo")
+            .map(py_str)
+            .unwrap_or_else(|| "unknown repo".to_string());
         format!("bodhi repo {repo} created")
     } else if topic.contains("bodhi.compose.complete") {
-        let ctype = get("ctype").map(py_str).unwrap_or_else(|| "unknown type".to_string());
-        let repo = get("repo").map(py_str).unwrap_or_else(|| "unknown repo".to_string());
+        let ctype = get("ctype")
+            .map(py_str)
+            .unwrap_or_else(|| "unknown type".to_string());
+        let repo = get("repo")
+            .map(py_str)
+            .unwrap_or_else(|| "unknown repo".to_string());
         let result = match get("success") {
             None => "completed".to_string(),
             Some(Value::Bool(true)) => "succeeded".to_string(),
@@ -323,9 +322,15 @@ fn subtitle(msg: &Value, topic: &str) -> Option<Option<String>> {
         };
         format!("bodhi {ctype} compose of repo {repo} {result}")
     } else if topic.contains("bodhi.compose.sync.wait") {
-        format!("bodhi composer is waiting for {} to hit the master mirror", repo())
+        format!(
+            "bodhi composer is waiting for {} to hit the master mirror",
+            repo()
+        )
     } else if topic.contains("bodhi.compose.sync.done") {
-        format!("bodhi composer finished waiting for {} to hit the master mirror", repo())
+        format!(
+            "bodhi composer finished waiting for {} to hit the master mirror",
+            repo()
+        )
     } else if topic.contains("bodhi.buildroot_override.tag")
         || topic.contains("bodhi.buildroot_override.untag")
     {
@@ -439,5 +444,10 @@ fn objects(msg: &Value, topic: &str) -> Option<Vec<String>> {
     } else {
         return Some(Vec::new());
     };
-    Some(packages.iter().map(|name| format!("packages/{name}")).collect())
+    Some(
+        packages
+            .iter()
+            .map(|name| format!("packages/{name}"))
+            .collect(),
+    )
 }

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::message::Envelope;
 
-use super::{avatar, py_str, Fields};
+use super::{avatar, present, py_str, Fields};
 
 const ICON: &str = "https://apps.fedoraproject.org/img/icons/bugzilla.png";
 
@@ -31,31 +31,25 @@ pub(super) fn fields(envelope: &Envelope) -> Fields {
     }
 }
 
-fn truthy(value: Option<&Value>) -> bool {
-    match value {
-        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
-        Some(Value::String(text)) => !text.is_empty(),
-        Some(Value::Array(items)) => !items.is_empty(),
-        Some(Value::Object(fields)) => !fields.is_empty(),
-        Some(Value::Number(number)) => number.as_f64() != Some(0.0),
-        Some(Value::Bool(true)) => true,
-    }
-}
-
 /// Who acted: the commenter, the event's `who`, or the bug's creator, as a FAS name when the
 /// address is a Fedora one.
 fn user(msg: &Value) -> Option<String> {
     let comment = msg.get("comment");
     let event = msg.get("event");
-    let email = if truthy(comment) {
+    let email = if present(comment) {
         comment?.get("author")?
-    } else if truthy(event) && truthy(event?.get("who")) {
+    } else if present(event) && present(event?.get("who")) {
         event?.get("who")?
     } else {
         msg.get("bug")?.get("creator")?
     };
     let email = email.as_str()?;
-    Some(email.strip_suffix("@fedoraproject.org").unwrap_or(email).to_string())
+    Some(
+        email
+            .strip_suffix("@fedoraproject.org")
+            .unwrap_or(email)
+            .to_string(),
+    )
 }
 
 /// `'a'`, `'a' and 'b'`, `'a', 'b', and 'c'`.
@@ -88,10 +82,10 @@ fn subtitle(msg: &Value, topic: &str) -> Option<String> {
     if created {
         return Some(format!("{user} filed a new bug RHBZ#{id} '{title}'"));
     }
-    if truthy(msg.get("comment")) {
+    if present(msg.get("comment")) {
         return Some(format!("{user} commented on RHBZ#{id} '{title}'"));
     }
-    if truthy(msg.get("event")) {
+    if present(msg.get("event")) {
         let mut fields = Vec::new();
         for change in msg.pointer("/event/changes")?.as_array()? {
             fields.push(py_str(change.get("field_name")?));
@@ -104,7 +98,7 @@ fn subtitle(msg: &Value, topic: &str) -> Option<String> {
 
 fn link(msg: &Value) -> Option<String> {
     let bug = msg.get("bug")?;
-    if let Some(url) = bug.get("weburl").filter(|url| truthy(Some(url))) {
+    if let Some(url) = bug.get("weburl").filter(|url| present(Some(url))) {
         return Some(py_str(url));
     }
     let id = py_str(bug.get("id")?);
@@ -123,5 +117,9 @@ fn objects(msg: &Value) -> Option<Vec<String>> {
         }
     }
     let id = py_str(bug.get("id")?);
-    Some(vec![format!("{}/{}/{id}", py_str(product), py_str(component))])
+    Some(vec![format!(
+        "{}/{}/{id}",
+        py_str(product),
+        py_str(component)
+    )])
 }

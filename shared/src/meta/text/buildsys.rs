@@ -6,9 +6,10 @@ use serde_json::Value;
 
 use crate::message::Envelope;
 
-use super::{avatar, fill, list_to_series, py_str, Fields};
+use super::{avatar, fill, list_to_series, py_str, truthy, Fields};
 
-const ICON: &str = "https://fedoraproject.org/w/uploads/2/20/Artwork_DesignService_koji-icon-48.png";
+const ICON: &str =
+    "https://fedoraproject.org/w/uploads/2/20/Artwork_DesignService_koji-icon-48.png";
 
 /// `build.state.change` sentences, by the build's new state (koji's numbering).
 const BUILD_STATES: [&str; 5] = [
@@ -21,10 +22,22 @@ const BUILD_STATES: [&str; 5] = [
 
 /// `task.state.change` sentences for scratch builds, by the task's new state.
 const TASK_STATES: &[(&str, &str)] = &[
-    ("OPEN", "{owner}'s scratch build of {srpm}{target} started{inst}"),
-    ("FAILED", "{owner}'s scratch build of {srpm}{target} failed{inst}"),
-    ("CLOSED", "{owner}'s scratch build of {srpm}{target} completed{inst}"),
-    ("CANCELED", "{owner}'s scratch build of {srpm}{target} was cancelled{inst}"),
+    (
+        "OPEN",
+        "{owner}'s scratch build of {srpm}{target} started{inst}",
+    ),
+    (
+        "FAILED",
+        "{owner}'s scratch build of {srpm}{target} failed{inst}",
+    ),
+    (
+        "CLOSED",
+        "{owner}'s scratch build of {srpm}{target} completed{inst}",
+    ),
+    (
+        "CANCELED",
+        "{owner}'s scratch build of {srpm}{target} was cancelled{inst}",
+    ),
 ];
 const TASK_OTHER_STATE: &str = "{owner}'s scratch build of {srpm}{target} changed{inst}";
 
@@ -53,20 +66,11 @@ pub(super) fn fields(envelope: &Envelope) -> Fields {
     }
 }
 
-fn truthy(value: &Value) -> bool {
-    match value {
-        Value::Null | Value::Bool(false) => false,
-        Value::String(text) => !text.is_empty(),
-        Value::Array(items) => !items.is_empty(),
-        Value::Object(fields) => !fields.is_empty(),
-        Value::Number(number) => number.as_f64() != Some(0.0),
-        Value::Bool(true) => true,
-    }
-}
-
 /// The koji instance (`primary` unless the message says).
 fn instance(msg: &Value) -> String {
-    msg.get("instance").map(py_str).unwrap_or_else(|| "primary".to_string())
+    msg.get("instance")
+        .map(py_str)
+        .unwrap_or_else(|| "primary".to_string())
 }
 
 /// Fills every `{name}` of `template` from `extra`, else from the fields of `body`; `None`
@@ -81,7 +85,11 @@ fn fill_from(template: &str, body: &Value, extra: &[(&str, &str)]) -> Option<Str
         values.push((name.to_string(), py_str(body.get(name)?)));
     }
     let mut pairs: Vec<(&str, &str)> = extra.to_vec();
-    pairs.extend(values.iter().map(|(name, value)| (name.as_str(), value.as_str())));
+    pairs.extend(
+        values
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str())),
+    );
     Some(fill(template, &pairs))
 }
 
@@ -133,7 +141,10 @@ fn subtitle(msg: &Value, topic: &str) -> Option<String> {
         return fill_from(template, msg, &[("inst", inst)]);
     }
     if is("buildsys.repo.init") || is("buildsys.repo.done") {
-        let tag = msg.get("tag").map(py_str).unwrap_or_else(|| "unknown".to_string());
+        let tag = msg
+            .get("tag")
+            .map(py_str)
+            .unwrap_or_else(|| "unknown".to_string());
         let what = if is("buildsys.repo.init") {
             "initialized"
         } else {
@@ -142,10 +153,15 @@ fn subtitle(msg: &Value, topic: &str) -> Option<String> {
         return Some(format!("Repo {what}:  {tag}{inst}"));
     }
     if is("buildsys.package.list.change") {
-        return fill_from("Package list change for {package}:  '{tag}'{inst}", msg, &[("inst", inst)]);
+        return fill_from(
+            "Package list change for {package}:  '{tag}'{inst}",
+            msg,
+            &[("inst", inst)],
+        );
     }
     if is("buildsys.rpm.sign") {
-        let template = "Koji build {name}-{version}-{release}.{arch}.rpm signed with sigkey '{sigkey}'";
+        let template =
+            "Koji build {name}-{version}-{release}.{arch}.rpm signed with sigkey '{sigkey}'";
         if let Some(info) = msg.get("info") {
             return fill_from(template, info, &[]);
         }
@@ -174,7 +190,9 @@ fn subtitle(msg: &Value, topic: &str) -> Option<String> {
 
 /// An integer field as `%i` shows it.
 fn integer(value: &Value) -> Option<i64> {
-    value.as_i64().or_else(|| value.as_f64().map(|number| number.trunc() as i64))
+    value
+        .as_i64()
+        .or_else(|| value.as_f64().map(|number| number.trunc() as i64))
 }
 
 fn link(msg: &Value, topic: &str) -> Option<Option<String>> {
@@ -187,7 +205,12 @@ fn link(msg: &Value, topic: &str) -> Option<Option<String>> {
         base
     };
     let is = |event: &str| topic.contains(event);
-    let tag_events = ["buildsys.tag", "buildsys.untag", "buildsys.repo.init", "buildsys.repo.done"];
+    let tag_events = [
+        "buildsys.tag",
+        "buildsys.untag",
+        "buildsys.repo.init",
+        "buildsys.repo.done",
+    ];
     if let Some(tag_id) = msg.get("tag_id") {
         if tag_events.iter().any(|event| is(event)) {
             return Some(Some(format!("{base}/taginfo?tagID={}", integer(tag_id)?)));
@@ -229,13 +252,19 @@ fn objects(msg: &Value, topic: &str) -> Option<Vec<String>> {
         return Some(vec![build()?, format!("{instance}/tags/{}", field("tag")?)]);
     }
     if is("buildsys.untag") {
-        return Some(vec![build()?, format!("{instance}/tags/{}", tag_or_unknown())]);
+        return Some(vec![
+            build()?,
+            format!("{instance}/tags/{}", tag_or_unknown()),
+        ]);
     }
     if is("buildsys.build.state.change") {
         return Some(vec![build()?]);
     }
     if is("buildsys.task.state.change") {
-        return Some(vec![format!("{instance}/scratch_builds/{}", field("srpm")?)]);
+        return Some(vec![format!(
+            "{instance}/scratch_builds/{}",
+            field("srpm")?
+        )]);
     }
     if is("buildsys.repo.init") || is("buildsys.repo.done") {
         return Some(vec![format!("{instance}/repos/{}", tag_or_unknown())]);

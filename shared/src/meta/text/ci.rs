@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::message::Envelope;
 
-use super::{avatar, fill, py_str, Fields};
+use super::{avatar, fill, py_str, truthy, Fields};
 
 const ICON: &str = "https://ci.centos.org/static/ec6de755/images/headshot.png";
 const LINK: &str = "http://ci.centos.org/";
@@ -77,9 +77,7 @@ fn fields(envelope: &Envelope, name: &str, pipeline_name: &str) -> Fields {
 /// `msg[key] or default`: `None` when the key is missing (a `KeyError`).
 fn or_default(msg: &Value, key: &str, default: &str) -> Option<String> {
     let value = msg.get(key)?;
-    let falsy = matches!(value, Value::Null | Value::Bool(false))
-        || value.as_str().is_some_and(str::is_empty);
-    if falsy {
+    if !truthy(value) {
         return Some(default.to_string());
     }
     Some(py_str(value))
@@ -100,9 +98,18 @@ fn subtitle(envelope: &Envelope, name: &str, pipeline_name: &str) -> Option<Stri
     let topic = envelope.topic.as_str();
     let rev = or_default(msg, "rev", "")?;
     let (revtype, rev) = if let Some(task) = rev.strip_prefix("kojitask-") {
-        ("Koji task", task.split("kojitask-").next().unwrap_or_default().to_string())
+        (
+            "Koji task",
+            task.split("kojitask-")
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        )
     } else if let Some(request) = rev.strip_prefix("PR-") {
-        ("Pull request", request.split("PR-").next().unwrap_or_default().to_string())
+        (
+            "Pull request",
+            request.split("PR-").next().unwrap_or_default().to_string(),
+        )
     } else {
         ("Commit", rev.chars().take(8).collect())
     };
@@ -112,9 +119,15 @@ fn subtitle(envelope: &Envelope, name: &str, pipeline_name: &str) -> Option<Stri
     let status = or_default(msg, "status", "unknown_status")?;
 
     let (name, pipeline_name) = if topic.contains(&format!("{name}.allpackages-build")) {
-        ("ci.pipeline.allpackages-build".to_string(), "All Packages (Build) CI")
+        (
+            "ci.pipeline.allpackages-build".to_string(),
+            "All Packages (Build) CI",
+        )
     } else if topic.contains(&format!("{name}.allpackages-pr")) {
-        ("ci.pipeline.allpackages-pr".to_string(), "All Packages (PR) CI")
+        (
+            "ci.pipeline.allpackages-pr".to_string(),
+            "All Packages (PR) CI",
+        )
     } else if topic.contains(&format!("{name}.allpackages")) {
         ("ci.pipeline.allpackages".to_string(), "All Packages CI")
     } else if topic.contains(&format!("{name}.container")) {

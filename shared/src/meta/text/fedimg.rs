@@ -59,7 +59,9 @@ fn subtitle(msg: &Value, topic: &str) -> Option<Option<String>> {
         return Some(Some(format!("{name} {verb} {dest} {details}")));
     }
     if topic.contains("image.publish") {
-        return Some(Some(format!("{name} published in region, {dest} {details}")));
+        return Some(Some(format!(
+            "{name} published in region, {dest} {details}"
+        )));
     }
     if topic.contains("image.copy") {
         let source = extra_field("source_image_id");

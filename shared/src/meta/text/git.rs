@@ -103,7 +103,11 @@ fn subtitle(envelope: &Envelope) -> Option<String> {
         let agent = msg.get("agent")?;
         return Some(fill(
             "{agent} created branch '{branch}' for the '{repo}' package",
-            &[("agent", &py_str(agent)), ("branch", &branch), ("repo", &repo)],
+            &[
+                ("agent", &py_str(agent)),
+                ("branch", &branch),
+                ("repo", &repo),
+            ],
         ));
     }
     if topic.contains(".git.lookaside") {
@@ -164,7 +168,9 @@ fn link(envelope: &Envelope) -> Option<Option<String>> {
         let (repo, branch) = branched(envelope);
         let namespace = msg.get("namespace").map(py_str);
         let namespace = namespace.as_deref().unwrap_or("rpms");
-        return Some(Some(format!("{PREFIX}/{namespace}/{repo}/commits/{branch}")));
+        return Some(Some(format!(
+            "{PREFIX}/{namespace}/{repo}/commits/{branch}"
+        )));
     }
     if topic.contains(".git.lookaside") {
         let path = match msg.get("path") {
@@ -220,7 +226,12 @@ fn objects(envelope: &Envelope) -> Option<Vec<String>> {
     }
     if topic.contains(".git.pkgdb2branch.complete") {
         let packages = branched_packages(msg);
-        return Some(packages.iter().map(|name| format!("{name}/__git__")).collect());
+        return Some(
+            packages
+                .iter()
+                .map(|name| format!("{name}/__git__"))
+                .collect(),
+        );
     }
     if topic.contains(".git.lookaside") {
         let name = py_str(msg.get("name")?);

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::message::Envelope;
 
-use super::{avatar, py_str, Fields};
+use super::{at, avatar, present, py_str, truthy, Fields};
 
 const ICON: &str = "https://apps.fedoraproject.org/img/icons/github.png";
 
@@ -15,7 +15,7 @@ pub(super) fn fields(envelope: &Envelope) -> Fields {
     let secondary_icon = if topic.contains("github.webhook") {
         Some(Some(ICON.to_string()))
     } else {
-        user(msg).map(|user| Some(avatar::of_user(&shown(user.as_deref()))))
+        user(msg).map(|user| Some(avatar::of_user(&user.unwrap_or_else(|| "None".to_string()))))
     };
     Fields {
         subtitle: subtitle(msg, topic),
@@ -24,26 +24,6 @@ pub(super) fn fields(envelope: &Envelope) -> Fields {
         secondary_icon,
         objects: objects(msg, topic),
     }
-}
-
-/// Python's truth value of an optional JSON value.
-fn truthy(value: Option<&Value>) -> bool {
-    match value {
-        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
-        Some(Value::Number(number)) => number.as_f64() != Some(0.0),
-        Some(Value::String(text)) => !text.is_empty(),
-        Some(Value::Array(items)) => !items.is_empty(),
-        Some(Value::Object(fields)) => !fields.is_empty(),
-        Some(Value::Bool(true)) => true,
-    }
-}
-
-fn shown(value: Option<&str>) -> String {
-    value.unwrap_or("None").to_string()
-}
-
-fn at(msg: &Value, pointer: &str) -> Option<String> {
-    msg.pointer(pointer).map(py_str)
 }
 
 /// The FAS name of a GitHub login, when the relay knew it.
@@ -56,14 +36,14 @@ fn fas_name(msg: &Value, login: &Value) -> Option<String> {
 /// Who acted: the commit author, pusher, sender or forkee owner. Outer `None` where the
 /// original raises `KeyError`, inner `None` when nobody is named.
 fn user(msg: &Value) -> Option<Option<String>> {
-    if truthy(msg.get("commit")) {
+    if present(msg.get("commit")) {
         let author = msg.pointer("/commit/author");
-        let login = if truthy(author) {
+        let login = if present(author) {
             author.and_then(|author| author.get("login"))
         } else {
             author
         };
-        if let Some(login) = login.filter(|login| truthy(Some(login))) {
+        if let Some(login) = login.filter(|login| truthy(login)) {
             return Some(Some(fas_name(msg, login)?));
         }
     }
@@ -72,7 +52,7 @@ fn user(msg: &Value) -> Option<Option<String>> {
         ("sender", "/sender/login"),
         ("forkee", "/forkee/owner/login"),
     ] {
-        if truthy(msg.get(key)) {
+        if present(msg.get(key)) {
             return Some(Some(fas_name(msg, msg.pointer(pointer)?)?));
         }
     }
@@ -102,7 +82,10 @@ fn link(msg: &Value, topic: &str) -> Option<Option<String>> {
     if topic.contains("github.deployment_status") {
         return Some(url(msg.pointer("/deployment_status/target_url")?));
     }
-    for (event, suffix) in [("github.watch", "/watchers"), ("github.star", "/stargazers")] {
+    for (event, suffix) in [
+        ("github.watch", "/watchers"),
+        ("github.star", "/stargazers"),
+    ] {
         if topic.contains(event) {
             return Some(Some(at(msg, "/repository/html_url")? + suffix));
         }
@@ -134,8 +117,8 @@ fn link(msg: &Value, topic: &str) -> Option<Option<String>> {
 }
 
 fn subtitle(msg: &Value, topic: &str) -> Option<Option<String>> {
-    let user = shown(user(msg)?.as_deref());
-    let repo = shown(repo(msg).as_deref());
+    let user = user(msg)?.unwrap_or_else(|| "None".to_string());
+    let repo = repo(msg).unwrap_or_else(|| "None".to_string());
     let is = |event: &str| topic.contains(event);
     let sentence = if is("github.webhook") {
         "A new github repository has been added to fedmsg".to_string()
@@ -179,7 +162,9 @@ fn subtitle(msg: &Value, topic: &str) -> Option<Option<String>> {
         let number = at(msg, "/pull_request/number")?;
         let state = at(msg, "/review/state")?;
         match state.as_str() {
-            "pending" => format!("{user} commented on PR #{number} on {repo} which is in {state} state"),
+            "pending" => {
+                format!("{user} commented on PR #{number} on {repo} which is in {state} state")
+            }
             "approved" => format!("{user} {state} the changes on PR #{number} on {repo}"),
             "changes_requested" => format!("{user} requested changes on PR #{number} on {repo}"),
             "commented" => format!("{user} {state} on PR #{number} on {repo}"),
@@ -217,7 +202,10 @@ fn subtitle(msg: &Value, topic: &str) -> Option<Option<String>> {
         format!("{user} {action} {repo}")
     } else if is("github.release") {
         let version = at(msg, "/release/tag_name")?;
-        let name = repo.split_once('/').map(|(_, name)| name).unwrap_or_default();
+        let name = repo
+            .split_once('/')
+            .map(|(_, name)| name)
+            .unwrap_or_default();
         format!("{user} cut a release of {name}, version {version}")
     } else if is("github.page_build") {
         format!("{user} rebuilt the github.io page for {repo}")

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::message::Envelope;
 
-use super::{avatar, py_str, Fields};
+use super::{at, avatar, fill, py_str, truthy, Fields};
 
 const ICON: &str = "https://apps.fedoraproject.org/img/icons/meetbot.png";
 
@@ -39,14 +39,6 @@ pub(super) fn fields(envelope: &Envelope) -> Fields {
         secondary_icon: person.map(|nick| Some(avatar::of_user(&py_str(nick)))),
         objects: objects(msg),
     }
-}
-
-fn at(msg: &Value, pointer: &str) -> Option<String> {
-    msg.pointer(pointer).map(py_str)
-}
-
-fn truthy(value: &Value) -> bool {
-    !matches!(value, Value::Null | Value::Bool(false)) && value.as_str() != Some("")
 }
 
 /// The first URL of an IRC line, as the original's `(https?://[a-z0-9.:].*?)[ $]` finds it: a
@@ -138,7 +130,7 @@ fn subtitle(msg: &Value, topic: &str) -> Option<String> {
     let name = at(msg, "/meeting_topic")?;
     let channel = at(msg, "/channel")?;
     let meeting_topic = at(msg, "/topic").unwrap_or_else(|| "no topic".to_string());
-    Some(super::fill(
+    Some(fill(
         template,
         &[
             ("owner", &owner),

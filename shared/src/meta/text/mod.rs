@@ -165,7 +165,9 @@ const PROCESSORS: &[Processor] = &[
 fn processor_for(topic: &str) -> Option<&'static Processor> {
     PROCESSORS.iter().find(|processor| {
         processor.prefixes.iter().any(|prefix| {
-            let Some(rest) = topic.strip_prefix(prefix).and_then(|rest| rest.strip_prefix('.'))
+            let Some(rest) = topic
+                .strip_prefix(prefix)
+                .and_then(|rest| rest.strip_prefix('.'))
             else {
                 return false;
             };
@@ -205,6 +207,33 @@ fn title(topic: &str) -> String {
 /// The string at a JSON pointer, or `None` (a `KeyError`) when missing or not a string.
 fn text<'a>(value: &'a Value, pointer: &str) -> Option<&'a str> {
     value.pointer(pointer)?.as_str()
+}
+
+/// Python's truth value of a JSON value: `None`, `False`, `0`, `""`, `[]` and `{}` are false.
+fn truthy(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::Bool(flag) => *flag,
+        Value::Number(number) => number.as_f64() != Some(0.0),
+        Value::String(text) => !text.is_empty(),
+        Value::Array(items) => !items.is_empty(),
+        Value::Object(fields) => !fields.is_empty(),
+    }
+}
+
+/// The truth value of `dict.get(key)`: a missing value is `None`, false.
+fn present(value: Option<&Value>) -> bool {
+    value.is_some_and(truthy)
+}
+
+/// `str()` of the value at a JSON pointer; `None` where the original raises `KeyError`.
+fn at(value: &Value, pointer: &str) -> Option<String> {
+    value.pointer(pointer).map(py_str)
+}
+
+/// `str()` of a value that may be Python's `None`.
+fn shown(value: Option<&Value>) -> String {
+    value.map(py_str).unwrap_or_else(|| "None".to_string())
 }
 
 /// A JSON value as Python's `str()` shows it in a format string: strings bare, `None`,
@@ -273,7 +302,10 @@ fn list_to_series(items: &[String]) -> String {
 fn capitalize(word: &str) -> String {
     let mut chars = word.chars();
     match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars.flat_map(char::to_lowercase)).collect(),
+        Some(first) => first
+            .to_uppercase()
+            .chain(chars.flat_map(char::to_lowercase))
+            .collect(),
         None => String::new(),
     }
 }

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::message::Envelope;
 
-use super::{avatar, fill, list_to_series, py_str, Fields};
+use super::{at, avatar, fill, list_to_series, py_str, truthy, Fields};
 
 const ICON: &str = "https://apps.fedoraproject.org/packages/images/icons/package_128x128.png";
 
@@ -50,23 +50,6 @@ fn fields(envelope: &Envelope, site: &Site) -> Fields {
         secondary_icon: Some(secondary_icon),
         objects: objects(msg, &envelope.topic),
     }
-}
-
-/// Python's truth value of a JSON value.
-fn truthy(value: &Value) -> bool {
-    match value {
-        Value::Null => false,
-        Value::Bool(flag) => *flag,
-        Value::Number(number) => number.as_f64() != Some(0.0),
-        Value::String(text) => !text.is_empty(),
-        Value::Array(items) => !items.is_empty(),
-        Value::Object(fields) => !fields.is_empty(),
-    }
-}
-
-/// `msg[key]` shown as text: `None` where the original raises `KeyError`.
-fn at(msg: &Value, pointer: &str) -> Option<String> {
-    msg.pointer(pointer).map(py_str)
 }
 
 /// The original's `_get_project`: `name`, `namespace/name`, or `fork/<user>/…`.
@@ -147,12 +130,17 @@ fn receive_commits(msg: &Value) -> Option<String> {
     let count = at(msg, "/total_commits")?;
     let label = if count == "1" { "commit" } else { "commits" };
     let branch = branch_name(&at(msg, "/branch")?);
-    Some(format!("{user} pushed {count} {label} to {repo} ({branch})"))
+    Some(format!(
+        "{user} pushed {count} {label} to {repo} ({branch})"
+    ))
 }
 
 fn subtitle(msg: &Value, topic: &str) -> Option<Option<String>> {
     let project = project(msg);
-    let user = msg.get("agent").map(py_str).unwrap_or_else(|| "None".to_string());
+    let user = msg
+        .get("agent")
+        .map(py_str)
+        .unwrap_or_else(|| "None".to_string());
     let is = |event: &str| topic.contains(event);
     let values = |extra: &[(&'static str, String)]| {
         let mut all = vec![("user", user.clone()), ("project", project.clone())];
@@ -171,34 +159,64 @@ fn subtitle(msg: &Value, topic: &str) -> Option<Option<String>> {
         say("{user} created a new project \"{project}\"", &[])
     } else if is("pagure.issue.new") {
         let (id, title) = (issue_id()?, issue_title()?);
-        say("{user} opened a new ticket {project}#{id}: \"{title}\"", &[("id", id), ("title", title)])
+        say(
+            "{user} opened a new ticket {project}#{id}: \"{title}\"",
+            &[("id", id), ("title", title)],
+        )
     } else if is("pagure.issue.drop") {
         let (id, title) = (issue_id()?, issue_title()?);
-        say("{user} deleted ticket {project}#{id}: \"{title}\"", &[("id", id), ("title", title)])
+        say(
+            "{user} deleted ticket {project}#{id}: \"{title}\"",
+            &[("id", id), ("title", title)],
+        )
     } else if is("pagure.issue.comment.edited") {
         let (id, title) = (issue_id()?, issue_title()?);
-        say("{user} edited a comment on ticket {project}#{id}: \"{title}\"", &[("id", id), ("title", title)])
+        say(
+            "{user} edited a comment on ticket {project}#{id}: \"{title}\"",
+            &[("id", id), ("title", title)],
+        )
     } else if is("pagure.issue.comment.added") {
         let (id, title) = (issue_id()?, issue_title()?);
-        say("{user} commented on ticket {project}#{id}: \"{title}\"", &[("id", id), ("title", title)])
+        say(
+            "{user} commented on ticket {project}#{id}: \"{title}\"",
+            &[("id", id), ("title", title)],
+        )
     } else if is("pagure.issue.tag.added") {
         let (id, tags) = (issue_id()?, series(msg.get("tags")?)?);
-        say("{user} tagged ticket {project}#{id}: {tags}", &[("id", id), ("tags", tags)])
+        say(
+            "{user} tagged ticket {project}#{id}: {tags}",
+            &[("id", id), ("tags", tags)],
+        )
     } else if is("pagure.issue.tag.removed") {
         let (id, tags) = (issue_id()?, series(msg.get("tags")?)?);
-        say("{user} removed the {tags} tags from ticket {project}#{id}", &[("id", id), ("tags", tags)])
+        say(
+            "{user} removed the {tags} tags from ticket {project}#{id}",
+            &[("id", id), ("tags", tags)],
+        )
     } else if is("pagure.pull-request.tag.added") {
         let (id, tags) = (at(msg, "/pull_request/id")?, series(msg.get("tags")?)?);
-        say("{user} tagged pull-request {project}#{id}: {tags}", &[("id", id), ("tags", tags)])
+        say(
+            "{user} tagged pull-request {project}#{id}: {tags}",
+            &[("id", id), ("tags", tags)],
+        )
     } else if is("pagure.pull-request.tag.removed") {
         let (id, tags) = (at(msg, "/pull_request/id")?, series(msg.get("tags")?)?);
-        say("{user} removed the {tags} tags from pull-request {project}#{id}", &[("id", id), ("tags", tags)])
+        say(
+            "{user} removed the {tags} tags from pull-request {project}#{id}",
+            &[("id", id), ("tags", tags)],
+        )
     } else if is("pagure.issue.assigned.added") {
         let id = issue_id()?;
         let assignee = assignee(msg.pointer("/issue/assignee")?)?;
-        say("{user} assigned ticket {project}#{id}{assignee}", &[("id", id), ("assignee", assignee)])
+        say(
+            "{user} assigned ticket {project}#{id}{assignee}",
+            &[("id", id), ("assignee", assignee)],
+        )
     } else if is("pagure.issue.assigned.reset") {
-        say("{user} reset the assignee of ticket {project}#{id}", &[("id", issue_id()?)])
+        say(
+            "{user} reset the assignee of ticket {project}#{id}",
+            &[("id", issue_id()?)],
+        )
     } else if is("pagure.issue.dependency.added") {
         let (id, dep_id) = (issue_id()?, at(msg, "/added_dependency")?);
         say(
@@ -216,14 +234,23 @@ fn subtitle(msg: &Value, topic: &str) -> Option<Option<String>> {
         let fields = msg.get("fields")?;
         if *fields == serde_json::json!(["status"]) {
             let status = at(msg, "/issue/status")?;
-            say("{user} set the status of ticket {project}#{id} to: {status}", &[("id", id), ("status", status)])
+            say(
+                "{user} set the status of ticket {project}#{id} to: {status}",
+                &[("id", id), ("status", status)],
+            )
         } else {
             let fields = series(fields)?;
-            say("{user} edited the {fields} fields of ticket {project}#{id}", &[("id", id), ("fields", fields)])
+            say(
+                "{user} edited the {fields} fields of ticket {project}#{id}",
+                &[("id", id), ("fields", fields)],
+            )
         }
     } else if is("pagure.project.edit") {
         let fields = series(msg.get("fields")?)?;
-        say("{user} edited the {fields} fields of project {project}", &[("fields", fields)])
+        say(
+            "{user} edited the {fields} fields of project {project}",
+            &[("fields", fields)],
+        )
     } else if is("pagure.project.group.added") {
         let group = at(msg, "/new_group")?;
         match msg.get("access").filter(|access| truthy(access)) {
@@ -231,7 +258,10 @@ fn subtitle(msg: &Value, topic: &str) -> Option<Option<String>> {
                 "{user} added group \"{new_group}\" to project {project} with {access} access",
                 &[("new_group", group), ("access", py_str(access))],
             ),
-            None => say("{user} added group \"{new_group}\" to project {project}", &[("new_group", group)]),
+            None => say(
+                "{user} added group \"{new_group}\" to project {project}",
+                &[("new_group", group)],
+            ),
         }
     } else if is("pagure.project.group.access.updated") {
         let (group, access) = (at(msg, "/new_group")?, at(msg, "/new_access")?);
@@ -246,7 +276,10 @@ fn subtitle(msg: &Value, topic: &str) -> Option<Option<String>> {
                 "{user} added \"{new_user}\" to project {project} with {access} access",
                 &[("new_user", new_user), ("access", py_str(access))],
             ),
-            None => say("{user} added \"{new_user}\" to project {project}", &[("new_user", new_user)]),
+            None => say(
+                "{user} added \"{new_user}\" to project {project}",
+                &[("new_user", new_user)],
+            ),
         }
     } else if is("pagure.project.user.access.updated") {
         let (new_user, access) = (at(msg, "/new_user")?, at(msg, "/new_access")?);
@@ -256,7 +289,10 @@ fn subtitle(msg: &Value, topic: &str) -> Option<Option<String>> {
         )
     } else if is("pagure.project.tag.removed") {
         let tags = series(msg.get("tags")?)?;
-        say("{user} removed tags \"{tags}\" from project {project}", &[("tags", tags)])
+        say(
+            "{user} removed tags \"{tags}\" from project {project}",
+            &[("tags", tags)],
+        )
     } else if is("pagure.project.tag.edited") {
         let (old, new) = (at(msg, "/old_tag")?, at(msg, "/new_tag")?);
         say(
@@ -265,21 +301,39 @@ fn subtitle(msg: &Value, topic: &str) -> Option<Option<String>> {
         )
     } else if is("pagure.project.forked") {
         let parent = at(msg, "/project/parent/name")?;
-        say("{user} forked {old_project} to {project}", &[("old_project", parent)])
+        say(
+            "{user} forked {old_project} to {project}",
+            &[("old_project", parent)],
+        )
     } else if is("pagure.pull-request.comment.added") {
-        say("{user} commented on PR #{id} on {project}", &[("id", pr_id()?)])
+        say(
+            "{user} commented on PR #{id} on {project}",
+            &[("id", pr_id()?)],
+        )
     } else if is("pagure.pull-request.comment.edited") {
-        say("{user} edited a comment on PR #{id} on {project}", &[("id", pr_id()?)])
+        say(
+            "{user} edited a comment on PR #{id} on {project}",
+            &[("id", pr_id()?)],
+        )
     } else if is("pagure.pull-request.closed") {
         let id = pr_id()?;
         if truthy(msg.get("merged")?) {
-            say("{user} merged pull request #{id} on {project}", &[("id", id)])
+            say(
+                "{user} merged pull request #{id} on {project}",
+                &[("id", id)],
+            )
         } else {
-            say("{user} closed (without merging) pull request #{id} on {project}", &[("id", id)])
+            say(
+                "{user} closed (without merging) pull request #{id} on {project}",
+                &[("id", id)],
+            )
         }
     } else if is("pagure.pull-request.new") {
         let (id, title) = (pr_id()?, at(msg, "/pullrequest/title")?);
-        say("{user} opened pull request #{id} on {project}: {title}", &[("id", id), ("title", title)])
+        say(
+            "{user} opened pull request #{id} on {project}: {title}",
+            &[("id", id), ("title", title)],
+        )
     } else if is("pagure.pull-request.updated") {
         say("Pull-request #{id} has been updated", &[("id", pr_id()?)])
     } else if is("pagure.pull-request.rebased") {
@@ -292,13 +346,22 @@ fn subtitle(msg: &Value, topic: &str) -> Option<Option<String>> {
         };
         let id = pr_id()?;
         let (username, comment) = (at(msg, "/flag/username")?, at(msg, "/flag/comment")?);
-        say(template, &[("id", id), ("username", username), ("comment", comment)])
+        say(
+            template,
+            &[("id", id), ("username", username), ("comment", comment)],
+        )
     } else if is("pagure.request.assigned.added") {
         let id = at(msg, "/request/id")?;
         let assignee = assignee(msg.pointer("/request/assignee")?)?;
-        say("{user} assigned PR {project}#{id}{assignee}", &[("id", id), ("assignee", assignee)])
+        say(
+            "{user} assigned PR {project}#{id}{assignee}",
+            &[("id", id), ("assignee", assignee)],
+        )
     } else if is("pagure.request.assigned.reset") {
-        say("{user} reset the assignee of PR {project}#{id}", &[("id", at(msg, "/request/id")?)])
+        say(
+            "{user} reset the assignee of PR {project}#{id}",
+            &[("id", at(msg, "/request/id")?)],
+        )
     } else if is("pagure.git.receive") {
         if msg.get("commit").is_some() {
             receive_one_commit(msg)?
@@ -316,10 +379,16 @@ fn subtitle(msg: &Value, topic: &str) -> Option<Option<String>> {
         let flagger = at(msg, "/flag/username")?;
         let repo = project_at(msg, "repo")?;
         let commit: String = at(msg, "/flag/commit_hash")?.chars().take(8).collect();
-        fill(template, &[("user", &flagger), ("project", &repo), ("commit", &commit)])
+        fill(
+            template,
+            &[("user", &flagger), ("project", &repo), ("commit", &commit)],
+        )
     } else if is("pagure.project.user.removed") {
         let removed = at(msg, "/removed_user")?;
-        say("{user} removed \"{removed_user}\" from the project {project}", &[("removed_user", removed)])
+        say(
+            "{user} removed \"{removed_user}\" from the project {project}",
+            &[("removed_user", removed)],
+        )
     } else {
         return Some(None);
     };
@@ -430,11 +499,17 @@ fn objects(msg: &Value, topic: &str) -> Option<Vec<String>> {
     }
     if topic.contains("pagure.pull-request") {
         let id = py_str(msg.get(pull_request_key(msg))?.get("id")?);
-        return Some(vec![format!("pull-request/{id}"), format!("project/{project}")]);
+        return Some(vec![
+            format!("pull-request/{id}"),
+            format!("project/{project}"),
+        ]);
     }
     if topic.contains("pagure.request") {
         let id = at(msg, "/request/id")?;
-        return Some(vec![format!("pull-request/{id}"), format!("project/{project}")]);
+        return Some(vec![
+            format!("pull-request/{id}"),
+            format!("project/{project}"),
+        ]);
     }
     if topic.contains("pagure.git.receive") {
         let holder = msg.get("commit").unwrap_or(msg);

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::message::Envelope;
 
-use super::{avatar, py_str, Fields};
+use super::{at, avatar, py_str, truthy, Fields};
 
 const ICON: &str = "https://apps.fedoraproject.org/packages/images/icons/package_128x128.png";
 const PACKAGE_PAGE: &str = "https://admin.fedoraproject.org/pkgdb/package";
@@ -21,10 +21,6 @@ pub(super) fn fields(envelope: &Envelope) -> Fields {
         secondary_icon: Some(Some(secondary_icon(msg))),
         objects: objects(msg, topic),
     }
-}
-
-fn at(msg: &Value, pointer: &str) -> Option<String> {
-    msg.pointer(pointer).map(py_str)
 }
 
 /// The acting user; legacy messages had a list of agents.
@@ -115,7 +111,10 @@ fn subtitle(msg: &Value, topic: &str) -> Option<String> {
         format!("{agent} changed {user}'s '{acl}' permission on {namespace}/{package} ({branch}) to '{status}'")
     } else if is("pkgdb.branch.clone") {
         let agent = agent(msg)?;
-        let namespace = msg.get("namespace").map(py_str).unwrap_or_else(|| "rpms".to_string());
+        let namespace = msg
+            .get("namespace")
+            .map(py_str)
+            .unwrap_or_else(|| "rpms".to_string());
         let package = at(msg, "/package")?;
         let branch = at(msg, "/branch")?;
         let master = at(msg, "/master")?;
@@ -130,7 +129,9 @@ fn subtitle(msg: &Value, topic: &str) -> Option<String> {
         let (namespace, package) = match listed(msg) {
             Some(found) => found,
             None => (
-                msg.get("namespace").map(py_str).unwrap_or_else(|| "rpms".to_string()),
+                msg.get("namespace")
+                    .map(py_str)
+                    .unwrap_or_else(|| "rpms".to_string()),
                 at(msg, "/package")?,
             ),
         };
@@ -146,7 +147,10 @@ fn subtitle(msg: &Value, topic: &str) -> Option<String> {
             None => format!("{agent} made some updates to {namespace}/{package}"),
         }
     } else if is("pkgdb.critpath.update") {
-        format!("{} altered the critpath status for some packages", agent(msg)?)
+        format!(
+            "{} altered the critpath status for some packages",
+            agent(msg)?
+        )
     } else if ends("pkgdb.package.new") {
         let agent = agent(msg)?;
         let (namespace, package) = listed(msg)?;
@@ -182,7 +186,10 @@ fn subtitle(msg: &Value, topic: &str) -> Option<String> {
         for listing in listings {
             branches.push(at(listing, "/collection/branchname")?);
         }
-        format!("{agent} removed {user} from {namespace}/{package} ({})", branches.join(", "))
+        format!(
+            "{agent} removed {user} from {namespace}/{package} ({})",
+            branches.join(", ")
+        )
     } else if is("pkgdb.branch.start") || is("pkgdb.branch.complete") {
         let agent = agent(msg)?;
         let from = at(msg, "/collection_from/branchname")?;
@@ -232,7 +239,10 @@ fn subtitle(msg: &Value, topic: &str) -> Option<String> {
         format!("{agent} requested branch {new_branch} for package {namespace}/{package}")
     } else if ends("pkgdb.package.new.request") {
         let info = msg.get("info")?;
-        let namespace = info.get("namespace").map(py_str).unwrap_or_else(|| "rpms".to_string());
+        let namespace = info
+            .get("namespace")
+            .map(py_str)
+            .unwrap_or_else(|| "rpms".to_string());
         let package = at(info, "/pkg_name")?;
         let branch = at(msg, "/collection/branchname")?;
         let agent = at(msg, "/agent")?;
@@ -252,7 +262,9 @@ fn subtitle(msg: &Value, topic: &str) -> Option<String> {
         };
         let (namespace, package) = own_package(msg)?;
         let branches = joined(msg.get("branches"))?;
-        format!("{agent} {action} the critpath flag on the {namespace}/{package} package ({branches})")
+        format!(
+            "{agent} {action} the critpath flag on the {namespace}/{package} package ({branches})"
+        )
     } else if ends("pkgdb.package.monitor.update") || ends("pkgdb.package.koschei.update") {
         let agent = at(msg, "/agent")?;
         let status = at(msg, "/status")?;
@@ -279,7 +291,10 @@ fn subtitle(msg: &Value, topic: &str) -> Option<String> {
 fn action_package(action: &Value) -> Option<(String, String)> {
     if let Some(info) = action.get("info") {
         if let Some(name) = info.get("pkg_name") {
-            let namespace = info.get("namespace").map(py_str).unwrap_or_else(|| "rpms".to_string());
+            let namespace = info
+                .get("namespace")
+                .map(py_str)
+                .unwrap_or_else(|| "rpms".to_string());
             return Some((namespace, py_str(name)));
         }
     }
@@ -302,10 +317,7 @@ fn admin_action(msg: &Value) -> Option<String> {
     let mut sentence = format!(
         "{agent} changed {owner}'s {kind} for {namespace}/{package} in {branch} from {old_status} to {new_status}"
     );
-    if let Some(message) = action.get("message").filter(|message| {
-        !matches!(message, Value::Null | Value::Bool(false))
-            && message.as_str() != Some("")
-    }) {
+    if let Some(message) = action.get("message").filter(|message| truthy(message)) {
         sentence.push_str(&format!(" with message: {}", py_str(message)));
     }
     Some(sentence)
@@ -328,7 +340,10 @@ fn link(msg: &Value, topic: &str) -> Option<String> {
     let is = |event: &str| topic.contains(event);
     if is("pkgdb.package.new.request") {
         let info = msg.get("info")?;
-        let namespace = info.get("namespace").map(py_str).unwrap_or_else(|| "rpms".to_string());
+        let namespace = info
+            .get("namespace")
+            .map(py_str)
+            .unwrap_or_else(|| "rpms".to_string());
         return Some(page(&namespace, &at(info, "/pkg_name")?));
     }
     if is("pkgdb.admin.action.status.update") {
@@ -365,7 +380,11 @@ fn objects(msg: &Value, topic: &str) -> Option<Vec<String>> {
     let listed_name = || at(msg, "/package_listing/package/name");
     let own_name = || at(msg, "/package/name");
     let object = if is("pkgdb.acl.update") || is("pkgdb.acl.request.toggle") {
-        let user_key = if is("pkgdb.acl.update") { "/username" } else { "/agent" };
+        let user_key = if is("pkgdb.acl.update") {
+            "/username"
+        } else {
+            "/agent"
+        };
         format!(
             "{}/acls/{}/{}/{}",
             listed_name()?,
@@ -379,7 +398,11 @@ fn objects(msg: &Value, topic: &str) -> Option<Vec<String>> {
         format!("{}/retire", listed_name()?)
     } else if is("pkgdb.acl.user.remove") {
         let first = msg.get("package_listings")?.as_array()?.first()?;
-        format!("{}/remove/{}", at(first, "/package/name")?, at(msg, "/username")?)
+        format!(
+            "{}/remove/{}",
+            at(first, "/package/name")?,
+            at(msg, "/username")?
+        )
     } else if is("pkgdb.owner.update") {
         format!("{}/owner/{}", listed_name()?, listed_branch(msg)?)
     } else if is("pkgdb.package.update") {
@@ -445,7 +468,11 @@ fn objects(msg: &Value, topic: &str) -> Option<Vec<String>> {
         let status = at(msg, "/status")?.to_lowercase();
         format!("{}/{flag}/{status}", own_name()?)
     } else if ends("pkgdb.package.unretire.request") {
-        format!("{}/unretire/{}", own_name()?, at(msg, "/collection/branchname")?)
+        format!(
+            "{}/unretire/{}",
+            own_name()?,
+            at(msg, "/collection/branchname")?
+        )
     } else {
         return Some(Vec::new());
     };

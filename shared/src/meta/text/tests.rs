@@ -38,7 +38,9 @@ fn every_ported_service_matches_fedmsg_meta_on_the_corpus() {
         let Some(text) = describe(&envelope) else {
             continue;
         };
-        *described.entry(envelope.category().to_string()).or_default() += 1;
+        *described
+            .entry(envelope.category().to_string())
+            .or_default() += 1;
         for (field, ours) in as_json(&text) {
             if expected[field] != ours {
                 mismatches.push(format!(
@@ -66,8 +68,9 @@ fn unported_services_and_unknown_topics_are_not_described() {
         "org.example.prod.compose.rawhide.start",
         "org.fedoraproject.prod.composer.start",
     ] {
-        let envelope = Envelope::from_value(serde_json::json!({"topic": topic, "msg": {}, "timestamp": 1.0}))
-            .expect("valid envelope");
+        let envelope =
+            Envelope::from_value(serde_json::json!({"topic": topic, "msg": {}, "timestamp": 1.0}))
+                .expect("valid envelope");
         assert_eq!(describe(&envelope), None, "{topic}");
     }
 }
@@ -82,7 +85,10 @@ fn missing_fields_fall_back_like_fedmsg_meta() {
     .expect("valid envelope");
     let text = describe(&envelope).expect("compose is ported");
     assert_eq!(text.title, "compose.rawhide.start");
-    assert_eq!(text.subtitle.as_deref(), Some("Started Fedora Rawhide compose"));
+    assert_eq!(
+        text.subtitle.as_deref(),
+        Some("Started Fedora Rawhide compose")
+    );
     assert_eq!(text.objects, ["rawhide/primary"]);
 }
 
