@@ -44,7 +44,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::ApiError;
-use crate::message_meta::{MessageMeta, META_NAMES, SUPPORTED_META};
+use crate::message_meta::{check_meta, MessageMeta};
 use crate::params::reject_repeated;
 use crate::timerange::{self, datagrepper_timestamp, RangeParameters, TimeRange};
 use crate::AppState;
@@ -400,27 +400,6 @@ fn parse_grouped(raw: Option<&str>) -> Result<bool, ApiError> {
             format!("{text:?} is not true or false"),
         )),
     }
-}
-
-fn check_meta(meta: &[String]) -> Result<(), ApiError> {
-    for name in meta {
-        if !META_NAMES.contains(&name.as_str()) {
-            return Err(ApiError::bad_parameter(
-                "meta",
-                format!("{name:?} is not one of {}", META_NAMES.join(", ")),
-            ));
-        }
-        if !SUPPORTED_META.contains(&name.as_str()) {
-            return Err(ApiError::bad_parameter(
-                "meta",
-                format!(
-                    "meta={name} is not supported; supported: {}",
-                    SUPPORTED_META.join(", ")
-                ),
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// datagrepper validates its HTML-only parameters even for JSON answers; so do we. JSONP is

@@ -6,6 +6,15 @@
 //! ([`statscache_shared::meta::text`]), and never stored. For a message whose service that port
 //! does not cover, the asked text fields are `null` (fedmsg.meta would use that service's own
 //! rules, which we do not guess). `date` (arrow's "7 years ago") is not offered.
+//!
+//! Where the answers differ from datagrepper's, by design:
+//! - where fedmsg.meta raises something other than `KeyError` (an event its processor has no
+//!   sentence for, a field of the wrong type, taskotron's network lookup), datagrepper answers
+//!   500; we answer fedmsg.meta's fallback for that field (`""`, `[]`);
+//! - nothing is asked of FAS: an email address that is not `@fedoraproject.org` stays an address
+//!   (as in fedmsg.meta without a FAS cache, which is how datagrepper runs in the test);
+//! - where fedmsg.meta picks one element of a set (anitya's package icon for a message without
+//!   a user), we pick the first in sorted order, so the answer is stable.
 
 use poem_openapi::types::MaybeUndefined;
 use poem_openapi::Object;
@@ -13,8 +22,10 @@ use serde_json::Value;
 use statscache_shared::message::Envelope;
 use statscache_shared::meta::text::{self, Text};
 
+use crate::error::ApiError;
+
 /// The `meta` names datagrepper knows.
-pub const META_NAMES: &[&str] = &[
+const META_NAMES: &[&str] = &[
     "title",
     "subtitle",
     "icon",
@@ -26,17 +37,8 @@ pub const META_NAMES: &[&str] = &[
     "date",
 ];
 
-/// The ones we answer.
-pub const SUPPORTED_META: &[&str] = &[
-    "title",
-    "subtitle",
-    "icon",
-    "secondary_icon",
-    "link",
-    "usernames",
-    "packages",
-    "objects",
-];
+/// The ones we do not answer.
+const UNSUPPORTED_META: &[&str] = &["date"];
 
 /// The fields computed from the envelope rather than stored.
 const TEXT_META: &[&str] = &[
@@ -47,6 +49,33 @@ const TEXT_META: &[&str] = &[
     "link",
     "objects",
 ];
+
+/// Refuses names datagrepper does not know, and the ones it knows that we do not answer.
+pub fn check_meta(meta: &[String]) -> Result<(), ApiError> {
+    for name in meta {
+        if !META_NAMES.contains(&name.as_str()) {
+            return Err(ApiError::bad_parameter(
+                "meta",
+                format!("{name:?} is not one of {}", META_NAMES.join(", ")),
+            ));
+        }
+        if UNSUPPORTED_META.contains(&name.as_str()) {
+            let supported: Vec<&str> = META_NAMES
+                .iter()
+                .copied()
+                .filter(|known| !UNSUPPORTED_META.contains(known))
+                .collect();
+            return Err(ApiError::bad_parameter(
+                "meta",
+                format!(
+                    "meta={name} is not supported; supported: {}",
+                    supported.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// fedmsg.meta facts about a message, when `meta` asks for them. An asked text field is `null`
 /// when the message's service is not among the ported ones.

@@ -9,23 +9,12 @@ use serde_json::{Map, Value};
 use crate::message::Envelope;
 
 use super::super::name_from_nvr;
+use super::super::packaging::BODHI_UPDATE_TOPICS as UPDATE_TOPICS;
 use super::{avatar, fill, present, py_str, shown, Fields};
 
 const ICON: &str = "https://apps.fedoraproject.org/img/icons/bodhi.png";
 const PREFIX: &str = "https://bodhi.fedoraproject.org";
 const PACKAGE_ICON: &str = "https://apps.fedoraproject.org/packages/images/icons/";
-
-/// Topics about one update (the original's `_updatetopics`).
-const UPDATE_TOPICS: &[&str] = &[
-    "bodhi.update.comment",
-    "bodhi.update.complete",
-    "bodhi.update.request",
-    "bodhi.update.edit",
-    "bodhi.update.eject",
-    "bodhi.update.karma.threshold",
-    "bodhi.update.requirements_met",
-    "bodhi.errata.publish",
-];
 
 pub(super) fn fields(envelope: &Envelope) -> Fields {
     Fields {
@@ -194,6 +183,8 @@ fn secondary_icon(msg: &Value, topic: &str) -> Option<String> {
 fn subtitle(msg: &Value, topic: &str) -> Option<Option<String>> {
     let get = |key: &str| msg.get(key);
     let repo = || shown(get("repo"));
+    let text_or =
+        |key: &str, default: &str| get(key).map(py_str).unwrap_or_else(|| default.to_string());
     let sentence = if is_ftp_sync(topic) {
         let (release, modular) = sync_release(msg)?;
         fill(
@@ -295,25 +286,15 @@ fn subtitle(msg: &Value, topic: &str) -> Option<Option<String>> {
     } else if topic.contains("bodhi.compose.start") {
         "bodhi composer started a run".to_string()
     } else if topic.contains("bodhi.compose.composing") {
-        let ctype = get("ctype")
-            .map(py_str)
-            .unwrap_or_else(|| "unknown type".to_string());
-        let repo = get("repo")
-            .map(py_str)
-            .unwrap_or_else(|| "unknown repo".to_string());
+        let ctype = text_or("ctype", "unknown type");
+        let repo = text_or("repo", "unknown repo");
         format!("bodhi {ctype} compose of repo {repo} started")
     } else if topic.contains("bodhi.repo.done") {
-        let repo = get("repo")
-            .map(py_str)
-            .unwrap_or_else(|| "unknown repo".to_string());
+        let repo = text_or("repo", "unknown repo");
         format!("bodhi repo {repo} created")
     } else if topic.contains("bodhi.compose.complete") {
-        let ctype = get("ctype")
-            .map(py_str)
-            .unwrap_or_else(|| "unknown type".to_string());
-        let repo = get("repo")
-            .map(py_str)
-            .unwrap_or_else(|| "unknown repo".to_string());
+        let ctype = text_or("ctype", "unknown type");
+        let repo = text_or("repo", "unknown repo");
         let result = match get("success") {
             None => "completed".to_string(),
             Some(Value::Bool(true)) => "succeeded".to_string(),
