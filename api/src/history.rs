@@ -23,9 +23,10 @@
 //!   put its own name and version;
 //! - `contains` is a case-sensitive, literal substring match on the envelope as published
 //!   (datanommer: SQL `LIKE` on its re-serialised `msg`, with `%` and `_` as wildcards);
-//! - `meta` supports `usernames` and `packages` (stored by the worker); fedmsg.meta's text rules
-//!   (`title`, `subtitle`, `link`, `icon`, `secondary_icon`, `objects`, `date`), `grouped=true`,
-//!   JSONP `callback` and HTML rendering are not supported (400);
+//! - `meta` ([`crate::message_meta`]): `usernames` and `packages` as the worker stored them;
+//!   `title`, `subtitle`, `link`, `icon`, `secondary_icon` and `objects` from the shared port of
+//!   fedmsg.meta, computed per page, `null` for services the port does not cover;
+//! - `meta=date`, `grouped=true`, JSONP `callback` and HTML rendering are not supported (400);
 //! - messages sharing a timestamp are ordered by `msg_id`; datagrepper leaves their order open.
 //!
 //! Every value from the request reaches SQL through the clickhouse crate's `bind` (escaped
@@ -43,6 +44,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::ApiError;
+use crate::message_meta::{check_meta, MessageMeta};
 use crate::params::reject_repeated;
 use crate::timerange::{self, datagrepper_timestamp, RangeParameters, TimeRange};
 use crate::AppState;
@@ -52,20 +54,6 @@ pub const MAX_PAGE_DEPTH: u64 = 10_000;
 
 /// datagrepper's `contains` rule: the window must start at most 32 weeks ago.
 const CONTAINS_MAX_AGE_SECONDS: f64 = 32.0 * 7.0 * 86400.0;
-
-/// The `meta` names datagrepper knows, and the ones we can compute.
-const META_NAMES: &[&str] = &[
-    "title",
-    "subtitle",
-    "icon",
-    "secondary_icon",
-    "link",
-    "usernames",
-    "packages",
-    "objects",
-    "date",
-];
-const SUPPORTED_META: &[&str] = &["usernames", "packages"];
 
 /// Values of datagrepper's HTML-only `size` parameter; validated for compatibility, then unused.
 const SIZES: &[&str] = &["small", "medium", "large", "extra-large"];
@@ -77,17 +65,6 @@ const TIMESTAMP_MICROS_SQL: &str = "(toInt64(floor(timestamp)) * 1000000 \
 
 pub struct HistoryApi {
     pub state: AppState,
-}
-
-/// fedmsg.meta facts about a message, when `meta` asks for them.
-#[derive(Debug, Clone, Object)]
-pub struct MessageMeta {
-    /// People the message concerns, as fedmsg.meta names them.
-    #[oai(skip_serializing_if_is_none)]
-    pub usernames: Option<Vec<String>>,
-    /// Packages the message concerns, as fedmsg.meta names them.
-    #[oai(skip_serializing_if_is_none)]
-    pub packages: Option<Vec<String>>,
 }
 
 /// A message as datanommer's `Message.__json__` renders it: always these twelve keys.
@@ -425,27 +402,6 @@ fn parse_grouped(raw: Option<&str>) -> Result<bool, ApiError> {
     }
 }
 
-fn check_meta(meta: &[String]) -> Result<(), ApiError> {
-    for name in meta {
-        if !META_NAMES.contains(&name.as_str()) {
-            return Err(ApiError::bad_parameter(
-                "meta",
-                format!("{name:?} is not one of {}", META_NAMES.join(", ")),
-            ));
-        }
-        if !SUPPORTED_META.contains(&name.as_str()) {
-            return Err(ApiError::bad_parameter(
-                "meta",
-                format!(
-                    "meta={name} is not supported (fedmsg.meta's text rules are not ported); supported: {}",
-                    SUPPORTED_META.join(", ")
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// datagrepper validates its HTML-only parameters even for JSON answers; so do we. JSONP is
 /// refused rather than ignored, so that a JSONP client gets a clear error.
 fn check_presentation(
@@ -531,15 +487,7 @@ fn raw_message(stored: StoredMessage, meta: &[String]) -> RawMessage {
         Some(Value::Object(headers)) => Value::Object(headers.clone()),
         _ => Value::Object(serde_json::Map::new()),
     };
-    let meta = if meta.is_empty() {
-        None
-    } else {
-        let wants = |name: &str| meta.iter().any(|wanted| wanted == name);
-        Some(MessageMeta {
-            usernames: wants("usernames").then(|| stored.usernames.clone()),
-            packages: wants("packages").then(|| stored.packages.clone()),
-        })
-    };
+    let meta = MessageMeta::asked(meta, &envelope, &stored.usernames, &stored.packages);
     RawMessage {
         i: stored.i,
         timestamp: datagrepper_timestamp(stored.timestamp),
@@ -610,7 +558,8 @@ impl HistoryApi {
         not_category: Query<Vec<String>>,
         /// Exclude these topics. Repeatable.
         not_topic: Query<Vec<String>>,
-        /// Add `meta` to each message: `usernames`, `packages`. Repeatable.
+        /// Add `meta` to each message: `usernames`, `packages`, and fedmsg.meta's `title`,
+        /// `subtitle`, `link`, `icon`, `secondary_icon`, `objects`. Repeatable.
         meta: Query<Vec<String>>,
         /// Only `false` is supported.
         #[oai(validator(pattern = r"^(false|no|off|n|f|0)$"))]
@@ -736,7 +685,8 @@ impl HistoryApi {
         /// The message identity (`msg_id`, or statscache's `sha256:…` for messages without one).
         #[oai(validator(min_length = 1))]
         id: Query<Option<String>>,
-        /// Add `meta`: `usernames`, `packages`. Repeatable.
+        /// Add `meta`: `usernames`, `packages`, `title`, `subtitle`, `link`, `icon`,
+        /// `secondary_icon`, `objects`. Repeatable.
         meta: Query<Vec<String>>,
         /// datagrepper's HTML card size; validated, unused.
         #[oai(validator(pattern = r"^(small|medium|large|extra-large)$"))]
@@ -852,7 +802,8 @@ mod tests {
         assert!(parse_grouped(Some("yes")).is_err());
         assert!(parse_grouped(Some("maybe")).is_err());
         assert!(check_meta(&["usernames".to_string(), "packages".to_string()]).is_ok());
-        assert!(check_meta(&["title".to_string()]).is_err());
+        assert!(check_meta(&["title".to_string(), "objects".to_string()]).is_ok());
+        assert!(check_meta(&["date".to_string()]).is_err());
         assert!(check_meta(&["bogus".to_string()]).is_err());
         assert!(parse_order(Some("DESC")).is_err());
         assert!(check_presentation(Some("huge"), None, None).is_err());

@@ -5,7 +5,7 @@
 //! - [`statistics`]: the statistic queries over the plugins' rollups and facts; [`segments`]:
 //!   a request's range cut into the periods each rollup level answers.
 //! - [`history`]: datagrepper-compatible message history (`/raw`, `/id`) over `messages`, with
-//!   [`timerange`] porting datagrepper's time-window rules.
+//!   [`timerange`] porting datagrepper's time-window rules and [`message_meta`] its `meta=`.
 //! - [`params`]: parsing and bounds of query parameters; [`error`]: JSON errors.
 //! - [`app`] assembles the routes with `/openapi.json`, `/docs`, health probes and `/metrics`,
 //!   and bounds every request by `api.request-timeout`; [`admission`] bounds how many query
@@ -16,6 +16,7 @@ pub mod admission;
 pub mod connection;
 pub mod error;
 pub mod history;
+pub mod message_meta;
 pub mod params;
 pub mod routes;
 pub mod segments;

@@ -1,6 +1,7 @@
 //! What the three statscache services share.
 //!
 //! - [`message`]: the fedmsg envelope, its validation and its identity (`msg_id` or content hash).
+//! - [`meta`]: the port of fedmsg.meta: usernames and packages (worker), text fields (api).
 //! - [`topic`]: fedmsg topics, their category, and the reversible mapping to NATS subjects.
 //! - [`config`]: figment configuration (defaults → TOML file → `STATSCACHE_*` environment).
 //! - [`nats`]: the JetStream streams, header names and dead letters.
@@ -13,6 +14,7 @@
 pub mod admin;
 pub mod config;
 pub mod message;
+pub mod meta;
 pub mod nats;
 pub mod period;
 pub mod retry;

@@ -3,7 +3,7 @@
 //!
 //! - [`plugin`]: the plugin trait, its facts and metadata; [`topic_filter`]: topic patterns.
 //! - [`plugins`]: the built-in plugins and the declarative ones from the config file.
-//! - [`meta`]: usernames and packages a message names (a port of fedmsg.meta's rules).
+//! - [`meta`]: usernames and packages a message names (the fedmsg.meta port, in the shared crate).
 //! - [`consumer`]: fetch a batch → rows → write → ack; dead letters and poison messages.
 //! - [`fetch`]: one batch from the durable consumer, closed by size or `batch-timeout`.
 //! - [`sink`]: the batched ClickHouse writes; [`catalog`]: the `plugins` table.
@@ -16,8 +16,9 @@ pub mod catalog;
 pub mod consumer;
 pub mod fetch;
 pub mod generate;
-pub mod meta;
 pub mod metrics;
+/// The fedmsg.meta port lives in the shared crate, where the api computes its text fields too.
+pub use statscache_shared::meta;
 pub mod plugin;
 pub mod plugins;
 pub mod progress;

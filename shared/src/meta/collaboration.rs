@@ -2,8 +2,8 @@
 //! infrastructure. Each function ports the `usernames` method of the fedmsg.meta processor of
 //! the same name; none of these services names packages.
 
+use crate::message::Envelope;
 use serde_json::Value;
-use statscache_shared::message::Envelope;
 
 use super::{has, items, text, username_from_email, Found};
 

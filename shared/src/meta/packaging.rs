@@ -2,8 +2,8 @@
 //! bugs. Each function ports the `usernames` and `packages` methods of the fedmsg.meta processor
 //! of the same name; the comments say where a message's shape explains a branch.
 
+use crate::message::Envelope;
 use serde_json::Value;
-use statscache_shared::message::Envelope;
 
 use super::{has, items, name_from_nvr, text, username_from_email, Found};
 
@@ -65,6 +65,18 @@ fn add_fedora_packages(packages: &[Value], found: &mut Found) {
     }
 }
 
+/// Bodhi topics about one update (fedmsg.meta's `_updatetopics`), shared with the text port.
+pub(super) const BODHI_UPDATE_TOPICS: &[&str] = &[
+    "bodhi.update.comment",
+    "bodhi.update.complete",
+    "bodhi.update.request",
+    "bodhi.update.edit",
+    "bodhi.update.eject",
+    "bodhi.update.karma.threshold",
+    "bodhi.update.requirements_met",
+    "bodhi.errata.publish",
+];
+
 /// Bodhi: submitters, commenters and people @mentioned in comments; the packages of the update,
 /// override, stack or mash the message is about.
 pub(super) fn bodhi(envelope: &Envelope, found: &mut Found) {
@@ -98,18 +110,7 @@ pub(super) fn bodhi(envelope: &Envelope, found: &mut Found) {
         // Bodhi 4 comments carry the whole update instead of its title.
         let title = text(msg, "/comment/update_title").or(text(msg, "/comment/update/title"));
         add_update_packages(title.unwrap_or_default(), found);
-    } else if [
-        "bodhi.update.complete",
-        "bodhi.update.request",
-        "bodhi.update.edit",
-        "bodhi.update.eject",
-        "bodhi.update.karma.threshold",
-        "bodhi.update.requirements_met",
-        "bodhi.errata.publish",
-    ]
-    .iter()
-    .any(|kind| topic.contains(kind))
-    {
+    } else if BODHI_UPDATE_TOPICS.iter().any(|kind| topic.contains(kind)) {
         add_update_packages(text(msg, "/update/title").unwrap_or_default(), found);
     } else if topic.contains("bodhi.buildroot_override.") {
         // The build is an NVR string, or in newer messages an object with one.

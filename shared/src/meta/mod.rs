@@ -16,17 +16,20 @@
 //!   never reported.
 //! - Services are chosen by the category (the 4th topic token) alone, whatever the topic prefix.
 //!
+//! The text fields datagrepper's `meta=` also offers (`title`, `subtitle`, …) are in [`text`].
+//!
 //! fedora-messaging messages declare their users and packages in headers ([`headers`]); those
 //! are used when present, the rules otherwise.
 
 mod collaboration;
 mod headers;
 mod packaging;
+pub mod text;
 
 use std::collections::BTreeSet;
 
+use crate::message::Envelope;
 use serde_json::Value;
-use statscache_shared::message::Envelope;
 
 /// Usernames and packages named by a message, sorted and de-duplicated.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -357,6 +360,7 @@ mod tests {
                         *field = wrong.clone();
                     }
                     extract(&mutated);
+                    text::describe(&mutated);
                 }
             }
         }
