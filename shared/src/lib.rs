@@ -3,6 +3,7 @@
 //! - [`message`]: the fedmsg envelope, its validation and its identity (`msg_id` or content hash).
 //! - [`topic`]: fedmsg topics, their category, and the reversible mapping to NATS subjects.
 //! - [`config`]: figment configuration (defaults → TOML file → `STATSCACHE_*` environment).
+//! - [`datanommer`]: a message's `msg` as datanommer stores it (what `contains=` searches).
 //! - [`nats`]: the JetStream streams, header names and dead letters.
 //! - [`schema`]: the ClickHouse tables (the interface analysts query) and their migrations.
 //! - [`period`]: the hours, days and months rollups cut time into; [`sql`]: bound values.
@@ -12,6 +13,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod datanommer;
 pub mod message;
 pub mod nats;
 pub mod period;
