@@ -340,11 +340,8 @@ fn contains_pattern(needle: &str) -> String {
                 pattern.push(character);
                 continue;
             }
-            '\\' => match characters.next() {
-                Some(escaped) => escaped,
-                // Unreachable (the pattern ends with `%`), kept literal to be total.
-                None => '\\',
-            },
+            // The pattern ends with `%`, so an escape always has a next character.
+            '\\' => characters.next().unwrap_or('\\'),
             other => other,
         };
         if matches!(literal, '%' | '_' | '\\') {

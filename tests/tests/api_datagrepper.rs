@@ -548,7 +548,10 @@ fn queries(stack: &Stack) -> Vec<Query> {
         ("contains is case-sensitive", &["Ralph"]),
         ("contains, lower case", &["ralph"]),
         ("contains, datanommer's spacing", &["\"author\":\"ralph\""]),
-        ("contains, the publisher's spacing", &["\"author\": \"ralph\""]),
+        (
+            "contains, the publisher's spacing",
+            &["\"author\": \"ralph\""],
+        ),
         ("contains, _ is one character", &["_alph"]),
         ("contains, _ matches itself", &["done_ok"]),
         ("contains, % is any run", &["author%kalev"]),
@@ -557,7 +560,10 @@ fn queries(stack: &Stack) -> Vec<Query> {
         ("contains, the publisher's key order", &["\"b\":2,\"a\":1"]),
         ("contains, non-ASCII as \\u escapes", &["Caf_u00e9"]),
         ("contains, non-ASCII as published", &["Café"]),
-        ("contains, Python's floats", &["\"ratio\":1e-05,\"size\":1.5"]),
+        (
+            "contains, Python's floats",
+            &["\"ratio\":1e-05,\"size\":1.5"],
+        ),
         ("contains, Python's exponent", &["\"big\":1e+16"]),
         ("contains, / unescaped", &["\"path\":\"a/b\""]),
         ("contains, several values ORed", &["kalev", "Ralph"]),
@@ -662,7 +668,8 @@ fn sqlite_keeps_ties_ascending(query: &[(String, String)]) -> bool {
 /// descending order with ties reversed too, as SQLite's timestamp index would give it.
 async fn reversed_ascending_page(stack: &Stack, query: &[(String, String)]) -> Vec<String> {
     let page: usize = value_of(query, "page").map_or(1, |page| page.parse().expect("page"));
-    let rows: usize = value_of(query, "rows_per_page").map_or(25, |rows| rows.parse().expect("rows"));
+    let rows: usize =
+        value_of(query, "rows_per_page").map_or(25, |rows| rows.parse().expect("rows"));
     let mut ascending: Vec<(String, String)> = Vec::new();
     for (name, value) in query {
         if !["page", "rows_per_page", "order"].contains(&name.as_str()) {
