@@ -7,13 +7,33 @@
 //! per message (datanommer's `Message.__json__`), rebuilt from the envelope stored in `body`.
 //! Where datagrepper answers a bad parameter with a 500, we answer 400 with our JSON error.
 //!
+//! Order, as datagrepper's: by timestamp to the microsecond (datanommer's precision), ties by
+//! arrival, `order=desc` reversing both. datanommer's arrival order is its row id; ours is the
+//! stream sequence, which the worker stores in `messages` and in the lookup tables (so that a
+//! lookup-table query sorts without reading `messages`). datagrepper does not name the tie
+//! order: it is what its database returns for `ORDER BY timestamp` (SQLite: row id order,
+//! reversed for `desc`; PostgreSQL promises nothing). Pages cut through a tie therefore hold
+//! the same messages as datagrepper's over the same history stored in the same order.
+//!
+//! `contains`, as datagrepper's: `LIKE '%value%'` on datanommer's JSON text of `msg`
+//! ([`statscache_shared::datanommer`]: sorted keys, `,` and `:` without spaces, `\uXXXX`
+//! escapes, so `"author":"ralph"` matches and `"author": "ralph"` does not), values ORed. The
+//! pattern is read as PostgreSQL (production datagrepper's database) reads it: case-sensitive,
+//! `%` and `_` wildcards, `\` escaping the next character ([`contains_pattern`]); SQLite's
+//! `LIKE` would ignore ASCII case and have no escape. Why a stored column: the envelope as
+//! published (`body`) differs from datanommer's text in key order, spacing, escapes and number
+//! spelling, so no filter on it is exact, and doing the `LIKE` in Rust would mean shipping every
+//! body of the window to the api before a page can be counted. The worker writes the text once
+//! (`messages.datanommer_msg`); ClickHouse scans that column for the window's rows of the topic
+//! or category, as datagrepper's database scans `_msg` — no more than the old scan of `body`.
+//!
 //! Bounds, so that one request cannot exhaust ClickHouse (each is a 400 when exceeded):
 //! - the window is at most 31 days ([`timerange::MAX_RANGE_SECONDS`]); no window means the last
 //!   hour ([`timerange::DEFAULT_QUERY_DELTA_SECONDS`]), not the whole history;
 //! - `page × rows_per_page` is at most [`MAX_PAGE_DEPTH`]: a deeper page makes ClickHouse sort
 //!   that many keys and hold them as a set; narrow the window instead;
 //! - `contains` needs a `topic` or `category` and a start within the last 32 weeks (datagrepper's
-//!   own rules), since it scans message bodies;
+//!   own rules), since it scans the text of every message of the topic or category;
 //! - the query string is at most [`crate::params::MAX_QUERY_STRING_BYTES`].
 //!
 //! Known differences, documented rather than hidden:
@@ -21,13 +41,15 @@
 //!   datanommer made up a random `<year>-<uuid>`;
 //! - `source_name` / `source_version` are the envelope's own (null when absent), where datanommer
 //!   put its own name and version;
-//! - `contains` is a case-sensitive, literal substring match on the envelope as published
-//!   (datanommer: SQL `LIKE` on its re-serialised `msg`, with `%` and `_` as wildcards);
+//! - `contains` does not find messages stored before schema version 4 (their
+//!   `datanommer_msg` is empty: SQL cannot compute it); it reaches 32 weeks back at most, so the
+//!   gap closes 32 weeks after the upgrade. Integers beyond 64 bits are spelt as floats there;
 //! - `meta` ([`crate::message_meta`]): `usernames` and `packages` as the worker stored them;
 //!   `title`, `subtitle`, `link`, `icon`, `secondary_icon` and `objects` from the shared port of
 //!   fedmsg.meta, computed per page, `null` for services the port does not cover;
 //! - `meta=date`, `grouped=true`, JSONP `callback` and HTML rendering are not supported (400);
-//! - messages sharing a timestamp are ordered by `msg_id`; datagrepper leaves their order open.
+//! - a message stored twice (published again after JetStream's duplicate window) sorts by its
+//!   last arrival; datanommer refuses the second copy and keeps the first.
 //!
 //! Every value from the request reaches SQL through the clickhouse crate's `bind` (escaped
 //! literals), never by formatting it into the statement.
@@ -58,10 +80,15 @@ const CONTAINS_MAX_AGE_SECONDS: f64 = 32.0 * 7.0 * 86400.0;
 /// Values of datagrepper's HTML-only `size` parameter; validated for compatibility, then unused.
 const SIZES: &[&str] = &["small", "medium", "large", "extra-large"];
 
-/// A message's event time in whole microseconds, rounded as datanommer stores it (half away from
-/// zero where Python rounds half to even: the two differ only on an exact half microsecond).
-const TIMESTAMP_MICROS_SQL: &str = "(toInt64(floor(timestamp)) * 1000000 \
-     + toInt64(round((timestamp - floor(timestamp)) * 1000000)))";
+/// A message's event time (the Float64 `column`) in whole microseconds, rounded as datanommer
+/// stores it (half away from zero where Python rounds half to even: the two differ only on an
+/// exact half microsecond).
+fn timestamp_micros_sql(column: &str) -> String {
+    format!(
+        "(toInt64(floor({column})) * 1000000 \
+         + toInt64(round(({column} - floor({column})) * 1000000)))"
+    )
+}
 
 pub struct HistoryApi {
     pub state: AppState,
@@ -211,8 +238,9 @@ fn window_filter(range: &TimeRange) -> Filter {
         "time >= toDateTime(?) AND time <= toDateTime(?)",
         vec![Bound::Seconds(first_second), Bound::Seconds(last_second)],
     );
+    let micros = timestamp_micros_sql("timestamp");
     filter.push(
-        &format!("{TIMESTAMP_MICROS_SQL} >= ? AND {TIMESTAMP_MICROS_SQL} <= ?"),
+        &format!("{micros} >= ? AND {micros} <= ?"),
         vec![Bound::Micros(start_micros), Bound::Micros(end_micros)],
     );
     filter
@@ -267,12 +295,38 @@ fn history_filter(range: &TimeRange, lists: &ListFilters) -> Filter {
         let mut alternatives = Vec::with_capacity(lists.contains.len());
         let mut values = Vec::with_capacity(lists.contains.len());
         for needle in &lists.contains {
-            alternatives.push("position(body, ?) > 0");
-            values.push(Bound::Text(needle.clone()));
+            alternatives.push("like(datanommer_msg, ?)");
+            values.push(Bound::Text(contains_pattern(needle)));
         }
         filter.push(&format!("({})", alternatives.join(" OR ")), values);
     }
     filter
+}
+
+/// datanommer's `LIKE '%needle%'` as PostgreSQL reads it (`%` any run, `_` any one character,
+/// `\` makes the next character literal, so a trailing `\` escapes the closing `%`), written
+/// for ClickHouse's `like`, whose escapes differ for other characters: there only `%`, `_` and
+/// `\` are escaped.
+fn contains_pattern(needle: &str) -> String {
+    let postgres_pattern = format!("%{needle}%");
+    let mut pattern = String::with_capacity(postgres_pattern.len() + 2);
+    let mut characters = postgres_pattern.chars();
+    while let Some(character) = characters.next() {
+        let literal = match character {
+            '%' | '_' => {
+                pattern.push(character);
+                continue;
+            }
+            // The pattern ends with `%`, so an escape always has a next character.
+            '\\' => characters.next().unwrap_or('\\'),
+            other => other,
+        };
+        if matches!(literal, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(literal);
+    }
+    pattern
 }
 
 /// `name IN (?, …)` over a lookup table's sort key, with its values.
@@ -319,13 +373,18 @@ fn lookup_filter(range: &TimeRange, lists: &ListFilters) -> Option<(&'static str
     Some((table, filter))
 }
 
-/// The messages a `/raw` query selects, one row per message: `time, msg_id, event_timestamp`,
-/// read from narrow columns only (a lookup table, else `messages` without its bodies unless
-/// `contains` tests them), so that bodies are read for the page alone.
+/// The messages a `/raw` query selects, one row per message: `time, msg_id, event_timestamp,
+/// sequence`, read from narrow columns only (a lookup table, else `messages` without its bodies
+/// unless `contains` tests datanommer's text), so that bodies are read for the page alone.
+///
+/// `sequence` is the arrival order. A lookup table may hold a message twice until merges fold
+/// it, once with sequence 0 if written before schema version 4: the greatest is taken, as
+/// `messages FINAL` keeps the last row written.
 fn selected_messages(range: &TimeRange, lists: &ListFilters) -> (String, Filter) {
     if let Some((table, filter)) = lookup_filter(range, lists) {
         let sql = format!(
-            "SELECT time, msg_id, max(timestamp) AS event_timestamp FROM {table} \
+            "SELECT time, msg_id, max(timestamp) AS event_timestamp, \
+             max(stream_sequence) AS sequence FROM {table} \
              WHERE {} GROUP BY time, msg_id",
             filter.sql()
         );
@@ -333,10 +392,20 @@ fn selected_messages(range: &TimeRange, lists: &ListFilters) -> (String, Filter)
     }
     let filter = history_filter(range, lists);
     let sql = format!(
-        "SELECT time, msg_id, timestamp AS event_timestamp FROM messages FINAL WHERE {}",
+        "SELECT time, msg_id, timestamp AS event_timestamp, stream_sequence AS sequence \
+         FROM messages FINAL WHERE {}",
         filter.sql()
     );
     (sql, filter)
+}
+
+/// datagrepper's order: by timestamp (to the microsecond, as datanommer stores it), ties by
+/// arrival (datanommer's row id, our stream sequence); `desc` reverses both.
+fn order_by(timestamp: &str, sequence: &str, direction: &str) -> String {
+    format!(
+        "{} {direction}, {sequence} {direction}",
+        timestamp_micros_sql(timestamp)
+    )
 }
 
 /// datagrepper's `rows_per_page` and `page`, bounded.
@@ -547,8 +616,10 @@ impl HistoryApi {
         category: Query<Vec<String>>,
         /// Messages of any of these exact topics. Repeatable.
         topic: Query<Vec<String>>,
-        /// Messages whose envelope contains any of these strings (case-sensitive). Needs a
-        /// `topic` or `category` and a start at most 32 weeks ago. Repeatable.
+        /// Messages whose `msg`, as datanommer's JSON text (sorted keys, no spaces, `\uXXXX`
+        /// escapes), is `LIKE '%value%'` for any value: case-sensitive, `%` and `_` are
+        /// wildcards, `\` escapes. Needs a `topic` or `category` and a start at most 32 weeks
+        /// ago. Repeatable.
         contains: Query<Vec<String>>,
         /// Exclude messages concerning any of these people. Repeatable.
         not_user: Query<Vec<String>>,
@@ -628,8 +699,10 @@ impl HistoryApi {
         let page_sql = format!(
             "SELECT {STORED_COLUMNS} FROM messages FINAL WHERE (time, msg_id) IN (
                 SELECT time, msg_id FROM ({selected_sql})
-                ORDER BY event_timestamp {direction}, msg_id {direction} LIMIT ? OFFSET ?)
-             ORDER BY timestamp {direction}, msg_id {direction}"
+                ORDER BY {} LIMIT ? OFFSET ?)
+             ORDER BY {}",
+            order_by("event_timestamp", "sequence", direction),
+            order_by("timestamp", "stream_sequence", direction),
         );
         let client = &self.state.clickhouse;
         let count_query = filter.bind(client.query(&count_sql)).fetch_one::<u64>();
@@ -761,7 +834,21 @@ mod tests {
         assert!(filter.sql().contains("NOT hasAny(usernames, ?)"));
         assert!(filter
             .sql()
-            .contains("(position(body, ?) > 0 OR position(body, ?) > 0)"));
+            .contains("(like(datanommer_msg, ?) OR like(datanommer_msg, ?))"));
+    }
+
+    #[test]
+    fn contains_reads_its_pattern_as_postgresql_does() {
+        assert_eq!(contains_pattern("ralph"), "%ralph%");
+        assert_eq!(contains_pattern("a_b%c"), "%a_b%c%");
+        // Escaped wildcards and backslashes stay literal, in ClickHouse's spelling.
+        assert_eq!(contains_pattern(r"50\%"), r"%50\%%");
+        assert_eq!(contains_pattern(r"a\_b"), r"%a\_b%");
+        assert_eq!(contains_pattern(r"a\\u00e9"), r"%a\\u00e9%");
+        // An escaped ordinary character is that character (ClickHouse would not match it).
+        assert_eq!(contains_pattern(r"\a"), "%a%");
+        // A trailing backslash escapes datanommer's closing `%`.
+        assert_eq!(contains_pattern("ends\\"), r"%ends\%");
     }
 
     #[test]

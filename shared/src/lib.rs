@@ -4,6 +4,7 @@
 //! - [`meta`]: the port of fedmsg.meta: usernames and packages (worker), text fields (api).
 //! - [`topic`]: fedmsg topics, their category, and the reversible mapping to NATS subjects.
 //! - [`config`]: figment configuration (defaults → TOML file → `STATSCACHE_*` environment).
+//! - [`datanommer`]: a message's `msg` as datanommer stores it (what `contains=` searches).
 //! - [`nats`]: the JetStream streams, header names and dead letters.
 //! - [`schema`]: the ClickHouse tables (the interface analysts query) and their migrations.
 //! - [`period`]: the hours, days and months rollups cut time into; [`sql`]: bound values.
@@ -13,6 +14,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod datanommer;
 pub mod message;
 pub mod meta;
 pub mod nats;

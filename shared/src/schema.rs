@@ -1,10 +1,12 @@
 //! The ClickHouse schema: the documented, stable interface analysts query directly.
 //!
 //! Tables (in the configured database, `statscache` by default):
-//! - `messages`: every unique message (datanommer's role), for history and ad-hoc analysis.
+//! - `messages`: every unique message (datanommer's role), for history and ad-hoc analysis;
+//!   `datanommer_msg` is its `msg` as datanommer stores it, what `/raw?contains=` searches.
 //! - `plugins`: the catalog of statistics the workers keep (identifier, kind, table...).
 //! - `message_index` (msg_id → time), `message_users` and `message_packages` (a person or package
-//!   → the messages naming it, with their time, topic and category): lookup tables the workers
+//!   → the messages naming it, with their time, topic, category and stream sequence, the order
+//!   `/raw` breaks ties in time with): lookup tables the workers
 //!   write in the same batch as `messages`, so that `/id` and filtered `/raw` read a sort-key
 //!   range instead of every message of the window (`messages` is ordered by time).
 //! - `stat_<plugin>`: one per plugin, the *facts* its statistic is computed from: one row per
@@ -109,17 +111,27 @@ fn client_without_database(config: &ClickHouseConfig) -> clickhouse::Client {
         .with_product_info(CLIENT_PRODUCT, env!("CARGO_PKG_VERSION"))
 }
 
-/// One schema change. Statements must be idempotent.
+/// One schema change: columns added first, then statements, which must be idempotent.
 struct Migration {
     version: u32,
     description: &'static str,
+    columns: &'static [AddedColumn],
     statements: &'static [&'static str],
+}
+
+/// A column added to an existing table. ClickHouse 18.16 has no `ADD COLUMN IF NOT EXISTS`, so
+/// the migration adds it only when `system.columns` lacks it (see [`add_column`]).
+struct AddedColumn {
+    table: &'static str,
+    column: &'static str,
+    column_type: &'static str,
 }
 
 const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
         description: "messages, plugin catalog",
+        columns: &[],
         statements: &[
             "CREATE TABLE IF NOT EXISTS messages (
             msg_id String,
@@ -154,6 +166,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 2,
         description: "ledger of rollups filled from existing facts",
+        columns: &[],
         statements: &["CREATE TABLE IF NOT EXISTS rollups_filled (
             stat_table String,
             filled_at DateTime
@@ -163,6 +176,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 3,
         description: "history lookup tables: message_index, message_users, message_packages",
+        columns: &[],
         statements: &[
             "CREATE TABLE IF NOT EXISTS message_index (
                 msg_id String,
@@ -175,7 +189,8 @@ const MIGRATIONS: &[Migration] = &[
                 timestamp Float64,
                 msg_id String,
                 topic String,
-                category String
+                category String,
+                stream_sequence UInt64
             ) ENGINE = ReplacingMergeTree()
             PARTITION BY toYear(time)
             ORDER BY (name, time, msg_id)",
@@ -185,7 +200,8 @@ const MIGRATIONS: &[Migration] = &[
                 timestamp Float64,
                 msg_id String,
                 topic String,
-                category String
+                category String,
+                stream_sequence UInt64
             ) ENGINE = ReplacingMergeTree()
             PARTITION BY toYear(time)
             ORDER BY (name, time, msg_id)",
@@ -197,6 +213,32 @@ const MIGRATIONS: &[Migration] = &[
             FILL_MESSAGE_PACKAGES,
         ],
     },
+    Migration {
+        version: 4,
+        description: "history as datagrepper: stream_sequence in the lookup tables, datanommer_msg",
+        // `/raw` orders ties in time by arrival (`stream_sequence`, datanommer's row id) and
+        // matches `contains` on datanommer's text of `msg`. Lookup rows stored before have a
+        // sequence of 0: they are written again with theirs (readers take the greatest).
+        // Messages stored before have an empty `datanommer_msg` (not computable in SQL).
+        columns: &[
+            AddedColumn {
+                table: "message_users",
+                column: "stream_sequence",
+                column_type: "UInt64",
+            },
+            AddedColumn {
+                table: "message_packages",
+                column: "stream_sequence",
+                column_type: "UInt64",
+            },
+            AddedColumn {
+                table: "messages",
+                column: "datanommer_msg",
+                column_type: "String",
+            },
+        ],
+        statements: &[FILL_MESSAGE_USERS, FILL_MESSAGE_PACKAGES],
+    },
 ];
 
 /// The history lookup tables filled from `messages` (the migration runs these; an operator may
@@ -204,12 +246,12 @@ const MIGRATIONS: &[Migration] = &[
 pub const FILL_MESSAGE_INDEX: &str = "INSERT INTO message_index (msg_id, time) \
      SELECT msg_id, time FROM messages";
 pub const FILL_MESSAGE_USERS: &str = "INSERT INTO message_users \
-     (name, time, timestamp, msg_id, topic, category) \
-     SELECT name, time, timestamp, msg_id, topic, category \
+     (name, time, timestamp, msg_id, topic, category, stream_sequence) \
+     SELECT name, time, timestamp, msg_id, topic, category, stream_sequence \
      FROM messages ARRAY JOIN usernames AS name";
 pub const FILL_MESSAGE_PACKAGES: &str = "INSERT INTO message_packages \
-     (name, time, timestamp, msg_id, topic, category) \
-     SELECT name, time, timestamp, msg_id, topic, category \
+     (name, time, timestamp, msg_id, topic, category, stream_sequence) \
+     SELECT name, time, timestamp, msg_id, topic, category, stream_sequence \
      FROM messages ARRAY JOIN packages AS name";
 
 /// Creates the database and applies the migrations not yet recorded.
@@ -265,6 +307,9 @@ pub async fn migrate(config: &ClickHouseConfig) -> Result<(), SchemaError> {
             description: migration.description,
             source,
         };
+        for column in migration.columns {
+            add_column(&client, column).await.map_err(failed)?;
+        }
         for statement in migration.statements {
             client.query(statement).execute().await.map_err(failed)?;
         }
@@ -282,6 +327,44 @@ pub async fn migrate(config: &ClickHouseConfig) -> Result<(), SchemaError> {
         );
     }
     Ok(())
+}
+
+/// Adds `column` unless its table has it. Two replicas migrating at once may both try; the one
+/// whose `ALTER` fails then finds the column there and carries on.
+async fn add_column(
+    client: &clickhouse::Client,
+    column: &AddedColumn,
+) -> Result<(), clickhouse::error::Error> {
+    if has_column(client, column).await? {
+        return Ok(());
+    }
+    let alter = format!(
+        "ALTER TABLE {} ADD COLUMN {} {}",
+        column.table, column.column, column.column_type
+    );
+    let Err(error) = client.query(&alter).execute().await else {
+        return Ok(());
+    };
+    if has_column(client, column).await? {
+        return Ok(());
+    }
+    Err(error)
+}
+
+async fn has_column(
+    client: &clickhouse::Client,
+    column: &AddedColumn,
+) -> Result<bool, clickhouse::error::Error> {
+    let found: u64 = client
+        .query(
+            "SELECT count() FROM system.columns \
+             WHERE database = currentDatabase() AND table = ? AND name = ?",
+        )
+        .bind(column.table)
+        .bind(column.column)
+        .fetch_one()
+        .await?;
+    Ok(found > 0)
 }
 
 /// Creates a plugin's fact table if it does not exist.

@@ -818,14 +818,14 @@ const HISTORY_LOOKUPS: [(&str, &str, &str); 3] = [
     ),
     (
         "message_users",
-        "name, time, timestamp, msg_id, topic, category",
-        "SELECT DISTINCT name, time, timestamp, msg_id, topic, category \
+        "name, time, timestamp, msg_id, topic, category, stream_sequence",
+        "SELECT DISTINCT name, time, timestamp, msg_id, topic, category, stream_sequence \
          FROM messages ARRAY JOIN usernames AS name",
     ),
     (
         "message_packages",
-        "name, time, timestamp, msg_id, topic, category",
-        "SELECT DISTINCT name, time, timestamp, msg_id, topic, category \
+        "name, time, timestamp, msg_id, topic, category, stream_sequence",
+        "SELECT DISTINCT name, time, timestamp, msg_id, topic, category, stream_sequence \
          FROM messages ARRAY JOIN packages AS name",
     ),
 ];

@@ -245,7 +245,7 @@ def captured(old, product):
     ignored = profile | PRESENTATION_SETTINGS
     product_pattern = product.replace("\\", "\\\\").replace("'", "\\'").replace("%", "\\%") + "/%"
     # type 2: QueryFinish. Within one second the log does not keep the order: ddl_rank orders
-    # the schema statements of a second (a database before its tables).
+    # the schema statements of a second (a database before its tables, a table before its ALTERs).
     rows = old.text(
         "SELECT toUInt32(event_time) AS second, query, Settings.Names AS names, "
         "Settings.Values AS values FROM system.query_log "
@@ -274,6 +274,9 @@ def ddl_rank(sql):
         return 0
     if first_keyword(sql) == "DROP":
         return 1
+    # A table is altered after it is created (a migration adding a column).
+    if first_keyword(sql) == "ALTER":
+        return 3
     return 2
 
 

@@ -14,12 +14,20 @@
 //! `meta=` text fields (`title`, `subtitle`, `link`, `icon`, `secondary_icon`, `objects`) are
 //! compared on every corpus message of the services our fedmsg.meta port covers.
 //!
-//! Ties: datagrepper orders by timestamp with no tie-breaker (we add `msg_id`), and 47 corpus
-//! messages share one timestamp. So a page is compared as: the same sequence of timestamps; the
-//! same multiset of messages for every timestamp wholly inside the page; and for the tie groups
-//! cut by the page's edges, messages drawn from datagrepper's complete result for that query.
+//! Order: both sides get the corpus in file order (datanommer's row ids, our stream sequence),
+//! and 47 corpus messages share one timestamp, 12 another. Pages are compared message by
+//! message, in order, so pages whose edge cuts a tie hold the same messages on both sides. One
+//! exception, SQLite's and not datagrepper's: with a `category` or `topic` filter SQLite reads
+//! through that index and sorts the rows itself, keeping ties in row id order even for `desc`
+//! (without one it reads the timestamp index backwards, reversing them, as we do). For those
+//! descending queries our page is compared with datagrepper's ascending result, reversed.
+//!
+//! `contains` is compared on the corpus and on a few messages added to it (`contains_probes`):
+//! published with spaces, unsorted keys, non-ASCII text and numbers Python spells differently,
+//! so that only datanommer's own text of `msg` matches as datagrepper does. The test datagrepper
+//! runs SQLite with case-sensitive `LIKE`, as PostgreSQL's (see serve.sh).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -43,21 +51,46 @@ const TEXT_FIELDS: [&str; 6] = [
     "objects",
 ];
 
-/// The corpus, shifted by `shift` seconds.
+/// Messages for `contains`, in July 2019 (original time, outside every other window of the
+/// table): envelopes as a non-Python publisher might write them, three of them tied in time.
+fn contains_probes() -> Vec<String> {
+    let probes = [
+        r#"{"topic": "org.fedoraproject.prod.pagure.issue.new", "timestamp": 1562000000.25, "msg_id": "zz-probe-1", "msg": {"title": "Caf\u00e9 \ud83d\ude00", "author": "ralph", "ratio": 0.00001, "size": 1.50, "path": "a\/b"}}"#,
+        r#"{"timestamp":1562000000.25,"topic":"org.fedoraproject.prod.pagure.issue.edit","msg_id":"zz-probe-2","msg":{"z":{"b":2,"a":1},"author":"Ralph","note":"100% done_ok"}}"#,
+        r#"{"topic": "org.fedoraproject.prod.pagure.issue.edit", "timestamp": 1562000000.25, "msg_id": "zz-probe-3", "msg": {"author": "ralph", "big": 1E16, "agent": "releng"}}"#,
+        r#"{"topic": "org.fedoraproject.prod.pagure.issue.comment", "timestamp": 1562000001.5, "msg_id": "zz-probe-4", "msg": {"author": "kalev", "comment": "R\u00e9sum\u00e9: 50% of f29"}}"#,
+    ];
+    probes.iter().map(|probe| probe.to_string()).collect()
+}
+
+/// The corpus and the `contains` probes, shifted by `shift` seconds.
 fn shifted_corpus(shift: i64) -> Vec<String> {
     let mut lines = Vec::new();
-    for line in real_lines() {
-        let mut envelope: Value = serde_json::from_str(&line).expect("corpus line");
+    let mut all = real_lines();
+    all.extend(contains_probes());
+    for line in all {
+        let envelope: Value = serde_json::from_str(&line).expect("corpus line");
         let timestamp = &envelope["timestamp"];
         let moved = match (timestamp.as_i64(), timestamp.as_f64()) {
             (Some(whole), _) => Value::from(whole + shift),
             (None, Some(seconds)) => Value::from(seconds + shift as f64),
             (None, None) => panic!("a corpus timestamp is not a number: {line}"),
         };
-        envelope["timestamp"] = moved;
-        lines.push(envelope.to_string());
+        lines.push(shift_text(&line, timestamp, &moved));
     }
     lines
+}
+
+/// `line` with its timestamp replaced, the rest as published (spacing, key order, escapes).
+fn shift_text(line: &str, original: &Value, moved: &Value) -> String {
+    let mut shifted = None;
+    for separator in [":", ": "] {
+        let from = format!("\"timestamp\"{separator}{original}");
+        if line.contains(&from) {
+            shifted = Some(line.replacen(&from, &format!("\"timestamp\"{separator}{moved}"), 1));
+        }
+    }
+    shifted.unwrap_or_else(|| panic!("no timestamp {original} as written in {line}"))
 }
 
 struct Stack {
@@ -163,40 +196,13 @@ fn comparable(message: &Value, corpus_ids: &BTreeSet<String>) -> String {
     Value::Object(kept).to_string()
 }
 
-fn timestamps(page: &Value) -> Vec<f64> {
-    let mut times = Vec::new();
+/// A page's messages, in order, as comparables.
+fn messages(page: &Value, corpus_ids: &BTreeSet<String>) -> Vec<String> {
+    let mut messages = Vec::new();
     for message in page["raw_messages"].as_array().expect("raw_messages") {
-        times.push(message["timestamp"].as_f64().expect("timestamp"));
+        messages.push(comparable(message, corpus_ids));
     }
-    times
-}
-
-/// Messages by timestamp (as text, to key a map), each a multiset of comparables.
-fn by_timestamp(page: &Value, corpus_ids: &BTreeSet<String>) -> BTreeMap<String, Vec<String>> {
-    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for message in page["raw_messages"].as_array().expect("raw_messages") {
-        let time = message["timestamp"].to_string();
-        groups
-            .entry(time)
-            .or_default()
-            .push(comparable(message, corpus_ids));
-    }
-    for group in groups.values_mut() {
-        group.sort();
-    }
-    groups
-}
-
-/// Whether every element of `part` (sorted) occurs in `whole` (sorted), counting repeats.
-fn is_sub_multiset(part: &[String], whole: &[String]) -> bool {
-    let mut remaining = whole.to_vec();
-    for element in part {
-        let Some(position) = remaining.iter().position(|candidate| candidate == element) else {
-            return false;
-        };
-        remaining.remove(position);
-    }
-    true
+    messages
 }
 
 /// How `arguments` are compared: exactly, or with `start`/`end` read at slightly different
@@ -549,6 +555,85 @@ fn queries(stack: &Stack) -> Vec<Query> {
             Clock::Fixed,
         ),
     ];
+    // The contains probes (`contains_probes`): July 2019.
+    let july_2019 = [
+        ("start".to_string(), stack.at(1561900000.0)),
+        ("end".to_string(), stack.at(1562100000.0)),
+    ];
+    let contains_cases: [(&'static str, &[&str]); 16] = [
+        ("contains is case-sensitive", &["Ralph"]),
+        ("contains, lower case", &["ralph"]),
+        ("contains, datanommer's spacing", &["\"author\":\"ralph\""]),
+        (
+            "contains, the publisher's spacing",
+            &["\"author\": \"ralph\""],
+        ),
+        ("contains, _ is one character", &["_alph"]),
+        ("contains, _ matches itself", &["done_ok"]),
+        ("contains, % is any run", &["author%kalev"]),
+        ("contains, % across a space", &["100%done"]),
+        ("contains, datanommer's key order", &["\"a\":1,\"b\":2"]),
+        ("contains, the publisher's key order", &["\"b\":2,\"a\":1"]),
+        ("contains, non-ASCII as \\u escapes", &["Caf_u00e9"]),
+        ("contains, non-ASCII as published", &["Café"]),
+        (
+            "contains, Python's floats",
+            &["\"ratio\":1e-05,\"size\":1.5"],
+        ),
+        ("contains, Python's exponent", &["\"big\":1e+16"]),
+        ("contains, / unescaped", &["\"path\":\"a/b\""]),
+        ("contains, several values ORed", &["kalev", "Ralph"]),
+    ];
+    for (name, needles) in contains_cases {
+        let mut query = with(&july_2019, &[("category", "pagure")]);
+        for needle in needles {
+            query.push(("contains".to_string(), needle.to_string()));
+        }
+        table.push(same(name, query, Clock::Fixed));
+    }
+    // Pages cut through ties: the probes (three share a time) by `contains`, the git tie (12
+    // messages) through the lookup tables (`user`, `package`) and through `category`.
+    for order in ["desc", "asc"] {
+        for page in 1..=2 {
+            let page = page.to_string();
+            table.push(same(
+                "contains, pages cut through a tie",
+                with(
+                    &july_2019,
+                    &[
+                        ("category", "pagure"),
+                        ("contains", "a"),
+                        ("rows_per_page", "2"),
+                        ("order", order),
+                        ("page", &page),
+                    ],
+                ),
+                Clock::Fixed,
+            ));
+        }
+        for page in 1..=4 {
+            let page = page.to_string();
+            for (filter, value) in [
+                ("user", "limburgher"),
+                ("package", "valgrind"),
+                ("category", "git"),
+            ] {
+                table.push(same(
+                    "lookup and category pages cut through a tie",
+                    with(
+                        &august_2012,
+                        &[
+                            (filter, value),
+                            ("rows_per_page", "3"),
+                            ("order", order),
+                            ("page", &page),
+                        ],
+                    ),
+                    Clock::Fixed,
+                ));
+            }
+        }
+    }
     // Every page of the window in both orders, and pages of 10.
     for order in ["desc", "asc"] {
         for page in 1..=3 {
@@ -579,22 +664,45 @@ fn queries(stack: &Stack) -> Vec<Query> {
     table
 }
 
-/// datagrepper's complete result of `query` (every page's messages), for the tie groups.
-async fn complete_result(base: &str, query: &[(String, String)]) -> Value {
-    let mut whole: Vec<(String, String)> = Vec::new();
+fn value_of<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    query
+        .iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
+}
+
+/// Whether datagrepper's SQLite sorts this query's rows itself, keeping ties in row id order
+/// in both directions (see the module documentation): a descending query with a `category` or
+/// `topic` filter.
+fn sqlite_keeps_ties_ascending(query: &[(String, String)]) -> bool {
+    let descending = value_of(query, "order") != Some("asc");
+    let filtered = value_of(query, "category").is_some() || value_of(query, "topic").is_some();
+    descending && filtered
+}
+
+/// The page of `query` cut from datagrepper's whole result in ascending order, reversed: the
+/// descending order with ties reversed too, as SQLite's timestamp index would give it.
+async fn reversed_ascending_page(stack: &Stack, query: &[(String, String)]) -> Vec<String> {
+    let page: usize = value_of(query, "page").map_or(1, |page| page.parse().expect("page"));
+    let rows: usize =
+        value_of(query, "rows_per_page").map_or(25, |rows| rows.parse().expect("rows"));
+    let mut ascending: Vec<(String, String)> = Vec::new();
     for (name, value) in query {
-        if name != "page" && name != "rows_per_page" {
-            whole.push((name.clone(), value.clone()));
+        if !["page", "rows_per_page", "order"].contains(&name.as_str()) {
+            ascending.push((name.clone(), value.clone()));
         }
     }
-    whole.push(("rows_per_page".to_string(), "100".to_string()));
-    let (status, body) = get(&url(base, "/raw", &whole)).await;
-    assert_eq!(status, StatusCode::OK, "{whole:?}: {body}");
+    ascending.push(("order".to_string(), "asc".to_string()));
+    ascending.push(("rows_per_page".to_string(), "100".to_string()));
+    let (status, whole) = get(&url(&stack.datagrepper.url, "/raw", &ascending)).await;
+    assert_eq!(status, StatusCode::OK, "{ascending:?}: {whole}");
     assert!(
-        body["pages"].as_u64() <= Some(1),
-        "{whole:?} needs more than one page"
+        whole["pages"].as_u64() <= Some(1),
+        "{ascending:?} needs more than one page"
     );
-    body
+    let mut all = messages(&whole, &stack.corpus_ids);
+    all.reverse();
+    all.into_iter().skip((page - 1) * rows).take(rows).collect()
 }
 
 /// Compares one query; on success returns datagrepper's `total` and `count`.
@@ -615,31 +723,16 @@ async fn compare(stack: &Stack, query: &Query) -> Result<(u64, u64), String> {
         }
     }
     compare_arguments(&ours["arguments"], &theirs["arguments"], query.clock)?;
-    let our_times = timestamps(&ours);
-    if our_times != timestamps(&theirs) {
+    let our_messages = messages(&ours, &stack.corpus_ids);
+    let expected = if sqlite_keeps_ties_ascending(&query.theirs) {
+        reversed_ascending_page(stack, &query.theirs).await
+    } else {
+        messages(&theirs, &stack.corpus_ids)
+    };
+    if our_messages != expected {
         return Err(format!(
-            "timestamps differ:\n  ours   {our_times:?}\n  theirs {:?}",
-            timestamps(&theirs)
+            "messages differ:\n  ours   {our_messages:#?}\n  theirs {expected:#?}"
         ));
-    }
-    let our_groups = by_timestamp(&ours, &stack.corpus_ids);
-    let their_groups = by_timestamp(&theirs, &stack.corpus_ids);
-    let complete = complete_result(&stack.datagrepper.url, &query.theirs).await;
-    let complete_groups = by_timestamp(&complete, &stack.corpus_ids);
-    for (time, our_group) in &our_groups {
-        // A group smaller than in the complete result is cut by a page edge.
-        let complete_size = complete_groups.get(time).map(Vec::len).unwrap_or(0);
-        if our_group.len() < complete_size {
-            let whole_group = complete_groups.get(time).cloned().unwrap_or_default();
-            if !is_sub_multiset(our_group, &whole_group) {
-                return Err(format!("messages at {time} are not datagrepper's"));
-            }
-        } else if their_groups.get(time) != Some(our_group) {
-            return Err(format!(
-                "messages at {time} differ:\n  ours   {our_group:?}\n  theirs {:?}",
-                their_groups.get(time)
-            ));
-        }
     }
     let total = theirs["total"].as_u64().unwrap_or(0);
     let count = theirs["count"].as_u64().unwrap_or(0);
@@ -673,7 +766,7 @@ async fn raw_answers_match(stack: &Stack) {
         failures.join("\n")
     );
 
-    // The corpus pages through identically: the union of our pages is datagrepper's result.
+    // The corpus pages through identically, in the same order, ties cut by page edges included.
     let mut ours_all = Vec::new();
     let mut theirs_all = Vec::new();
     let window = [
@@ -692,8 +785,6 @@ async fn raw_answers_match(stack: &Stack) {
             theirs_all.push(comparable(message, &stack.corpus_ids));
         }
     }
-    ours_all.sort();
-    theirs_all.sort();
     assert_eq!(ours_all.len(), 72);
     assert_eq!(ours_all, theirs_all);
 }
@@ -721,6 +812,8 @@ async fn meta_text_fields_match(stack: &Stack) {
             ("start".to_string(), second.to_string()),
             ("end".to_string(), (second + 1).to_string()),
             ("rows_per_page".to_string(), "100".to_string()),
+            // Ascending: SQLite's tie order under a topic filter (see the module documentation).
+            ("order".to_string(), "asc".to_string()),
         ];
         for field in TEXT_FIELDS {
             query.push(("meta".to_string(), field.to_string()));
@@ -732,11 +825,11 @@ async fn meta_text_fields_match(stack: &Stack) {
             (StatusCode::OK, StatusCode::OK),
             "{query:?}: {ours} {theirs}"
         );
-        let our_messages = by_timestamp(&ours, &stack.corpus_ids);
-        if our_messages != by_timestamp(&theirs, &stack.corpus_ids) {
+        let our_messages = messages(&ours, &stack.corpus_ids);
+        let their_messages = messages(&theirs, &stack.corpus_ids);
+        if our_messages != their_messages {
             failures.push(format!(
-                "{topic} at {second}:\n  ours   {our_messages:?}\n  theirs {:?}",
-                by_timestamp(&theirs, &stack.corpus_ids)
+                "{topic} at {second}:\n  ours   {our_messages:?}\n  theirs {their_messages:?}"
             ));
         }
         compared += ours["raw_messages"].as_array().map(Vec::len).unwrap_or(0);

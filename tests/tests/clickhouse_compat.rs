@@ -177,6 +177,12 @@ async fn ask_every_history_query(api: &str) {
     // `contains` needs a recent window: the last hour (the default) holds no corpus message.
     let contains = [("contains", "bodhi"), ("category", category.as_str())];
     get(api, "/raw", &contains, StatusCode::OK).await;
+    // Wildcards and escaped ones: ClickHouse's `like` escapes (`\%`, `\_`, `\\`).
+    let wildcards = [
+        ("contains", r#""agent":"%_\%\_\\"#),
+        ("category", category.as_str()),
+    ];
+    get(api, "/raw", &wildcards, StatusCode::OK).await;
 
     let msg_id = texts(messages, "msg_id")
         .into_iter()

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use clickhouse::Row;
 use futures::FutureExt;
 use serde::Serialize;
+use statscache_shared::datanommer::datanommer_msg;
 
 use crate::plugin::{Fact, Message};
 
@@ -29,6 +30,8 @@ pub struct MessageRow {
     pub source: String,
     pub stream_sequence: u64,
     pub ingested_at: u32,
+    /// `msg` as datanommer stores it, for `/raw?contains=` (added by schema version 4).
+    pub datanommer_msg: String,
 }
 
 impl MessageRow {
@@ -50,6 +53,7 @@ impl MessageRow {
             source,
             stream_sequence: message.stream_sequence,
             ingested_at,
+            datanommer_msg: datanommer_msg(&envelope.msg),
         }
     }
 }
@@ -80,6 +84,8 @@ pub struct LookupRow {
     pub msg_id: String,
     pub topic: String,
     pub category: String,
+    /// The message's arrival order, which `/raw` breaks ties in time with.
+    pub stream_sequence: u64,
 }
 
 impl LookupRow {
@@ -91,6 +97,7 @@ impl LookupRow {
             msg_id: message.msg_id.clone(),
             topic: message.topic.clone(),
             category: message.category.clone(),
+            stream_sequence: message.stream_sequence,
         }
     }
 }

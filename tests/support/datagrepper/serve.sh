@@ -9,8 +9,12 @@
 # http://127.0.0.1:PORT" and then serves in the foreground until killed. Note: datanommer gives a
 # message without msg_id a random one when storing it.
 #
+# SQLite's LIKE ignores ASCII case; production datagrepper's PostgreSQL does not. Every SQLite
+# connection gets `PRAGMA case_sensitive_like=ON`, so that `contains` compares as in production.
+#
 # A copy of the tool in /work/shared/tools/datagrepper, kept here so CI does not depend on it;
-# changed only by DATAGREPPER_VENV and the lock around the install (concurrent tests).
+# changed only by DATAGREPPER_VENV, the lock around the install (concurrent tests) and the
+# case-sensitive LIKE.
 set -euo pipefail
 corpus=$(readlink -f "$1"); port=$2; work=${3:-${TMPDIR:-/tmp}/datagrepper-$port}
 here=$(dirname "$(readlink -f "$0")")
@@ -39,6 +43,15 @@ cd "$work"
 "$venv/bin/python" "$here/load.py" "$corpus" "$work/datanommer.sqlite"
 DATAGREPPER_CONFIG="$work/datagrepper.cfg" exec "$venv/bin/python" - "$port" <<'PY'
 import sys
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+
+@event.listens_for(Engine, "connect")
+def case_sensitive_like(connection, _record):
+    connection.execute("PRAGMA case_sensitive_like=ON")
+
+
 from datagrepper.app import app
 port = int(sys.argv[1])
 print(f"datagrepper ready on http://127.0.0.1:{port}", flush=True)
