@@ -8,11 +8,15 @@
 //! - keyboard only: Tab to a bar and Enter zooms into its period, "Zoom out" comes back;
 //! - a message published after the page loaded appears without a reload (the page polls with
 //!   `If-None-Match`);
-//! - a screenshot is written to `target/test-artifacts/dashboard.png`.
+//! - a screenshot is written to `target/test-artifacts/dashboard.png`;
+//! - over plain HTTP: the page revalidates (`ETag`, 304), its assets are immutable under a
+//!   versioned path, and methods other than GET/HEAD are refused.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
+use reqwest::StatusCode;
 use serde_json::Value;
 use statscache_tests::browser::Browser;
 use statscache_tests::corpus::{publish_to_stream, real_lines};
@@ -181,11 +185,62 @@ fn new_compose_message() -> (String, String) {
     panic!("the corpus has no compose event")
 }
 
+/// The page's and assets' cache headers, over plain HTTP.
+async fn assert_cache_headers(api: &str) {
+    let client = reqwest::Client::new();
+    let page = client.get(format!("{api}/")).send().await.expect("GET /");
+    assert_eq!(page.status(), StatusCode::OK);
+    assert_eq!(page.headers()[CACHE_CONTROL], "no-cache");
+    assert!(page.headers()[CONTENT_TYPE]
+        .to_str()
+        .unwrap_or_default()
+        .starts_with("text/html"));
+    let tag = page.headers()[ETAG].clone();
+    let html = page.text().await.expect("page");
+    let again = client
+        .get(format!("{api}/"))
+        .header(IF_NONE_MATCH, tag)
+        .send()
+        .await
+        .expect("GET / again");
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+
+    let Some((_, rest)) = html.split_once("src=\"/assets/") else {
+        panic!("the page names its script: {html}");
+    };
+    let Some((script_path, _)) = rest.split_once('"') else {
+        panic!("a quoted script path: {rest}");
+    };
+    let script = client
+        .get(format!("{api}/assets/{script_path}"))
+        .send()
+        .await
+        .expect("GET script");
+    assert_eq!(script.status(), StatusCode::OK);
+    assert_eq!(
+        script.headers()[CACHE_CONTROL],
+        "public, max-age=31536000, immutable"
+    );
+    assert!(script.headers()[CONTENT_TYPE]
+        .to_str()
+        .unwrap_or_default()
+        .starts_with("text/javascript"));
+    let missing = client
+        .get(format!("{api}/assets/0/nothing.js"))
+        .send()
+        .await
+        .expect("GET missing asset");
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let post = client.post(format!("{api}/")).send().await.expect("POST /");
+    assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
+}
+
 #[tokio::test]
 async fn the_dashboard_shows_what_the_api_serves() {
     let lines = real_lines();
     let stack = CorpusStack::start(&lines, &[]).await;
     let api = stack.api.clone();
+    assert_cache_headers(&api).await;
     let browser = Browser::start(1280, 2400).await;
     browser.goto(&format!("{api}/")).await;
     let query = rendered(&browser, 1).await;
