@@ -212,7 +212,7 @@ async function drawPlugin() {
   for (const row of page.rows) {
     const tr = body.insertRow();
     tr.dataset.key = row.key;
-    cell(tr, row.bucket === undefined ? "all" : timeLabel(row.bucket, bucket));
+    cell(tr, row.bucket === undefined ? "all" : timeLabel(row.bucket, bucket), { "data-bucket": row.bucket ?? "" });
     cell(tr, row.key);
     if (row.count !== undefined) {
       total += row.count;

@@ -308,6 +308,38 @@ async fn the_dashboard_shows_what_the_api_serves() {
     std::fs::write(artifacts.join("dashboard.png"), &screenshot).expect("write screenshot");
     assert!(screenshot.starts_with(b"\x89PNG"), "a PNG screenshot");
 
+    // Another plugin in the browser: its table follows, and its chart is kept as an artefact.
+    browser
+        .execute(
+            "const select = document.getElementById('plugin-select'); \
+             select.value = 'volume-by-category'; \
+             select.dispatchEvent(new Event('change'));",
+        )
+        .await;
+    let answer = get_json(&format!(
+        "{api}/api/volume-by-category?bucket=month&rows_per_page=100"
+    ))
+    .await
+    .expect("volume-by-category by month");
+    let expected = counts(answer["rows"].as_array().expect("rows"));
+    wait_for("the plugin browser to show volume-by-category", Duration::from_secs(60), || async {
+        let rows = browser
+            .execute(
+                "const img = document.getElementById('plugin-chart'); \
+                 if (!img.complete || img.naturalWidth === 0 || !img.src.includes('volume-by-category')) return []; \
+                 return [...document.querySelectorAll('#plugin-table tbody tr')]\
+                 .map(tr => [tr.cells[0].dataset.bucket, tr.dataset.key, tr.dataset.count]);",
+            )
+            .await;
+        (page_counts(&rows) == expected).then_some(())
+    })
+    .await;
+    browser
+        .execute("document.getElementById('plugins').scrollIntoView();")
+        .await;
+    let screenshot = browser.screenshot().await;
+    std::fs::write(artifacts.join("dashboard-plugins.png"), &screenshot).expect("write screenshot");
+
     // Keyboard only: focus the first bar (as Tab would), Enter zooms into its month by day.
     let before = renders(&browser).await;
     browser
