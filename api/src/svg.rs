@@ -6,6 +6,8 @@
 //! contract: every plotted value is in a `data-count` attribute and a `<title>` (a tooltip, and
 //! what a screen reader says), and the image's total is in `data-total` on the root.
 //!
+//! Bucketed charts have a time axis: a bar sits where its period is, so gaps show.
+//!
 //! Readable without colour: series differ by pattern as well as by colour, stacked in legend
 //! order, and every bar carries its value as text where there is room.
 
@@ -14,6 +16,7 @@ use std::fmt::Write;
 
 use chrono::DateTime;
 use serde_json::Value;
+use statscache_shared::period::Level;
 
 use crate::routes::{PluginKind, StatisticPage, StatisticRowDoc};
 use crate::statistics::Bucket;
@@ -25,6 +28,8 @@ const TOP: f64 = 48.0;
 const PLOT_HEIGHT: f64 = 260.0;
 const ROW_HEIGHT: f64 = 20.0;
 const LEGEND_COLUMNS: usize = 3;
+/// Labels along the time axis.
+const TICKS: usize = 6;
 /// Okabe–Ito: distinguishable with the common colour-vision deficiencies.
 const PALETTE: [&str; 8] = [
     "#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#999999",
@@ -78,6 +83,19 @@ fn time_label(seconds: f64, bucket: Bucket) -> String {
         Bucket::All => "%Y-%m-%d %H:%M:%S",
     };
     time.format(format).to_string()
+}
+
+/// Where the period of the bucket starting at `start` ends (epoch seconds).
+fn bucket_end(start: u32, bucket: Bucket) -> u64 {
+    let start = u64::from(start);
+    match bucket {
+        Bucket::Minute => start + 60,
+        Bucket::Hour => start + 3600,
+        Bucket::Day => start + 86_400,
+        Bucket::Week => start + 604_800,
+        Bucket::Month => Level::Month.next(start),
+        Bucket::All => start + 1,
+    }
 }
 
 /// The root element, title and description, and one fill pattern per series.
@@ -191,11 +209,27 @@ fn stacked_by_bucket(page: &StatisticPage) -> String {
             y + 4.0
         );
     }
-    let slot = plot_width / buckets.len() as f64;
-    let bar_width = (slot * 0.8).max(1.0);
-    let label_every = buckets.len().div_ceil(8);
-    for (position, (bucket, rows)) in buckets.iter().enumerate() {
-        let x = LEFT + position as f64 * slot + (slot - bar_width) / 2.0;
+    // A time axis: bars where their periods are, gaps where nothing was sent.
+    let axis_start = buckets.keys().next().map_or(0, |first| u64::from(*first));
+    let axis_end = buckets
+        .keys()
+        .next_back()
+        .map_or(axis_start + 1, |last| bucket_end(*last, page.bucket));
+    let axis_span = axis_end.saturating_sub(axis_start).max(1) as f64;
+    let x_of = |time: u64| LEFT + time.saturating_sub(axis_start) as f64 / axis_span * plot_width;
+    for tick in 0..TICKS {
+        let time = axis_start + (axis_span * tick as f64 / TICKS as f64) as u64;
+        let _ = write!(
+            out,
+            r#"<text x="{:.1}" y="{:.1}">{}</text>"#,
+            x_of(time),
+            baseline + 16.0,
+            escape(&time_label(time as f64, page.bucket))
+        );
+    }
+    for (bucket, rows) in &buckets {
+        let x = x_of(u64::from(*bucket));
+        let bar_width = ((x_of(bucket_end(*bucket, page.bucket)) - x) * 0.85).max(1.0);
         let label = time_label(f64::from(*bucket), page.bucket);
         let bucket_total: u64 = rows.iter().map(|row| row.count.unwrap_or(0)).sum();
         let _ = write!(
@@ -228,14 +262,6 @@ fn stacked_by_bucket(page: &StatisticPage) -> String {
             );
         }
         out.push_str("</g>");
-        if position % label_every == 0 {
-            let _ = write!(
-                out,
-                r#"<text x="{x:.1}" y="{:.1}">{}</text>"#,
-                baseline + 16.0,
-                escape(&label)
-            );
-        }
     }
     let legend_top = baseline + 40.0;
     let column_width = plot_width / LEGEND_COLUMNS as f64;
@@ -396,6 +422,14 @@ mod tests {
         assert!(svg.contains(r#"data-key="koji" data-bucket="86400" data-count="5""#));
         assert!(svg.contains(r#"data-key="bodhi" data-bucket="172800" data-count="1""#));
         assert!(svg.ends_with("</svg>"));
+    }
+
+    #[test]
+    fn months_end_on_the_calendar() {
+        // 2019-02-01 → 2019-03-01, 2020-02-01 (leap year) → 2020-03-01.
+        assert_eq!(bucket_end(1_548_979_200, Bucket::Month), 1_551_398_400);
+        assert_eq!(bucket_end(1_580_515_200, Bucket::Month), 1_583_020_800);
+        assert_eq!(bucket_end(86_400, Bucket::Day), 172_800);
     }
 
     #[test]
