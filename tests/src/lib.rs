@@ -15,6 +15,7 @@
 //!   corpus, for backfill tests; killed when dropped.
 //! - [`corpus`]: the real corpus and references computed from it; [`stack::CorpusStack`]: a
 //!   worker and an api over real servers with a corpus stored, for the API tests.
+//! - [`browser::Browser`]: headless Chromium driven over WebDriver, for the dashboard test.
 //!
 //! Missing servers are installed by `deploy/local/install.sh`. Our binaries must be built first
 //! (`cargo build --bins`; `deploy/local/test.sh` does it), since a test cannot safely run cargo.
@@ -22,6 +23,7 @@
 //! on how fast something happened.
 
 pub mod amqp;
+pub mod browser;
 pub mod corpus;
 pub mod rabbitmq;
 pub mod stack;
