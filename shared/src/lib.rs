@@ -6,7 +6,8 @@
 //! - [`nats`]: the JetStream streams, header names and dead letters.
 //! - [`schema`]: the ClickHouse tables (the interface analysts query) and their migrations.
 //! - [`period`]: the hours, days and months rollups cut time into; [`sql`]: bound values.
-//! - [`telemetry`]: logs and OTLP traces; [`admin`]: health probes and Prometheus metrics.
+//! - [`telemetry`]: logs and OTLP traces; [`trace_context`]: W3C trace context across NATS and
+//!   HTTP; [`admin`]: health probes and Prometheus metrics.
 //! - [`shutdown`]: the signal-driven cancellation every service drains on; [`retry`]: backoff.
 //! - [`time`]: the times people type (`--since`, `?start=`), parsed one way everywhere.
 
@@ -22,3 +23,4 @@ pub mod sql;
 pub mod telemetry;
 pub mod time;
 pub mod topic;
+pub mod trace_context;
