@@ -104,7 +104,10 @@ mod tests {
 
     #[test]
     fn a_valid_traceparent_is_continued() {
-        let headers = nats_headers(&[(HEADER_TRACEPARENT, TRACEPARENT), (HEADER_TRACESTATE, "a=1")]);
+        let headers = nats_headers(&[
+            (HEADER_TRACEPARENT, TRACEPARENT),
+            (HEADER_TRACESTATE, "a=1"),
+        ]);
         let context = from_nats(Some(&headers));
         let span_context = context.span().span_context().clone();
         assert!(span_context.is_remote());
@@ -162,7 +165,10 @@ mod tests {
             assert_eq!(*name, HEADER_TRACEPARENT);
             let map = nats_headers(&[(HEADER_TRACEPARENT, traceparent)]);
             let read_back = from_nats(Some(&map)).span().span_context().clone();
-            assert_eq!(read_back.trace_id(), span.context().span().span_context().trace_id());
+            assert_eq!(
+                read_back.trace_id(),
+                span.context().span().span_context().trace_id()
+            );
         });
     }
 

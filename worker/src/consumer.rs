@@ -222,7 +222,11 @@ impl Consumer {
                 highest_sequence = highest_sequence.max(info.stream_sequence);
             }
             let message_span = store_span(&message, batch_span);
-            match self.decode(&message).instrument(message_span.clone()).await? {
+            match self
+                .decode(&message)
+                .instrument(message_span.clone())
+                .await?
+            {
                 Decoded::Rejected => continue,
                 Decoded::Accepted(decoded) => {
                     message_span.record("messaging.message.id", decoded.identity.as_str());
