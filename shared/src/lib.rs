@@ -9,6 +9,7 @@
 //! - [`telemetry`]: logs and OTLP traces; [`trace_context`]: W3C trace context across NATS and
 //!   HTTP; [`admin`]: health probes and Prometheus metrics.
 //! - [`shutdown`]: the signal-driven cancellation every service drains on; [`retry`]: backoff.
+//! - [`progress`]: progress bars (or log lines) of the long operator commands.
 //! - [`time`]: the times people type (`--since`, `?start=`), parsed one way everywhere.
 
 pub mod admin;
@@ -16,6 +17,7 @@ pub mod config;
 pub mod message;
 pub mod nats;
 pub mod period;
+pub mod progress;
 pub mod retry;
 pub mod schema;
 pub mod shutdown;

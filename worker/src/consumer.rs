@@ -41,6 +41,7 @@ use statscache_shared::admin::Health;
 use statscache_shared::config::Config;
 use statscache_shared::message::Envelope;
 use statscache_shared::nats::{self, DeadLetter, HEADER_SOURCE, HEADER_STREAM_SEQUENCE};
+use statscache_shared::progress::Progress;
 use statscache_shared::retry::backoff;
 use statscache_shared::trace_context;
 use tokio_util::sync::CancellationToken;
@@ -131,19 +132,34 @@ impl Consumer {
     ) -> Result<u64, WorkerError> {
         let mut fetcher = Fetcher::new(self.consumer.clone(), self.jetstream.clone()).await?;
         let mut stored = 0;
+        // The first sequence replayed is known with the first batch; the bar counts from it.
+        let mut progress: Option<(u64, Progress)> = None;
         while !shutdown.is_cancelled() {
             let Some(messages) = self.next_batch(&mut fetcher, &shutdown).await else {
                 continue;
             };
             let batch_size = messages.len() as u64;
+            let first_in_batch = messages
+                .first()
+                .and_then(|message| message.info().ok())
+                .map(|info| info.stream_sequence);
             let Some(highest) = self.handle_batch(messages, &shutdown).await? else {
                 continue;
             };
             stored += batch_size;
-            tracing::info!(sequence = highest, last_sequence, stored, "replay progress");
+            let (first, bar) = progress.get_or_insert_with(|| {
+                let first = first_in_batch.unwrap_or(1);
+                let span = last_sequence.saturating_sub(first) + 1;
+                (first, Progress::new("replaying", "messages", span))
+            });
+            let done = highest.saturating_sub(*first) + 1;
+            bar.advance_to(done, &format!("sequence {highest}, {stored} stored"));
             if highest >= last_sequence {
                 break;
             }
+        }
+        if let Some((_, bar)) = progress {
+            bar.finish();
         }
         Ok(stored)
     }
