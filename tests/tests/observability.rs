@@ -10,9 +10,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use statscache_tests::stack::Pipeline;
 use statscache_tests::{
-    admin_metrics, ensure_installed, fixture, free_port, metric, publish_corpus, repo_root,
-    wait_for, wait_for_consumer_drained, Servers, Service,
+    admin_metrics, ensure_installed, fixture, metric, publish_corpus, repo_root, wait_for,
+    wait_for_consumer_drained, Servers,
 };
 
 fn observability_dir() -> PathBuf {
@@ -117,33 +118,10 @@ fn exported_names(text: &str) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_metric_the_dashboard_and_alerts_query_is_exported() {
-    let servers = Servers::start().await;
-    let fedmsg_endpoint = format!("tcp://127.0.0.1:{}", free_port());
-    let api_port = free_port();
-    let worker_admin = free_port();
-    let ingestor_admin = free_port();
-    let env = servers.env(&[
-        ("STATSCACHE_API__LISTEN", format!("127.0.0.1:{api_port}")),
-        (
-            "STATSCACHE_WORKER__ADMIN_LISTEN",
-            format!("127.0.0.1:{worker_admin}"),
-        ),
-        (
-            "STATSCACHE_INGESTOR__ADMIN_LISTEN",
-            format!("127.0.0.1:{ingestor_admin}"),
-        ),
-        (
-            "STATSCACHE_INGESTOR__ZEROMQ__ENDPOINTS",
-            format!("[{fedmsg_endpoint}]"),
-        ),
-    ]);
-    let _worker = Service::start("worker", &env, &[]);
-    let _api = Service::start("api", &env, &[]);
-    let api = format!("http://127.0.0.1:{api_port}");
-    statscache_tests::wait_until_ok(&format!("http://127.0.0.1:{worker_admin}/health/readyz"))
-        .await;
-    statscache_tests::wait_until_ok(&format!("{api}/health/readyz")).await;
-    let _ingestor = Service::start("ingestor", &env, &[]);
+    let pipeline = Pipeline::start(Servers::start().await, &[]).await;
+    let servers = &pipeline.servers;
+    let (api, fedmsg_endpoint) = (&pipeline.api, &pipeline.fedmsg_endpoint);
+    let (worker_admin, ingestor_admin) = (pipeline.worker_admin, pipeline.ingestor_admin);
 
     // Valid and invalid input through the ingestor, and a message only the worker can reject
     // (not an envelope) straight into the stream: every labelled series gets a sample.
@@ -151,7 +129,7 @@ async fn every_metric_the_dashboard_and_alerts_query_is_exported() {
         fixture("fedmsg-real.jsonl"),
         fixture("fedmsg-real-incomplete.jsonl"),
     ];
-    let output = publish_corpus(&fedmsg_endpoint, &files, 1, &[]).await;
+    let output = publish_corpus(fedmsg_endpoint, &files, 1, &[]).await;
     assert!(output.contains("published 348"), "{output}");
     let client = async_nats::connect(servers.nats.url.as_str())
         .await
@@ -182,7 +160,7 @@ async fn every_metric_the_dashboard_and_alerts_query_is_exported() {
         lines.push('\n');
     }
     std::fs::write(again.path(), lines).expect("write corpus");
-    let output = publish_corpus(&fedmsg_endpoint, &[again.path().to_path_buf()], 1, &[]).await;
+    let output = publish_corpus(fedmsg_endpoint, &[again.path().to_path_buf()], 1, &[]).await;
     assert!(output.contains("published 2"), "{output}");
     let lost = "statscache_ingestor_dead_letters_lost_total{";
     wait_for(
