@@ -20,11 +20,8 @@ impl Progress {
     pub fn new(what: &'static str, unit: &'static str, total: u64) -> Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new(total);
-            let template = format!(
-                "{{msg:30}} [{{bar:40}}] {{pos}}/{{len}} {unit} ({{per_sec}}, eta {{eta}})"
-            );
-            if let Ok(style) = ProgressStyle::with_template(&template) {
-                bar.set_style(style.progress_chars("=> "));
+            if let Ok(style) = style(unit) {
+                bar.set_style(style);
             }
             bar.set_message(what);
             bar
@@ -66,5 +63,31 @@ impl Progress {
         if let Some(bar) = self.bar {
             bar.finish_with_message(self.what);
         }
+    }
+}
+
+/// The bar: what, how far, the rate and the time left.
+fn style(unit: &str) -> Result<ProgressStyle, indicatif::style::TemplateError> {
+    let template =
+        format!("{{msg:30}} [{{bar:40}}] {{pos}}/{{len}} {unit} ({{per_sec}}, eta {{eta}})");
+    Ok(ProgressStyle::with_template(&template)?.progress_chars("=> "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bar_template_is_valid() {
+        assert!(style("windows").is_ok());
+    }
+
+    #[test]
+    fn steps_and_jumps_both_count() {
+        let mut progress = Progress::new("replaying", "messages", 10);
+        progress.advance_to(4, "sequence 4");
+        progress.step("sequence 5");
+        assert_eq!(progress.done, 5);
+        progress.finish();
     }
 }
