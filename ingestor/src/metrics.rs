@@ -146,6 +146,11 @@ impl Metrics {
                 "Seconds of the start-up downtime no backfill recovers",
             )?,
         };
+        // Every outcome exported from the start (at 0), so that dashboards and alerts see a
+        // series before the first backfill.
+        for outcome in ["complete", "skipped", "verified", "failed"] {
+            metrics.backfill_windows.with_label_values(&[outcome]);
+        }
         registry.register(Box::new(metrics.sequence_gaps.clone()))?;
         registry.register(Box::new(metrics.missing_messages.clone()))?;
         registry.register(Box::new(metrics.startup_downtime_seconds.clone()))?;

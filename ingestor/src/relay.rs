@@ -19,6 +19,9 @@
 //! - Outcomes reported back: what the relay reads is a [`Handoff`]; once a message is stored or
 //!   dead-lettered the relay tells it how it ended ([`Outcome`]), so a source with acks (AMQP)
 //!   acks a delivery only after JetStream stored it, and gives back one the relay gave up on.
+//! - Tracing: each message is published in its own `publish` span, the root of the message's
+//!   trace; its W3C context goes with the message (`traceparent` header, counted in the size
+//!   check like every header) so that the worker's `store` span continues the same trace.
 //! - Dead letters never block: their headers are made safe and their payload cut to fit
 //!   ([`nats::publish_dead_letter`]); one that still cannot be stored is counted
 //!   (`statscache_ingestor_dead_letters_lost_total`) and logged, and the relay moves on.
@@ -37,8 +40,10 @@ use statscache_shared::message::{Envelope, InvalidMessage};
 use statscache_shared::nats::{self, DeadLetter, HEADER_EVENT_TIME, HEADER_MSG_ID, HEADER_SOURCE};
 use statscache_shared::retry::backoff;
 use statscache_shared::topic::{topic_to_subject, MAX_TOPIC_BYTES};
+use statscache_shared::trace_context;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::metrics::Metrics;
 use crate::source::{Handoff, Incoming, Outcome};
@@ -65,9 +70,12 @@ struct Outgoing {
     source: &'static str,
     subject: String,
     identity: String,
-    /// `Nats-Msg-Id`, source and event time: valid header values, counted in the size check.
+    /// `Nats-Msg-Id`, source, event time and trace context: valid header values, counted in
+    /// the size check.
     headers: Vec<(&'static str, String)>,
     body: Bytes,
+    /// From the first send to the ack (or giving up): the root of the message's trace.
+    span: tracing::Span,
 }
 
 /// Why an incoming message was rejected, beyond what [`Envelope::parse`] checks.
@@ -172,11 +180,12 @@ impl Relay {
                 break;
             };
             // Sent here, in arrival order; only the ack is awaited in the background.
-            let first_ack = self.send(&outgoing).await;
+            let span = outgoing.span.clone();
+            let first_ack = self.send(&outgoing).instrument(span.clone()).await;
             let relay = self.clone();
             self.metrics.in_flight.inc();
             in_flight.spawn(async move {
-                let outcome = relay.await_ack(outgoing, first_ack).await;
+                let outcome = relay.await_ack(outgoing, first_ack).instrument(span).await;
                 relay.metrics.in_flight.dec();
                 drop(permit);
                 message.settle(outcome).await;
@@ -219,11 +228,23 @@ impl Relay {
         }
         // Valid header values: the envelope's checks bound the identity and keep it one line.
         let identity = envelope.identity();
-        let headers = vec![
+        let subject = topic_to_subject(&self.config.nats.subject_prefix, &envelope.topic);
+        let span = tracing::info_span!(
+            parent: None,
+            "publish",
+            otel.kind = "producer",
+            messaging.system = "nats",
+            messaging.destination.name = %subject,
+            messaging.message.id = %identity,
+            statscache.source = message.source,
+            messaging.nats.stream_sequence = tracing::field::Empty,
+        );
+        let mut headers = vec![
             (HEADER_MSG_ID, identity.clone()),
             (HEADER_SOURCE, message.source.to_string()),
             (HEADER_EVENT_TIME, envelope.event_time().to_string()),
         ];
+        headers.extend(trace_context::headers_of(&span));
         let room = max_payload.saturating_sub(nats::header_block_len(&headers));
         if message.body.len() > room {
             let too_large = InvalidMessage::TooLarge {
@@ -234,10 +255,11 @@ impl Relay {
         }
         Ok(Outgoing {
             source: message.source,
-            subject: topic_to_subject(&self.config.nats.subject_prefix, &envelope.topic),
+            subject,
             identity,
             headers,
             body: message.body.clone(),
+            span,
         })
     }
 
@@ -362,6 +384,9 @@ impl Relay {
         self.metrics
             .publish_seconds
             .observe(started.elapsed().as_secs_f64());
+        outgoing
+            .span
+            .record("messaging.nats.stream_sequence", ack.sequence);
         let counter = if ack.duplicate {
             &self.metrics.duplicates
         } else {

@@ -90,6 +90,10 @@ pub struct TelemetryConfig {
     pub log_filter: String,
     /// OTLP/gRPC endpoint for traces, e.g. `http://otel-collector:4317`; empty disables export.
     pub otlp_endpoint: String,
+    /// Share of new traces recorded, 0 to 1; a span with a parent follows its parent's decision,
+    /// so a message's trace is kept or dropped whole.
+    #[serde(deserialize_with = "sample_ratio")]
+    pub sample_ratio: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -244,6 +248,16 @@ fn at_least_one<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u32
         return Err(serde::de::Error::custom("must be at least 1"));
     }
     Ok(value)
+}
+
+fn sample_ratio<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    let ratio = f64::deserialize(deserializer)?;
+    if !(0.0..=1.0).contains(&ratio) {
+        return Err(serde::de::Error::custom(format!(
+            "sample-ratio must be between 0 and 1, not {ratio}"
+        )));
+    }
+    Ok(ratio)
 }
 
 fn positive_rate<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
@@ -491,6 +505,20 @@ mod tests {
                 let error = Config::load(None).expect_err("invalid value must fail");
                 assert!(error.to_string().contains(complaint), "{variable}: {error}");
             }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn sample_ratio_is_a_share() {
+        figment::Jail::expect_with(|jail| {
+            assert_eq!(Config::defaults().telemetry.sample_ratio, 1.0);
+            jail.set_env("STATSCACHE_TELEMETRY__SAMPLE_RATIO", "0.25");
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(config.telemetry.sample_ratio, 0.25);
+            jail.set_env("STATSCACHE_TELEMETRY__SAMPLE_RATIO", "1.5");
+            let error = Config::load(None).expect_err("a ratio above 1 must fail");
+            assert!(error.to_string().contains("between 0 and 1"), "{error}");
             Ok(())
         });
     }

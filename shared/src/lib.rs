@@ -8,8 +8,10 @@
 //! - [`nats`]: the JetStream streams, header names and dead letters.
 //! - [`schema`]: the ClickHouse tables (the interface analysts query) and their migrations.
 //! - [`period`]: the hours, days and months rollups cut time into; [`sql`]: bound values.
-//! - [`telemetry`]: logs and OTLP traces; [`admin`]: health probes and Prometheus metrics.
+//! - [`telemetry`]: logs and OTLP traces; [`trace_context`]: W3C trace context across NATS and
+//!   HTTP; [`admin`]: health probes and Prometheus metrics.
 //! - [`shutdown`]: the signal-driven cancellation every service drains on; [`retry`]: backoff.
+//! - [`progress`]: progress bars (or log lines) of the long operator commands.
 //! - [`time`]: the times people type (`--since`, `?start=`), parsed one way everywhere.
 
 pub mod admin;
@@ -19,6 +21,7 @@ pub mod message;
 pub mod meta;
 pub mod nats;
 pub mod period;
+pub mod progress;
 pub mod retry;
 pub mod schema;
 pub mod shutdown;
@@ -26,3 +29,4 @@ pub mod sql;
 pub mod telemetry;
 pub mod time;
 pub mod topic;
+pub mod trace_context;

@@ -2,12 +2,17 @@
 //!
 //! Logs go to stderr as text or JSON (`[telemetry] log-format`); when `otlp-endpoint` is set,
 //! spans are also exported over OTLP/gRPC so that one message can be followed from ingestor to
-//! worker. The returned guard flushes pending spans when dropped at shutdown.
+//! worker: the trace context crosses NATS in the message headers ([`crate::trace_context`]).
+//! Sampling is parent-based: `sample-ratio` decides where a trace starts, and every later span
+//! follows that decision, so a kept trace is whole. The returned guard flushes pending spans
+//! when dropped at shutdown.
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -68,7 +73,8 @@ pub fn init(
             .with_current_span(true)
             .with_writer(std::io::stderr)
             .boxed(),
-    };
+    }
+    .with_filter(env_filter);
 
     let mut provider = None;
     let otel_layer = if config.otlp_endpoint.is_empty() {
@@ -82,17 +88,25 @@ pub fn init(
                 endpoint: config.otlp_endpoint.clone(),
                 source,
             })?;
+        let new_traces = Sampler::TraceIdRatioBased(config.sample_ratio);
         let tracer_provider = SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
+            .with_sampler(Sampler::ParentBased(Box::new(new_traces)))
             .with_resource(Resource::builder().with_service_name(service).build())
             .build();
         let tracer = tracer_provider.tracer(service);
         provider = Some(tracer_provider);
-        Some(tracing_opentelemetry::layer().with_tracer(tracer))
+        // Its own filter: traces do not depend on how verbose the logs are, and the spans of
+        // dependencies (the exporter's own HTTP/2 among them) stay out.
+        let own_spans = Targets::new().with_target("statscache", Level::INFO);
+        Some(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(own_spans),
+        )
     };
 
     tracing_subscriber::registry()
-        .with(env_filter)
         .with(log_layer)
         .with(otel_layer)
         .try_init()

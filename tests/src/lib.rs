@@ -13,6 +13,8 @@
 //!   fedora-messaging publisher (Python) sending messages to it.
 //! - [`Datagrepper`]: the real datagrepper (Python, over datanommer and SQLite) serving a
 //!   corpus, for backfill tests; killed when dropped.
+//! - [`otlp::OtlpReceiver`]: an OTLP/gRPC trace receiver (official protocol types) that keeps
+//!   the spans the services export, for the tracing tests.
 //! - [`corpus`]: the real corpus and references computed from it; [`stack::CorpusStack`]: a
 //!   worker and an api over real servers with a corpus stored, for the API tests.
 //! - [`browser::Browser`]: headless Chromium driven over WebDriver, for the dashboard test.
@@ -25,6 +27,7 @@
 pub mod amqp;
 pub mod browser;
 pub mod corpus;
+pub mod otlp;
 pub mod rabbitmq;
 pub mod stack;
 

@@ -7,9 +7,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
+use statscache_tests::stack::Pipeline;
 use statscache_tests::{
-    fixture, free_port, get_json, publish_corpus, wait_for, wait_for_consumer_drained, Servers,
-    Service, OLDEST_NATS_SERVER,
+    fixture, get_json, publish_corpus, wait_for, wait_for_consumer_drained, Servers,
+    OLDEST_NATS_SERVER,
 };
 
 const CORPUS_SIZE: u64 = 324;
@@ -40,34 +41,12 @@ async fn the_real_corpus_flows_on_the_oldest_supported_nats_server() {
 }
 
 async fn the_real_corpus_flows(servers: Servers) {
-    let fedmsg_endpoint = format!("tcp://127.0.0.1:{}", free_port());
-    let api_port = free_port();
-    let worker_admin = free_port();
-    let ingestor_admin = free_port();
-    let env = servers.env(&[
-        ("STATSCACHE_API__LISTEN", format!("127.0.0.1:{api_port}")),
-        (
-            "STATSCACHE_WORKER__ADMIN_LISTEN",
-            format!("127.0.0.1:{worker_admin}"),
-        ),
-        (
-            "STATSCACHE_INGESTOR__ADMIN_LISTEN",
-            format!("127.0.0.1:{ingestor_admin}"),
-        ),
-        (
-            "STATSCACHE_INGESTOR__ZEROMQ__ENDPOINTS",
-            format!("[{fedmsg_endpoint}]"),
-        ),
-    ]);
-    let _worker = Service::start("worker", &env, &[]);
-    let _api = Service::start("api", &env, &[]);
-    statscache_tests::wait_until_ok(&format!("http://127.0.0.1:{worker_admin}/health/readyz"))
-        .await;
-    statscache_tests::wait_until_ok(&format!("http://127.0.0.1:{api_port}/health/readyz")).await;
-    let _ingestor = Service::start("ingestor", &env, &[]);
+    let pipeline = Pipeline::start(servers, &[]).await;
+    let servers = &pipeline.servers;
+    let ingestor_admin = pipeline.ingestor_admin;
 
     let output = publish_corpus(
-        &fedmsg_endpoint,
+        &pipeline.fedmsg_endpoint,
         &[
             fixture("fedmsg-real.jsonl"),
             fixture("fedmsg-real-incomplete.jsonl"),
@@ -78,7 +57,7 @@ async fn the_real_corpus_flows(servers: Servers) {
     .await;
     assert!(output.contains("published 348"), "{output}");
 
-    let api = format!("http://127.0.0.1:{api_port}");
+    let api = pipeline.api.clone();
     let volume_url = format!("{api}/api/volume?bucket=all");
     let total = wait_for(
         "the whole corpus to be counted",

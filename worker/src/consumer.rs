@@ -21,6 +21,12 @@
 //! On shutdown the batch in flight — being fetched or being written — is finished and acked;
 //! a batch whose write cannot complete in time is given back (nak) for another replica.
 //!
+//! Tracing: each message gets a `store` span, a child of the `publish` span whose context the
+//! ingestor put in its headers, so one message is one trace from publish to ack; the batch's
+//! shared work (fetch to ack, the ClickHouse writes and rollups) is one `store_batch` span that
+//! each `store` span links to. Children rather than links for the messages: a span has one
+//! parent, and a batch of a thousand messages belongs to a thousand traces.
+//!
 //! JetStream itself never drops a message for too many deliveries (`max_deliver` is unlimited on
 //! the consumer). Instead a message that keeps coming back — because processing it crashed a
 //! worker, say — is parked on the dead-letter stream once it reaches `[worker] max-deliver`.
@@ -35,8 +41,11 @@ use statscache_shared::admin::Health;
 use statscache_shared::config::Config;
 use statscache_shared::message::Envelope;
 use statscache_shared::nats::{self, DeadLetter, HEADER_SOURCE, HEADER_STREAM_SEQUENCE};
+use statscache_shared::progress::Progress;
 use statscache_shared::retry::backoff;
+use statscache_shared::trace_context;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::fetch::Fetcher;
 use crate::meta;
@@ -123,19 +132,34 @@ impl Consumer {
     ) -> Result<u64, WorkerError> {
         let mut fetcher = Fetcher::new(self.consumer.clone(), self.jetstream.clone()).await?;
         let mut stored = 0;
+        // The first sequence replayed is known with the first batch; the bar counts from it.
+        let mut progress: Option<(u64, Progress)> = None;
         while !shutdown.is_cancelled() {
             let Some(messages) = self.next_batch(&mut fetcher, &shutdown).await else {
                 continue;
             };
             let batch_size = messages.len() as u64;
+            let first_in_batch = messages
+                .first()
+                .and_then(|message| message.info().ok())
+                .map(|info| info.stream_sequence);
             let Some(highest) = self.handle_batch(messages, &shutdown).await? else {
                 continue;
             };
             stored += batch_size;
-            tracing::info!(sequence = highest, last_sequence, stored, "replay progress");
+            let (first, bar) = progress.get_or_insert_with(|| {
+                let first = first_in_batch.unwrap_or(1);
+                let span = last_sequence.saturating_sub(first) + 1;
+                (first, Progress::new("replaying", "messages", span))
+            });
+            let done = highest.saturating_sub(*first) + 1;
+            bar.advance_to(done, &format!("sequence {highest}, {stored} stored"));
             if highest >= last_sequence {
                 break;
             }
+        }
+        if let Some((_, bar)) = progress {
+            bar.finish();
         }
         Ok(stored)
     }
@@ -183,9 +207,29 @@ impl Consumer {
         messages: Vec<jetstream::Message>,
         shutdown: &CancellationToken,
     ) -> Result<Option<u64>, WorkerError> {
+        let batch_span = tracing::info_span!(
+            parent: None,
+            "store_batch",
+            otel.kind = "consumer",
+            messaging.system = "nats",
+            messaging.batch.message_count = messages.len(),
+        );
+        self.store_batch(messages, shutdown, &batch_span)
+            .instrument(batch_span.clone())
+            .await
+    }
+
+    async fn store_batch(
+        &self,
+        messages: Vec<jetstream::Message>,
+        shutdown: &CancellationToken,
+        batch_span: &tracing::Span,
+    ) -> Result<Option<u64>, WorkerError> {
         let started = Instant::now();
         let mut batch = Batch::default();
         let mut to_ack = Vec::with_capacity(messages.len());
+        // Each ends when dropped: after the ack, or when its message is parked or given back.
+        let mut message_spans = Vec::with_capacity(messages.len());
         let mut facts_per_plugin = vec![0usize; self.plugins.len()];
         let mut highest_sequence = 0;
         for message in messages {
@@ -193,12 +237,19 @@ impl Consumer {
             if let Ok(info) = message.info() {
                 highest_sequence = highest_sequence.max(info.stream_sequence);
             }
-            match self.decode(&message).await? {
+            let message_span = store_span(&message, batch_span);
+            match self
+                .decode(&message)
+                .instrument(message_span.clone())
+                .await?
+            {
                 Decoded::Rejected => continue,
                 Decoded::Accepted(decoded) => {
+                    message_span.record("messaging.message.id", decoded.identity.as_str());
                     self.add_rows(&decoded, &message, &mut batch, &mut facts_per_plugin)
                         .await?;
                     to_ack.push(message);
+                    message_spans.push(message_span);
                 }
             }
         }
@@ -462,7 +513,8 @@ impl Consumer {
             };
             let outcome = tokio::select! {
                 _ = abandon => return None,
-                outcome = self.holding(held, attempt()) => outcome,
+                outcome = self.holding(held, attempt())
+                    .instrument(tracing::info_span!("clickhouse", operation = what, tries)) => outcome,
             };
             match outcome {
                 Ok(done) => {
@@ -555,6 +607,28 @@ impl Consumer {
             }
         }
     }
+}
+
+/// The `store` span of one delivery: a child of the trace context its headers carry (a new
+/// trace if none), linked to the batch it is stored with.
+fn store_span(message: &jetstream::Message, batch: &tracing::Span) -> tracing::Span {
+    let (stream_sequence, delivered) = match message.info() {
+        Ok(info) => (info.stream_sequence, info.delivered),
+        Err(_) => (0, 1),
+    };
+    let span = tracing::info_span!(
+        parent: None,
+        "store",
+        otel.kind = "consumer",
+        messaging.system = "nats",
+        messaging.destination.name = %message.subject,
+        messaging.message.id = tracing::field::Empty,
+        messaging.nats.stream_sequence = stream_sequence,
+        messaging.nats.delivered = delivered,
+    );
+    trace_context::continue_trace(&span, trace_context::from_nats(message.headers.as_ref()));
+    trace_context::link(&span, batch);
+    span
 }
 
 enum Decoded {

@@ -7,8 +7,8 @@
 //! - [`consumer`]: fetch a batch → rows → write → ack; dead letters and poison messages.
 //! - [`fetch`]: one batch from the durable consumer, closed by size or `batch-timeout`.
 //! - [`sink`]: the batched ClickHouse writes; [`catalog`]: the `plugins` table.
-//! - [`rollup`]: the hourly/daily/monthly rollups each batch recomputes, their rebuild and check;
-//!   [`progress`]: progress of those operator commands.
+//! - [`rollup`]: the hourly/daily/monthly rollups each batch recomputes, their rebuild and check
+//!   (progress drawn by `statscache_shared::progress`).
 //! - [`metrics`]: Prometheus metrics.
 //! - [`generate`]: synthetic Fedora-shaped history for the scale benchmark.
 
@@ -21,7 +21,6 @@ pub mod metrics;
 pub use statscache_shared::meta;
 pub mod plugin;
 pub mod plugins;
-pub mod progress;
 pub mod rollup;
 pub mod sink;
 pub mod topic_filter;
@@ -32,6 +31,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_nats::jetstream::consumer::DeliverPolicy;
 use statscache_shared::admin::{self, Dependency, Health};
 use statscache_shared::config::Config;
+use statscache_shared::progress::Progress;
 use statscache_shared::{nats, schema};
 use tokio_util::sync::CancellationToken;
 
@@ -366,7 +366,7 @@ async fn rebuild_rollups(
 ) -> Result<u64, WorkerError> {
     let work = months_per_plugin(clickhouse, plugins, since, u64::from(u32::MAX)).await?;
     let total = work.iter().map(|(_, months)| months.len() as u64).sum();
-    let mut progress = progress::Progress::new("rebuilding rollups", total);
+    let mut progress = Progress::new("rebuilding rollups", "months", total);
     for (info, months) in &work {
         for month in months {
             rollup::rebuild_month(clickhouse, &info.table, info.kind, *month)
@@ -397,7 +397,7 @@ pub async fn rollup_check(
     let infos: Vec<&plugin::PluginInfo> = chosen.iter().map(|plugin| plugin.info()).collect();
     let work = months_per_plugin(&clickhouse, &infos, request.since(), request.until()).await?;
     let total = work.iter().map(|(_, months)| months.len() as u64).sum();
-    let mut progress = progress::Progress::new("checking rollups", total);
+    let mut progress = Progress::new("checking rollups", "months", total);
     let mut differences = Vec::new();
     for (info, months) in &work {
         for month in months {
