@@ -4,6 +4,7 @@
 //! - [`topic`]: fedmsg topics, their category, and the reversible mapping to NATS subjects.
 //! - [`config`]: figment configuration (defaults → TOML file → `STATSCACHE_*` environment).
 //! - [`nats`]: the JetStream streams, header names and dead letters.
+//! - [`server_urls`]: the several URLs of a clustered server under one key.
 //! - [`schema`]: the ClickHouse tables (the interface analysts query) and their migrations.
 //! - [`period`]: the hours, days and months rollups cut time into; [`sql`]: bound values.
 //! - [`telemetry`]: logs and OTLP traces; [`admin`]: health probes and Prometheus metrics.
@@ -17,6 +18,7 @@ pub mod nats;
 pub mod period;
 pub mod retry;
 pub mod schema;
+pub mod server_urls;
 pub mod shutdown;
 pub mod sql;
 pub mod telemetry;
