@@ -83,6 +83,9 @@ pub struct ClickHouseConfig {
     pub password: String,
     #[serde(with = "humantime_serde")]
     pub query_timeout: Duration,
+    /// A cluster of `remote_servers` (replicas coordinated by ZooKeeper): tables are created
+    /// `ON CLUSTER` with `Replicated*MergeTree` engines. Empty: one server.
+    pub cluster: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

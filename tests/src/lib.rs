@@ -4,6 +4,7 @@
 //!   ([`nats_server_binary`]), or [`OLDEST_NATS_SERVER`], the oldest release supported.
 //! - [`NatsCluster`]: a JetStream cluster of nats-servers whose nodes can be killed and
 //!   restarted.
+//! - [`ClickHouseReplicas`]: replicas of one ClickHouse shard coordinated by a [`ZooKeeper`].
 //! - [`ClickHouseServer`]: `clickhouse-server` from a generated config, stopped when dropped;
 //!   it can be stopped and restarted on the same ports and data, to test outages.
 //! - [`Service`]: one of our binaries (`statscache-ingestor`, `-worker`, `-api`) as a process,
@@ -24,12 +25,14 @@
 //! on how fast something happened.
 
 pub mod amqp;
+pub mod clickhouse_cluster;
 pub mod corpus;
 pub mod nats_cluster;
 pub mod rabbitmq;
 pub mod stack;
 
 pub use amqp::publish_amqp;
+pub use clickhouse_cluster::{ClickHouseReplicas, ZooKeeper};
 pub use nats_cluster::NatsCluster;
 pub use rabbitmq::RabbitMq;
 
@@ -219,10 +222,13 @@ impl ClickHouseServer {
 
     /// `options` are `deploy/local/clickhouse-config.sh`'s.
     async fn start_with(options: &[&str]) -> ClickHouseServer {
+        ClickHouseServer::start_on(free_port(), free_port(), options).await
+    }
+
+    /// On the given ports (a replica's peers must know its TCP port before it starts).
+    async fn start_on(http_port: u16, tcp_port: u16, options: &[&str]) -> ClickHouseServer {
         ensure_installed();
         let data = TempDir::new().expect("clickhouse data dir");
-        let http_port = free_port();
-        let tcp_port = free_port();
         let status = Command::new("bash")
             .arg(repo_root().join("deploy/local/clickhouse-config.sh"))
             .arg(data.path())

@@ -1,16 +1,22 @@
-//! Losing nodes of a clustered deployment: a 3-node JetStream cluster with the streams
-//! replicated 3 times, nodes killed (-9) while uniquely identified messages stream through
-//! ZeroMQ → ingestor → JetStream → worker → ClickHouse → api, and restarted later. Every message
-//! must be stored in the stream once and counted once: the ingestor resends unacked publishes
-//! with the same `Nats-Msg-Id` to the new stream leader, and the worker's pulls resume on
-//! another node.
+//! Losing nodes of a clustered deployment while uniquely identified messages stream through
+//! ZeroMQ → ingestor → JetStream → worker → ClickHouse → api; each node is killed (-9) and
+//! restarted later.
+//!
+//! - A 3-node JetStream cluster with the streams replicated 3 times, losing the stream leader or
+//!   the worker's node: every message is stored in the stream once and counted once (the
+//!   ingestor resends unacked publishes with the same `Nats-Msg-Id` to the new stream leader,
+//!   the worker's pulls resume on another node).
+//! - Two ClickHouse replicas (ZooKeeper, `clickhouse.cluster`), a worker and an api on each,
+//!   losing one replica during writes: the api on the other keeps answering, the restarted
+//!   replica catches up, and both answer the same statistics.
 
 use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use statscache_tests::{
     admin_metrics, free_port, get_json, metric, publisher_command, run_publisher, stream_messages,
-    wait_for, wait_for_consumer_drained, wait_until_ok, ClickHouseServer, NatsCluster, Service,
+    wait_for, wait_for_consumer_drained, wait_until_ok, ClickHouseReplicas, ClickHouseServer,
+    NatsCluster, NatsServer, Service, ZooKeeper,
 };
 
 /// Messages streamed per test: enough to span the kill, the election and the failover.
@@ -91,9 +97,7 @@ async fn survives_losing(victim: Victim) {
     let _ingestor = Service::start("ingestor", &env, &[]);
 
     let messages = unique_messages();
-    let mut publisher = publisher_command(&endpoint, &[messages.path().to_path_buf()]);
-    publisher.args(["--subscribers", "1", "--interval", "0.004"]);
-    let publishing = tokio::spawn(run_publisher(publisher));
+    let publishing = tokio::spawn(publish_paced(endpoint, messages.path().to_path_buf()));
 
     let jetstream = cluster.jetstream().await;
     wait_for(
@@ -151,6 +155,134 @@ async fn survives_losing(victim: Victim) {
         "{victim:?}: node {dead} killed at {in_stream_at_kill} messages; \
          {retries} publishes resent, {duplicates} recognised as duplicates"
     );
+}
+
+/// Publishes the file of [`unique_messages`] on `endpoint` for one subscriber, paced so that
+/// it streams for several seconds; returns the publisher's output.
+async fn publish_paced(endpoint: String, messages: std::path::PathBuf) -> String {
+    let mut publisher = publisher_command(&endpoint, &[messages]);
+    publisher.args(["--subscribers", "1", "--interval", "0.004"]);
+    run_publisher(publisher).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_a_clickhouse_replica_during_writes_loses_and_doubles_nothing() {
+    let zookeeper = ZooKeeper::start().await;
+    let (nats, mut cluster) = tokio::join!(
+        NatsServer::start(),
+        ClickHouseReplicas::start(&zookeeper, 2)
+    );
+    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    // A worker and an api on each replica: the workers migrate ON CLUSTER at the same time.
+    let mut apis = Vec::new();
+    let mut services = Vec::new();
+    for replica in &cluster.replicas {
+        let api_port = free_port();
+        let worker_admin = free_port();
+        let env: Vec<(String, String)> = [
+            ("STATSCACHE_NATS__URL", nats.url.clone()),
+            ("STATSCACHE_CLICKHOUSE__URL", replica.url.clone()),
+            (
+                "STATSCACHE_CLICKHOUSE__CLUSTER",
+                ClickHouseReplicas::CLUSTER.to_string(),
+            ),
+            ("STATSCACHE_API__LISTEN", format!("127.0.0.1:{api_port}")),
+            (
+                "STATSCACHE_WORKER__ADMIN_LISTEN",
+                format!("127.0.0.1:{worker_admin}"),
+            ),
+            (
+                "STATSCACHE_INGESTOR__ADMIN_LISTEN",
+                format!("127.0.0.1:{}", free_port()),
+            ),
+            (
+                "STATSCACHE_INGESTOR__ZEROMQ__ENDPOINTS",
+                format!("[{endpoint}]"),
+            ),
+            ("STATSCACHE_WORKER__BATCH_TIMEOUT", "200ms".to_string()),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_string(), value))
+        .collect();
+        services.push(Service::start("worker", &env, &[]));
+        services.push(Service::start("api", &env, &[]));
+        apis.push((api_port, worker_admin, env));
+    }
+    for (api_port, worker_admin, _) in &apis {
+        wait_until_ok(&format!("http://127.0.0.1:{worker_admin}/health/readyz")).await;
+        wait_until_ok(&format!("http://127.0.0.1:{api_port}/health/readyz")).await;
+    }
+    let _ingestor = Service::start("ingestor", &apis[0].2, &[]);
+    let messages = unique_messages();
+    let publishing = tokio::spawn(publish_paced(endpoint, messages.path().to_path_buf()));
+
+    let live = cluster.replicas[0].client("statscache");
+    wait_for(
+        "a fifth of the messages to be written",
+        Duration::from_secs(120),
+        || async {
+            let query = live.query("SELECT uniqExact(msg_id) FROM messages");
+            let stored: u64 = query.fetch_one().await.ok()?;
+            (stored >= MESSAGES / 5).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        !publishing.is_finished(),
+        "the replica must die during writes"
+    );
+    cluster.replicas[1].stop();
+    let output = publishing.await.expect("publisher task");
+    assert!(
+        output.contains(&format!("published {MESSAGES} ")),
+        "{output}"
+    );
+    // The api on the live replica keeps answering while the other is down.
+    let live_volume = format!("http://127.0.0.1:{}/api/volume?bucket=all", apis[0].0);
+    let answered = wait_for(
+        "the live api to answer",
+        Duration::from_secs(60),
+        || async { volume(&live_volume).await },
+    )
+    .await;
+    assert!(answered > 0);
+
+    cluster.replicas[1].restart().await;
+    for (api_port, _, _) in &apis {
+        wait_for_volume(&format!(
+            "http://127.0.0.1:{api_port}/api/volume?bucket=all"
+        ))
+        .await;
+    }
+    wait_for_consumer_drained(&nats.url).await;
+    let mut answers = Vec::new();
+    for (api_port, _, _) in &apis {
+        let mut answer = Vec::new();
+        for statistic in [
+            "volume?bucket=all",
+            "volume?bucket=minute&rows_per_page=100",
+            "volume-by-user?bucket=day&rows_per_page=100",
+            "volume-by-package?bucket=hour&rows_per_page=100",
+        ] {
+            let url = format!("http://127.0.0.1:{api_port}/api/{statistic}");
+            answer.push(get_json(&url).await.expect("statistic")["rows"].clone());
+        }
+        answers.push(answer);
+    }
+    assert_eq!(
+        answers[0], answers[1],
+        "both replicas answer the same statistics"
+    );
+    for replica in &cluster.replicas {
+        let stored: u64 = replica
+            .client("statscache")
+            .query("SELECT uniqExactIf(msg_id, msg_id LIKE '2026-cluster-%') FROM messages")
+            .fetch_one()
+            .await
+            .expect("count stored messages");
+        assert_eq!(stored, MESSAGES);
+    }
+    drop(services);
 }
 
 /// The all-time message count the api serves, if it answers.
