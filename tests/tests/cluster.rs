@@ -20,7 +20,7 @@ use statscache_tests::{
 };
 
 /// Messages streamed per test: enough to span the kill, the election and the failover.
-const MESSAGES: u64 = 1500;
+const MESSAGES: u64 = 1000;
 
 /// Which node dies mid-stream.
 #[derive(Debug, Clone, Copy)]
