@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Benchmarks (not tests): pipeline throughput next to the raw limits of NATS, ClickHouse and
 # RabbitMQ on this machine, with release builds. BENCH_MESSAGES sets the message count (default
-# 20000); BENCH_STAGES=throughput,delay,recovery picks stages (all by default); BENCH_RATE and
-# BENCH_SECONDS set the steady load of the delay and recovery stages (800 msg/s, 30 s).
+# 20000); BENCH_STAGES=throughput,delay,recovery,cluster picks stages (all by default); BENCH_RATE
+# and BENCH_SECONDS set the steady load of the delay and recovery stages (800 msg/s, 30 s); the
+# cluster stage runs the pipeline end to end on 3 nats-servers + 2 ClickHouse replicas next to
+# one of each.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash deploy/local/install.sh

@@ -2,6 +2,12 @@
 # Writes a self-contained clickhouse-server config into DIR for a throwaway server on loopback.
 #
 #   clickhouse-config.sh DIR HTTP_PORT TCP_PORT [--log-queries]
+#                        [--replica NAME CLUSTER ZOOKEEPER_PORT INTERSERVER_PORT TCP_PORTS]
+#
+# --replica makes the server replica NAME of cluster CLUSTER (one shard whose replicas listen on
+# the comma-separated loopback TCP_PORTS), coordinated by the ZooKeeper on ZOOKEEPER_PORT: the
+# macros {shard} and {replica} that Replicated*MergeTree paths use, remote_servers for
+# ON CLUSTER, the distributed DDL queue, and the interserver port replicas fetch parts on.
 #
 # --log-queries (or CLICKHOUSE_LOG_QUERIES=1) logs every query to system.query_log (duration,
 # rows read, peak memory): the ClickHouse compatibility test replays what the services sent, and
@@ -11,10 +17,36 @@
 set -euo pipefail
 dir=$(readlink -f "$1"); http_port=$2; tcp_port=$3
 log_queries=${CLICKHOUSE_LOG_QUERIES:-0}
-if [ "${4:-}" = "--log-queries" ]; then
-  log_queries=1
+replica=""
+shift 3
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --log-queries) log_queries=1; shift ;;
+    --replica) replica=$2; cluster=$3; zookeeper_port=$4; interserver_port=$5; tcp_ports=$6; shift 6 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+mkdir -p "$dir/data" "$dir/tmp" "$dir/user_files" "$dir/format_schemas" "$dir/log" "$dir/config.d"
+rm -f "$dir/config.d/replica.xml"
+if [ -n "$replica" ]; then
+  replicas=""
+  for port in ${tcp_ports//,/ }; do
+    replicas="$replicas<replica><host>127.0.0.1</host><port>$port</port></replica>"
+  done
+  cat > "$dir/config.d/replica.xml" <<XML
+<?xml version="1.0"?>
+<yandex>
+    <zookeeper><node><host>127.0.0.1</host><port>$zookeeper_port</port></node></zookeeper>
+    <macros><shard>01</shard><replica>$replica</replica></macros>
+    <interserver_http_host>127.0.0.1</interserver_http_host>
+    <interserver_http_port>$interserver_port</interserver_http_port>
+    <remote_servers>
+        <$cluster><shard><internal_replication>true</internal_replication>$replicas</shard></$cluster>
+    </remote_servers>
+    <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>
+</yandex>
+XML
 fi
-mkdir -p "$dir/data" "$dir/tmp" "$dir/user_files" "$dir/format_schemas" "$dir/log"
 cat > "$dir/config.xml" <<XML
 <?xml version="1.0"?>
 <yandex>

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what statscache-rs needs on a Debian machine, skipping what is already there:
-# nats-server, clickhouse-server and rabbitmq-server (Debian packages), pyzmq (PyPI) for the
+# nats-server, clickhouse-server, rabbitmq-server and zookeeper (Debian packages), pyzmq (PyPI) for the
 # fedmsg publisher used by the demo and the tests, fedora-messaging (PyPI) for the AMQP one,
 # PyYAML (PyPI) for the Kubernetes manifest validator, chdb-core (PyPI: the current ClickHouse
 # engine, embedded) for the SQL compatibility test, schemathesis (PyPI) for the OpenAPI
@@ -20,6 +20,9 @@ command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
 # promtool checks and unit-tests deploy/observability/alerts.yml; the server is not run.
 command -v promtool >/dev/null || missing+=(prometheus)
+# ZooKeeper coordinates replicated ClickHouse (18.16 has no built-in Keeper): the cluster tests
+# and the demo's cluster mode run it standalone from its jar.
+[ -f /usr/share/java/zookeeper.jar ] || missing+=(zookeeper)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} from Debian" >&2
   export DEBIAN_FRONTEND=noninteractive

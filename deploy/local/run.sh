@@ -5,6 +5,12 @@
 #   first half of tests/fixtures/fedmsg-real.jsonl over AMQP and a real ZeroMQ publisher the rest.
 # Everything runs in the background with its data and logs under .local/; stop it with
 # deploy/local/stop.sh. Installs what is missing first.
+#
+# STATSCACHE_DEMO_CLUSTER=1: cluster mode, as on Kubernetes with the NATS Helm chart and a
+# replicated ClickHouse: 3 nats-servers in a JetStream cluster (streams with 3 replicas; client
+# ports NATS_PORT..NATS_PORT+2), ZooKeeper and 2 ClickHouse replicas of cluster "statscache"
+# (HTTP ports CLICKHOUSE_PORT and +1). The worker and the ingestor get every NATS seed URL; the
+# services use the first ClickHouse replica (a load balancer would spread them in production).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
@@ -15,13 +21,15 @@ ch_http=${STATSCACHE_DEMO_CLICKHOUSE_PORT:-8123}
 ch_tcp=${STATSCACHE_DEMO_CLICKHOUSE_TCP_PORT:-9000}
 fedmsg_port=${STATSCACHE_DEMO_FEDMSG_PORT:-9940}
 amqp_port=${STATSCACHE_DEMO_AMQP_PORT:-5672}
+zookeeper_port=${STATSCACHE_DEMO_ZOOKEEPER_PORT:-2181}
+cluster_mode=${STATSCACHE_DEMO_CLUSTER:-0}
 
 bash deploy/local/install.sh
 [ -f "$state/pids" ] && bash deploy/local/stop.sh
 echo "building the services (cargo build)..." >&2
 cargo build --workspace --bins --quiet
 mkdir -p "$state/logs"
-rm -rf "$state/nats" "$state/clickhouse" "$state/rabbitmq"
+rm -rf "$state/nats" "$state/nats-"* "$state/clickhouse" "$state/clickhouse-"* "$state/zookeeper" "$state/rabbitmq"
 : > "$state/pids"
 start() { # name, command...
   local name=$1; shift
@@ -34,9 +42,36 @@ wait_http() { # url, what
 }
 
 # The current nats-server release by default; STATSCACHE_NATS_SERVER picks another binary.
-start nats "$(bash deploy/local/nats-server.sh)" -js -a 127.0.0.1 -p "$nats_port" -m $((nats_port + 4000)) -sd "$state/nats"
-bash deploy/local/clickhouse-config.sh "$state/clickhouse" "$ch_http" "$ch_tcp"
-start clickhouse clickhouse-server --config-file="$state/clickhouse/config.xml"
+nats_server=$(bash deploy/local/nats-server.sh)
+if [ "$cluster_mode" = 1 ]; then
+  echo "cluster mode: 3 nats-servers, ZooKeeper, 2 ClickHouse replicas" >&2
+  routes=nats://127.0.0.1:$((nats_port + 2000)),nats://127.0.0.1:$((nats_port + 2001)),nats://127.0.0.1:$((nats_port + 2002))
+  nats_urls=""
+  for node in 0 1 2; do
+    start "nats-$node" "$nats_server" -js -a 127.0.0.1 -p $((nats_port + node)) -m $((nats_port + 4000 + node)) \
+      -n "n$node" --cluster_name statscache --cluster "nats://127.0.0.1:$((nats_port + 2000 + node))" \
+      --routes "$routes" -sd "$state/nats-$node"
+    nats_urls="$nats_urls${nats_urls:+,}nats://127.0.0.1:$((nats_port + node))"
+  done
+  mkdir -p "$state/zookeeper"
+  start zookeeper java -cp /etc/zookeeper/conf:/usr/share/java/zookeeper.jar \
+    org.apache.zookeeper.server.ZooKeeperServerMain "$zookeeper_port" "$state/zookeeper"
+  for replica in 0 1; do
+    bash deploy/local/clickhouse-config.sh "$state/clickhouse-$replica" $((ch_http + replica)) $((ch_tcp + replica)) \
+      --replica "r$replica" statscache "$zookeeper_port" $((ch_tcp + 9 + replica)) "$ch_tcp,$((ch_tcp + 1))"
+    start "clickhouse-$replica" clickhouse-server --config-file="$state/clickhouse-$replica/config.xml"
+  done
+  for node in 0 1 2; do
+    wait_http "http://127.0.0.1:$((nats_port + 4000 + node))/healthz?js-enabled-only=true" "nats-server n$node"
+  done
+  wait_http "http://127.0.0.1:$((ch_http + 1))/?query=SELECT%201" "clickhouse-server replica r1"
+  export STATSCACHE_NATS__REPLICAS=3 STATSCACHE_CLICKHOUSE__CLUSTER=statscache
+else
+  start nats "$nats_server" -js -a 127.0.0.1 -p "$nats_port" -m $((nats_port + 4000)) -sd "$state/nats"
+  nats_urls=nats://127.0.0.1:$nats_port
+  bash deploy/local/clickhouse-config.sh "$state/clickhouse" "$ch_http" "$ch_tcp"
+  start clickhouse clickhouse-server --config-file="$state/clickhouse/config.xml"
+fi
 # RabbitMQ as its own Erlang node and process group (stop.sh stops the group), with its own
 # port mapper daemon, stopped by stop.sh too.
 mkdir -p "$state/rabbitmq"
@@ -53,7 +88,7 @@ echo "-$! rabbitmq" >> "$state/pids"
 wait_http "http://127.0.0.1:$((nats_port + 4000))/healthz" "nats-server"
 wait_http "http://127.0.0.1:$ch_http/?query=SELECT%201" "clickhouse-server"
 
-export STATSCACHE_NATS__URL=nats://127.0.0.1:$nats_port
+export STATSCACHE_NATS__URL=$nats_urls
 export STATSCACHE_CLICKHOUSE__URL=http://127.0.0.1:$ch_http
 export STATSCACHE_INGESTOR__ZEROMQ__ENDPOINTS="[tcp://127.0.0.1:$fedmsg_port]"
 export STATSCACHE_INGESTOR__AMQP__URL=amqp://guest:guest@127.0.0.1:$amqp_port/%2F

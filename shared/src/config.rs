@@ -15,6 +15,8 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use crate::server_urls::ServerUrls;
+
 /// The defaults, also the commented example configuration (`shared/src/default.toml`).
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
 
@@ -43,7 +45,8 @@ pub struct ServiceConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct NatsConfig {
-    pub url: String,
+    /// Every seed URL of the cluster (one server: one URL); the client fails over between them.
+    pub url: ServerUrls,
     /// JetStream stream holding every fedmsg message.
     pub stream: String,
     /// Subjects are `<subject-prefix>.<escaped topic>`.
@@ -80,6 +83,9 @@ pub struct ClickHouseConfig {
     pub password: String,
     #[serde(with = "humantime_serde")]
     pub query_timeout: Duration,
+    /// A cluster of `remote_servers` (replicas coordinated by ZooKeeper): tables are created
+    /// `ON CLUSTER` with `Replicated*MergeTree` engines. Empty: one server.
+    pub cluster: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -463,6 +469,24 @@ mod tests {
                 config.ingestor.zeromq.endpoints,
                 vec!["tcp://a:1", "tcp://b:2"]
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn nats_takes_every_seed_url_of_a_cluster() {
+        figment::Jail::expect_with(|jail| {
+            let seeds = ["nats://a:4222", "nats://b:4222", "nats://c:4222"];
+            jail.set_env("STATSCACHE_NATS__URL", seeds.join(","));
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(config.nats.url.as_slice(), seeds);
+            jail.set_env("STATSCACHE_NATS__URL", format!("[{}]", seeds.join(", ")));
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(config.nats.url.as_slice(), seeds);
+            jail.create_file("one.toml", "[nats]\nurl = \"nats://one:4222\"\n")?;
+            jail.clear_env();
+            let config = Config::load(Some(Path::new("one.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(config.nats.url.as_slice(), ["nats://one:4222"]);
             Ok(())
         });
     }

@@ -6,6 +6,7 @@
 //! - [`config`]: figment configuration (defaults → TOML file → `STATSCACHE_*` environment).
 //! - [`datanommer`]: a message's `msg` as datanommer stores it (what `contains=` searches).
 //! - [`nats`]: the JetStream streams, header names and dead letters.
+//! - [`server_urls`]: the several URLs of a clustered server under one key.
 //! - [`schema`]: the ClickHouse tables (the interface analysts query) and their migrations.
 //! - [`period`]: the hours, days and months rollups cut time into; [`sql`]: bound values.
 //! - [`telemetry`]: logs and OTLP traces; [`trace_context`]: W3C trace context across NATS and
@@ -24,6 +25,7 @@ pub mod period;
 pub mod progress;
 pub mod retry;
 pub mod schema;
+pub mod server_urls;
 pub mod shutdown;
 pub mod sql;
 pub mod telemetry;

@@ -68,7 +68,8 @@ pub const MAX_HEADER_VALUE_BYTES: usize = 1024;
 /// Room kept for the `Statscache-Original-Size` header a cut dead letter gains.
 const ORIGINAL_SIZE_ROOM: usize = HEADER_ORIGINAL_SIZE.len() + 4 + 20;
 
-/// Connects to NATS, retrying in the background if the server is not up yet.
+/// Connects to NATS, retrying in the background if the server is not up yet. With several seed
+/// URLs (a cluster) the client picks one and moves to another when its server goes away.
 pub async fn connect(
     config: &NatsConfig,
     client_name: &str,
@@ -77,10 +78,10 @@ pub async fn connect(
         .name(client_name)
         .connection_timeout(config.connect_timeout)
         .retry_on_initial_connect()
-        .connect(config.url.as_str())
+        .connect(config.url.as_slice())
         .await
         .map_err(|source| NatsError::Connect {
-            url: config.url.clone(),
+            url: config.url.to_string(),
             source,
         })
 }

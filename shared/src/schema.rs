@@ -32,7 +32,9 @@
 //! while keeping parts of a manageable size at Fedora's volume (a few million messages a year).
 //!
 //! Migrations are versioned and idempotent (`IF NOT EXISTS`), so several worker replicas may run
-//! them at once. The SQL sticks to what ClickHouse 18.16 (Debian) and current releases share: no
+//! them at once. With `clickhouse.cluster` set every DDL statement goes through [`Placement`]:
+//! `ON CLUSTER`, tables named with their database, and each engine replaced by its `Replicated`
+//! form, so every replica holds every table and ZooKeeper replicates the rows written to any. The SQL sticks to what ClickHouse 18.16 (Debian) and current releases share: no
 //! DateTime64, no LowCardinality, no server-side query parameters.
 
 use serde::{Deserialize, Serialize};
@@ -109,6 +111,140 @@ fn client_without_database(config: &ClickHouseConfig) -> clickhouse::Client {
         .with_password(&config.password)
         .with_validation(false)
         .with_product_info(CLIENT_PRODUCT, env!("CARGO_PKG_VERSION"))
+}
+
+/// Where the schema lives: the database, and the cluster whose replicas each hold every table
+/// (empty: one server). Every DDL statement goes through [`Placement::place`].
+#[derive(Debug, Clone, Copy)]
+pub struct Placement<'a> {
+    pub database: &'a str,
+    pub cluster: &'a str,
+}
+
+/// The statements [`Placement::place`] rewrites, and what they name.
+const DDL_PREFIXES: [(&str, DdlTarget); 3] = [
+    ("CREATE TABLE IF NOT EXISTS ", DdlTarget::CreateTable),
+    ("CREATE DATABASE IF NOT EXISTS ", DdlTarget::CreateDatabase),
+    ("DROP TABLE IF EXISTS ", DdlTarget::DropTable),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DdlTarget {
+    CreateTable,
+    CreateDatabase,
+    DropTable,
+}
+
+impl<'a> Placement<'a> {
+    pub fn of(config: &'a ClickHouseConfig) -> Placement<'a> {
+        Placement {
+            database: &config.database,
+            cluster: &config.cluster,
+        }
+    }
+
+    /// `statement` as run where the schema lives: unchanged on one server; on a cluster the
+    /// table or database gets `ON CLUSTER` (tables named with their database, as each replica
+    /// runs the statement in its own default database) and the engine its replicated form
+    /// ([`Placement::engine`]). Other statements (INSERT...) are unchanged: an insert into
+    /// any replica is replicated.
+    pub fn place(&self, statement: &str) -> String {
+        let Some((prefix, target, name, rest)) = ddl_parts(statement) else {
+            return statement.to_string();
+        };
+        if self.cluster.is_empty() {
+            return statement.to_string();
+        }
+        let (qualified, rest) = match target {
+            DdlTarget::CreateDatabase => (name.to_string(), rest.to_string()),
+            DdlTarget::DropTable => (format!("{}.{name}", self.database), rest.to_string()),
+            DdlTarget::CreateTable => (
+                format!("{}.{name}", self.database),
+                self.replicated_engine(name, rest),
+            ),
+        };
+        format!("{prefix}{qualified} ON CLUSTER {}{rest}", self.cluster)
+    }
+
+    /// `rest` of a CREATE TABLE with its `ENGINE = X(args)` replaced by [`Placement::engine`].
+    fn replicated_engine(&self, table: &str, rest: &str) -> String {
+        let Some(start) = rest.find("ENGINE = ") else {
+            return rest.to_string();
+        };
+        let engine_start = start + "ENGINE = ".len();
+        let engine_end = rest[engine_start..]
+            .find(char::is_whitespace)
+            .map_or(rest.len(), |end| engine_start + end);
+        let engine = self.engine(table, &rest[engine_start..engine_end]);
+        format!("{}{engine}{}", &rest[..engine_start], &rest[engine_end..])
+    }
+
+    /// The engine of `table`: `engine` as written for one server (`ReplacingMergeTree(count)`);
+    /// on a cluster its replicated form, `ReplicatedReplacingMergeTree('/clickhouse/tables/
+    /// {shard}/<database>/<table>', '{replica}', count)`, the shard and replica taken from each
+    /// server's macros. The one place engines are chosen.
+    pub fn engine(&self, table: &str, engine: &str) -> String {
+        if self.cluster.is_empty() {
+            return engine.to_string();
+        }
+        let (name, arguments) = engine.split_once('(').unwrap_or((engine, ")"));
+        let arguments = arguments.trim_end_matches(')').trim();
+        let coordinates = format!(
+            "'/clickhouse/tables/{{shard}}/{}/{table}', '{{replica}}'",
+            self.database
+        );
+        if arguments.is_empty() {
+            format!("Replicated{name}({coordinates})")
+        } else {
+            format!("Replicated{name}({coordinates}, {arguments})")
+        }
+    }
+}
+
+/// A DDL statement's prefix, target kind, object name and the text after the name.
+fn ddl_parts(statement: &str) -> Option<(&'static str, DdlTarget, &str, &str)> {
+    let statement = statement.trim_start();
+    for (prefix, target) in DDL_PREFIXES {
+        let Some(after) = statement.strip_prefix(prefix) else {
+            continue;
+        };
+        let end = after
+            .find(|c: char| c.is_whitespace() || c == '(')
+            .unwrap_or(after.len());
+        return Some((prefix, target, &after[..end], &after[end..]));
+    }
+    None
+}
+
+/// Runs DDL `statement` where the schema lives ([`Placement::place`]). On a cluster, creating
+/// what this server already has is skipped: `ON CLUSTER` waits for every replica, so a worker
+/// starting while one is down would wait out `distributed_ddl_task_timeout` (3 min) and fail.
+async fn run_ddl(
+    client: &clickhouse::Client,
+    placement: Placement<'_>,
+    statement: &str,
+) -> Result<(), clickhouse::error::Error> {
+    let existing = match ddl_parts(statement) {
+        _ if placement.cluster.is_empty() => None,
+        Some((_, DdlTarget::CreateTable, table, _)) => Some(
+            client
+                .query("SELECT count() FROM system.tables WHERE database = ? AND name = ?")
+                .bind(placement.database)
+                .bind(table),
+        ),
+        Some((_, DdlTarget::CreateDatabase, database, _)) => Some(
+            client
+                .query("SELECT count() FROM system.databases WHERE name = ?")
+                .bind(database),
+        ),
+        _ => None,
+    };
+    if let Some(existing) = existing {
+        if existing.fetch_one::<u64>().await? > 0 {
+            return Ok(());
+        }
+    }
+    client.query(&placement.place(statement)).execute().await
 }
 
 /// One schema change: columns added first, then statements, which must be idempotent.
@@ -264,24 +400,25 @@ pub async fn migrate(config: &ClickHouseConfig) -> Result<(), SchemaError> {
     {
         return Err(SchemaError::BadDatabaseName(database.clone()));
     }
+    let placement = Placement::of(config);
     let create_database = format!("CREATE DATABASE IF NOT EXISTS {database}");
-    client_without_database(config)
-        .query(&create_database)
-        .execute()
-        .await
-        .map_err(|source| SchemaError::Migration {
-            version: 0,
-            description: "create database",
-            source,
-        })?;
+    run_ddl(
+        &client_without_database(config),
+        placement,
+        &create_database,
+    )
+    .await
+    .map_err(|source| SchemaError::Migration {
+        version: 0,
+        description: "create database",
+        source,
+    })?;
 
     let client = client(config);
     let ledger = "CREATE TABLE IF NOT EXISTS schema_migrations (
             version UInt32, description String, applied_at DateTime
         ) ENGINE = ReplacingMergeTree() ORDER BY version";
-    client
-        .query(ledger)
-        .execute()
+    run_ddl(&client, placement, ledger)
         .await
         .map_err(|source| SchemaError::Migration {
             version: 0,
@@ -311,7 +448,9 @@ pub async fn migrate(config: &ClickHouseConfig) -> Result<(), SchemaError> {
             add_column(&client, column).await.map_err(failed)?;
         }
         for statement in migration.statements {
-            client.query(statement).execute().await.map_err(failed)?;
+            run_ddl(&client, placement, statement)
+                .await
+                .map_err(failed)?;
         }
         client
             .query("INSERT INTO schema_migrations (version, description, applied_at) VALUES (?, ?, now())")
@@ -370,6 +509,7 @@ async fn has_column(
 /// Creates a plugin's fact table if it does not exist.
 pub async fn create_stat_table(
     client: &clickhouse::Client,
+    placement: Placement<'_>,
     table: &str,
 ) -> Result<(), SchemaError> {
     let statement = format!(
@@ -383,9 +523,7 @@ pub async fn create_stat_table(
         PARTITION BY toYear(time)
         ORDER BY (key, time, msg_id, value)"
     );
-    client
-        .query(&statement)
-        .execute()
+    run_ddl(client, placement, &statement)
         .await
         .map_err(|source| SchemaError::CreateTable {
             table: table.to_string(),
@@ -414,6 +552,7 @@ pub fn rollup_value_columns(kind: StatisticKind) -> &'static str {
 /// sets are merged by union (`AggregatingMergeTree`). Readers never depend on merges.
 pub async fn create_rollup_tables(
     client: &clickhouse::Client,
+    placement: Placement<'_>,
     stat_table: &str,
     kind: StatisticKind,
 ) -> Result<(), SchemaError> {
@@ -445,7 +584,9 @@ pub async fn create_rollup_tables(
             PARTITION BY toYear(period)
             ORDER BY ({order})"
         );
-        client.query(&statement).execute().await.map_err(failed)?;
+        run_ddl(client, placement, &statement)
+            .await
+            .map_err(failed)?;
     }
     Ok(())
 }
@@ -480,19 +621,22 @@ pub async fn record_rollups_filled(
 /// Drops a plugin's rollup tables (for `statscache-worker replay --rebuild`).
 pub async fn drop_rollup_tables(
     client: &clickhouse::Client,
+    placement: Placement<'_>,
     stat_table: &str,
 ) -> Result<(), SchemaError> {
     for level in Level::ALL {
-        drop_stat_table(client, &rollup_table(stat_table, level)).await?;
+        drop_stat_table(client, placement, &rollup_table(stat_table, level)).await?;
     }
     Ok(())
 }
 
 /// Drops a plugin's fact table (for `statscache-worker replay --rebuild`).
-pub async fn drop_stat_table(client: &clickhouse::Client, table: &str) -> Result<(), SchemaError> {
-    client
-        .query(&format!("DROP TABLE IF EXISTS {table}"))
-        .execute()
+pub async fn drop_stat_table(
+    client: &clickhouse::Client,
+    placement: Placement<'_>,
+    table: &str,
+) -> Result<(), SchemaError> {
+    run_ddl(client, placement, &format!("DROP TABLE IF EXISTS {table}"))
         .await
         .map_err(|source| SchemaError::CreateTable {
             table: table.to_string(),
@@ -508,5 +652,62 @@ mod tests {
     fn stat_tables_are_safe_identifiers() {
         assert_eq!(stat_table("volume-by-topic"), "stat_volume_by_topic");
         assert_eq!(stat_table("Weird name; DROP"), "stat_weird_name__drop");
+    }
+
+    #[test]
+    fn one_server_runs_statements_as_written() {
+        let placement = Placement {
+            database: "statscache",
+            cluster: "",
+        };
+        for migration in MIGRATIONS {
+            for statement in migration.statements {
+                assert_eq!(placement.place(statement), *statement);
+            }
+        }
+    }
+
+    #[test]
+    fn a_cluster_gets_replicated_tables_on_every_replica() {
+        let placement = Placement {
+            database: "statscache",
+            cluster: "statscache",
+        };
+        let create = "CREATE TABLE IF NOT EXISTS stat_volume_hourly (
+                key String, period DateTime, count UInt64
+            ) ENGINE = ReplacingMergeTree(count)
+            ORDER BY (key, period)";
+        let placed = placement.place(create);
+        assert!(
+            placed.starts_with(
+                "CREATE TABLE IF NOT EXISTS statscache.stat_volume_hourly ON CLUSTER statscache ("
+            ),
+            "{placed}"
+        );
+        assert!(
+            placed.contains(
+                "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/statscache/\
+                 stat_volume_hourly', '{replica}', count)\n"
+            ),
+            "{placed}"
+        );
+        assert_eq!(
+            placement.engine("messages", "ReplacingMergeTree()"),
+            "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/statscache/messages', \
+             '{replica}')"
+        );
+        assert_eq!(
+            placement.place("DROP TABLE IF EXISTS stat_volume"),
+            "DROP TABLE IF EXISTS statscache.stat_volume ON CLUSTER statscache"
+        );
+        assert_eq!(
+            placement.place("CREATE DATABASE IF NOT EXISTS statscache"),
+            "CREATE DATABASE IF NOT EXISTS statscache ON CLUSTER statscache"
+        );
+        assert_eq!(
+            placement.place(FILL_MESSAGE_INDEX),
+            FILL_MESSAGE_INDEX,
+            "inserts replicate by themselves"
+        );
     }
 }

@@ -17,6 +17,9 @@
 //! - amqp: a RabbitMQ queue filled by the real fedora-messaging library → `statscache-ingestor`
 //!   → JetStream (each delivery acked after its JetStream ack), next to a bare lapin consumer
 //!   acking each delivery of an identical queue (same prefetch).
+//! - cluster: end to end, ZeroMQ → ingestor → JetStream → worker → ClickHouse, from the first
+//!   message stored to the last, on a 3-node JetStream cluster (streams R3) with two ClickHouse
+//!   replicas (ZooKeeper, `clickhouse.cluster`), next to one nats-server and one ClickHouse.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -33,7 +36,8 @@ use statscache_shared::topic::topic_to_subject;
 use statscache_tests::corpus::real_lines;
 use statscache_tests::{
     free_port, nats_server_binary, publish_amqp, publish_corpus, wait_for, wait_until_ok,
-    NatsServer, RabbitMq, Servers, Service, OLDEST_NATS_SERVER,
+    ClickHouseReplicas, ClickHouseServer, NatsCluster, NatsServer, RabbitMq, Servers, Service,
+    ZooKeeper, OLDEST_NATS_SERVER,
 };
 use statscache_worker::plugin::Message;
 use statscache_worker::sink::{self, Batch, MessageRow};
@@ -323,6 +327,7 @@ async fn bench_store(count: usize, batch_size: usize) -> (f64, f64, f64) {
         user: "default".into(),
         password: String::new(),
         query_timeout: Duration::from_secs(60),
+        cluster: String::new(),
     };
     statscache_shared::schema::migrate(&bare_config)
         .await
@@ -330,7 +335,8 @@ async fn bench_store(count: usize, batch_size: usize) -> (f64, f64, f64) {
     let bare_client = statscache_shared::schema::client(&bare_config);
     let all_rows = worker_rows(&lines);
     for table in all_rows.facts.keys() {
-        statscache_shared::schema::create_stat_table(&bare_client, table)
+        let placement = statscache_shared::schema::Placement::of(&bare_config);
+        statscache_shared::schema::create_stat_table(&bare_client, placement, table)
             .await
             .expect("bare table");
     }
@@ -555,7 +561,8 @@ async fn bench_recovery(nats_binary: &std::path::Path) -> String {
 #[tokio::main]
 async fn main() {
     // `BENCH_STAGES=delay,recovery` runs only those.
-    let stages = std::env::var("BENCH_STAGES").unwrap_or("throughput,delay,recovery".into());
+    let stages =
+        std::env::var("BENCH_STAGES").unwrap_or("throughput,delay,recovery,cluster".into());
     if stages.contains("throughput") {
         bench_throughput().await;
     }
@@ -572,6 +579,108 @@ async fn main() {
     if stages.contains("recovery") {
         println!("\n{}", bench_recovery(&nats_server_binary()).await);
     }
+    if stages.contains("cluster") {
+        let count = env_number("BENCH_MESSAGES", 20_000.0) as usize;
+        let (clustered, single) = bench_cluster(count).await;
+        println!("\nEnd to end (ZeroMQ → ingestor → JetStream → worker → ClickHouse), {count} messages, msg/s\n");
+        println!("| 3 nats-servers (R3) + 2 ClickHouse replicas | 1 nats-server + 1 ClickHouse | ratio |");
+        println!("|---|---|---|");
+        println!(
+            "| {clustered:.0} | {single:.0} | {:.2} |",
+            clustered / single
+        );
+    }
+}
+
+/// End-to-end throughput on a cluster and on single servers: (clustered, single) msg/s.
+async fn bench_cluster(count: usize) -> (f64, f64) {
+    let single = {
+        let servers = Servers::start().await;
+        end_to_end(count, &servers.nats.url, &servers.clickhouse, &[]).await
+    };
+    let zookeeper = ZooKeeper::start().await;
+    let (nats, clickhouse) = tokio::join!(
+        NatsCluster::start(3),
+        ClickHouseReplicas::start(&zookeeper, 2)
+    );
+    let cluster_settings = [
+        ("STATSCACHE_NATS__REPLICAS", "3"),
+        (
+            "STATSCACHE_CLICKHOUSE__CLUSTER",
+            ClickHouseReplicas::CLUSTER,
+        ),
+    ];
+    let clustered = end_to_end(
+        count,
+        &nats.urls(),
+        &clickhouse.replicas[0],
+        &cluster_settings,
+    )
+    .await;
+    (clustered, single)
+}
+
+/// Messages/s from ZeroMQ to ClickHouse through one ingestor and one default worker, from the
+/// first message stored to the last.
+async fn end_to_end(
+    count: usize,
+    nats_urls: &str,
+    clickhouse: &ClickHouseServer,
+    extra: &[(&str, &str)],
+) -> f64 {
+    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    let worker_admin = free_port();
+    let mut env = vec![
+        ("STATSCACHE_NATS__URL", nats_urls.to_string()),
+        ("STATSCACHE_CLICKHOUSE__URL", clickhouse.url.clone()),
+        (
+            "STATSCACHE_WORKER__ADMIN_LISTEN",
+            format!("127.0.0.1:{worker_admin}"),
+        ),
+        (
+            "STATSCACHE_INGESTOR__ADMIN_LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        ),
+        (
+            "STATSCACHE_INGESTOR__ZEROMQ__ENDPOINTS",
+            format!("[{endpoint}]"),
+        ),
+    ];
+    for (key, value) in extra {
+        env.push((key, value.to_string()));
+    }
+    let env: Vec<(String, String)> = env
+        .into_iter()
+        .map(|(key, value)| (key.to_string(), value))
+        .collect();
+    let _worker = Service::start("worker", &env, &[]);
+    wait_until_ok(&format!("http://127.0.0.1:{worker_admin}/health/readyz")).await;
+    let _ingestor = Service::start("ingestor", &env, &[]);
+    let mut file = tempfile::NamedTempFile::new().expect("corpus file");
+    for line in messages(count) {
+        writeln!(file, "{line}").expect("write corpus");
+    }
+    let files = vec![file.path().to_path_buf()];
+    let publisher = tokio::spawn(async move { publish_corpus(&endpoint, &files, 1, &[]).await });
+    let client = clickhouse.client("statscache");
+    let stored = || {
+        let query = client.query("SELECT uniqExact(msg_id) FROM messages");
+        async move { query.fetch_one::<u64>().await.unwrap_or(0) }
+    };
+    wait_for(
+        "the first message stored",
+        Duration::from_secs(120),
+        || async { (stored().await > 0).then_some(()) },
+    )
+    .await;
+    let started = Instant::now();
+    wait_for("every message stored", Duration::from_secs(600), || async {
+        (stored().await >= count as u64).then_some(())
+    })
+    .await;
+    let elapsed = started.elapsed();
+    publisher.await.expect("publisher task");
+    rate(count, elapsed)
 }
 
 async fn bench_throughput() {

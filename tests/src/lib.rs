@@ -2,6 +2,9 @@
 //!
 //! - [`NatsServer`]: `nats-server -js`, stopped when dropped: the current release by default
 //!   ([`nats_server_binary`]), or [`OLDEST_NATS_SERVER`], the oldest release supported.
+//! - [`NatsCluster`]: a JetStream cluster of nats-servers whose nodes can be killed and
+//!   restarted.
+//! - [`ClickHouseReplicas`]: replicas of one ClickHouse shard coordinated by a [`ZooKeeper`].
 //! - [`ClickHouseServer`]: `clickhouse-server` from a generated config, stopped when dropped;
 //!   it can be stopped and restarted on the same ports and data, to test outages.
 //! - [`Service`]: one of our binaries (`statscache-ingestor`, `-worker`, `-api`) as a process,
@@ -26,12 +29,16 @@
 
 pub mod amqp;
 pub mod browser;
+pub mod clickhouse_cluster;
 pub mod corpus;
+pub mod nats_cluster;
 pub mod otlp;
 pub mod rabbitmq;
 pub mod stack;
 
 pub use amqp::publish_amqp;
+pub use clickhouse_cluster::{ClickHouseReplicas, ZooKeeper};
+pub use nats_cluster::NatsCluster;
 pub use rabbitmq::RabbitMq;
 
 use std::net::TcpListener;
@@ -220,10 +227,13 @@ impl ClickHouseServer {
 
     /// `options` are `deploy/local/clickhouse-config.sh`'s.
     async fn start_with(options: &[&str]) -> ClickHouseServer {
+        ClickHouseServer::start_on(free_port(), free_port(), options).await
+    }
+
+    /// On the given ports (a replica's peers must know its TCP port before it starts).
+    async fn start_on(http_port: u16, tcp_port: u16, options: &[&str]) -> ClickHouseServer {
         ensure_installed();
         let data = TempDir::new().expect("clickhouse data dir");
-        let http_port = free_port();
-        let tcp_port = free_port();
         let status = Command::new("bash")
             .arg(repo_root().join("deploy/local/clickhouse-config.sh"))
             .arg(data.path())
@@ -871,9 +881,11 @@ pub async fn wait_for_history_lookups(client: &clickhouse::Client) {
 }
 
 /// The worker's durable consumer: (messages not yet delivered, delivered but not acked), or
-/// `None` while the stream or consumer does not exist (or NATS does not answer).
+/// `None` while the stream or consumer does not exist (or NATS does not answer). `nats_url` may
+/// list a cluster's nodes, separated by commas.
 pub async fn consumer_backlog(nats_url: &str) -> Option<(u64, u64)> {
-    let client = async_nats::connect(nats_url).await.ok()?;
+    let urls: Vec<&str> = nats_url.split(',').collect();
+    let client = async_nats::connect(urls).await.ok()?;
     let jetstream = async_nats::jetstream::new(client);
     let stream = jetstream.get_stream("FEDMSG").await.ok()?;
     let mut consumer = stream

@@ -168,12 +168,13 @@ pub async fn replay(
 ) -> Result<u64, WorkerError> {
     let chosen = choose_plugins(&config, &request.plugins)?;
     let clickhouse = schema::client(&config.clickhouse);
+    let placement = schema::Placement::of(&config.clickhouse);
     if request.rebuild {
         for plugin in &chosen {
             let table = &plugin.info().table;
             tracing::warn!(%table, "rebuild: dropping the plugin's facts and rollups before the replay");
-            schema::drop_stat_table(&clickhouse, table).await?;
-            schema::drop_rollup_tables(&clickhouse, table).await?;
+            schema::drop_stat_table(&clickhouse, placement, table).await?;
+            schema::drop_rollup_tables(&clickhouse, placement, table).await?;
         }
     }
     let prepared = prepare(&config, &chosen).await?;
@@ -283,10 +284,11 @@ async fn prepare_tables(
 ) -> Result<clickhouse::Client, WorkerError> {
     schema::migrate(&config.clickhouse).await?;
     let clickhouse = schema::client(&config.clickhouse);
+    let placement = schema::Placement::of(&config.clickhouse);
     for plugin in plugins {
         let info = plugin.info();
-        schema::create_stat_table(&clickhouse, &info.table).await?;
-        schema::create_rollup_tables(&clickhouse, &info.table, info.kind).await?;
+        schema::create_stat_table(&clickhouse, placement, &info.table).await?;
+        schema::create_rollup_tables(&clickhouse, placement, &info.table, info.kind).await?;
         let filled = schema::rollups_filled(&clickhouse, &info.table)
             .await
             .map_err(|source| rollup_error(info, source))?;

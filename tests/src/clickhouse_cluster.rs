@@ -1,0 +1,99 @@
+//! Replicated ClickHouse on loopback: a ZooKeeper and clickhouse-servers that are replicas of
+//! one shard of a cluster, for the tests that lose a replica.
+//!
+//! ClickHouse 18.16 (Debian's) has no built-in Keeper, so replication is coordinated by
+//! Debian's `zookeeper` package, run here as a standalone server on its own port and data.
+//! Each replica is a [`ClickHouseServer`] (killable and restartable on its ports and data)
+//! whose config says its replica name, the cluster's replicas and the ZooKeeper
+//! (`deploy/local/clickhouse-config.sh --replica`).
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::{ensure_installed, free_port, wait_for, ClickHouseServer, Guarded};
+
+/// Debian's ZooKeeper jar and its configuration directory (log4j settings).
+const ZOOKEEPER_CLASSPATH: &str = "/etc/zookeeper/conf:/usr/share/java/zookeeper.jar";
+
+/// A standalone ZooKeeper, stopped when dropped.
+pub struct ZooKeeper {
+    pub port: u16,
+    _process: Guarded,
+    _data: TempDir,
+}
+
+impl ZooKeeper {
+    pub async fn start() -> ZooKeeper {
+        ensure_installed();
+        let data = TempDir::new().expect("zookeeper data dir");
+        let port = free_port();
+        let child = Command::new("java")
+            .args(["-cp", ZOOKEEPER_CLASSPATH])
+            .arg("org.apache.zookeeper.server.ZooKeeperServerMain")
+            .arg(port.to_string())
+            .arg(data.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start zookeeper (java)");
+        let zookeeper = ZooKeeper {
+            port,
+            _process: Guarded(child),
+            _data: data,
+        };
+        wait_for(
+            "zookeeper to accept connections",
+            Duration::from_secs(60),
+            || async move {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .ok()
+            },
+        )
+        .await;
+        zookeeper
+    }
+}
+
+/// Replicas of one shard of cluster [`ClickHouseReplicas::CLUSTER`].
+pub struct ClickHouseReplicas {
+    pub replicas: Vec<ClickHouseServer>,
+}
+
+impl ClickHouseReplicas {
+    /// The cluster name the replicas' `remote_servers` define (`clickhouse.cluster`).
+    pub const CLUSTER: &'static str = "statscache";
+
+    /// `count` replicas using `zookeeper`, started at once.
+    pub async fn start(zookeeper: &ZooKeeper, count: usize) -> ClickHouseReplicas {
+        let ports: Vec<(u16, u16, u16)> = (0..count)
+            .map(|_| (free_port(), free_port(), free_port()))
+            .collect();
+        let tcp_ports: Vec<String> = ports.iter().map(|(_, tcp, _)| tcp.to_string()).collect();
+        let tcp_ports = tcp_ports.join(",");
+        let zookeeper_port = zookeeper.port.to_string();
+        let mut starting = Vec::new();
+        for (index, (http, tcp, interserver)) in ports.into_iter().enumerate() {
+            let name = format!("r{}", index + 1);
+            let interserver = interserver.to_string();
+            let tcp_ports = tcp_ports.clone();
+            let zookeeper_port = zookeeper_port.clone();
+            starting.push(async move {
+                let options = [
+                    "--replica",
+                    name.as_str(),
+                    Self::CLUSTER,
+                    zookeeper_port.as_str(),
+                    interserver.as_str(),
+                    tcp_ports.as_str(),
+                ];
+                ClickHouseServer::start_on(http, tcp, &options).await
+            });
+        }
+        ClickHouseReplicas {
+            replicas: futures::future::join_all(starting).await,
+        }
+    }
+}
