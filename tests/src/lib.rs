@@ -25,6 +25,7 @@ pub mod amqp;
 pub mod corpus;
 pub mod rabbitmq;
 pub mod stack;
+pub mod tcp_proxy;
 
 pub use amqp::publish_amqp;
 pub use rabbitmq::RabbitMq;
