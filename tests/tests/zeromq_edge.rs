@@ -265,7 +265,10 @@ async fn the_real_fedmsg_library_restarted_mid_stream_loses_nothing_and_shows_no
     let (_ingestor, admin) = start_ingestor(&nats, std::slice::from_ref(&endpoint), &[]).await;
     let jetstream = jetstream_of(&nats).await;
 
-    // fedmsg.init() binds, then sleeps its post_init_sleep (1 s) before anything is published.
+    // fedmsg.init() binds, then sleeps its post_init_sleep (1 s) before anything is published;
+    // here that second starts once the ingestor has connected, so a loaded machine that is slow
+    // to notice the bind cannot lose the first messages (how soon a bind is noticed is checked
+    // by the pyzmq publishers above; this test is about what the library sends).
     let mut expected = 0;
     for _process in 0..3 {
         let mut publisher = tokio::process::Command::new(&python)
@@ -279,6 +282,8 @@ async fn the_real_fedmsg_library_restarted_mid_stream_loses_nothing_and_shows_no
                 "0.01",
                 "--linger",
                 "600",
+                "--until-connected",
+                "60",
             ])
             .stdout(std::process::Stdio::null())
             .kill_on_drop(true)
