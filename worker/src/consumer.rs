@@ -542,9 +542,9 @@ impl Consumer {
         }
     }
 
-    /// Runs `work` (a write, a rollup, or storing the batch before `held`). While it runs (a frozen ClickHouse can hold it for
-    /// long), the held messages' ack deadlines are extended every third of `ack-wait`, so that
-    /// JetStream does not redeliver them.
+    /// Runs `work` (a write, a rollup, or storing the batch before `held`). While it runs (a
+    /// frozen ClickHouse can hold it for long), the held messages' ack deadlines are extended
+    /// every third of `ack-wait`, so that JetStream does not redeliver them.
     async fn holding<T>(
         &self,
         held: &[jetstream::Message],
