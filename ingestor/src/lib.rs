@@ -25,6 +25,7 @@ use std::sync::Arc;
 use statscache_shared::admin::{self, Dependency, Health};
 use statscache_shared::config::Config;
 use statscache_shared::nats;
+use statscache_shared::shutdown::Abandoned;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -89,8 +90,13 @@ fn configured_filters(config: &Config) -> Filters {
     }
 }
 
-/// Runs the configured sources and the relay until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), IngestorError> {
+/// Runs the configured sources and the relay until `shutdown` is cancelled; `abandoned` is told
+/// how to say what a shutdown cut short leaves unstored.
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    abandoned: Abandoned,
+) -> Result<(), IngestorError> {
     let config = Arc::new(config);
     let registry = prometheus::Registry::new();
     let metrics = Arc::new(metrics::Metrics::new(&registry)?);
@@ -145,6 +151,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
         )));
     }
     let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
+    describe_abandoned(&abandoned, &metrics, sender.downgrade());
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
     if !config.ingestor.zeromq.endpoints.is_empty() {
         sources.push(Box::new(sources::zeromq::ZeroMqSource::new(
@@ -194,6 +201,27 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
     tracing::info!("ingestor stopped");
     shutdown.cancel();
     admin_server.finish().await.map_err(IngestorError::Admin)
+}
+
+/// What exiting abandons: the publishes awaiting JetStream's ack and the messages queued for
+/// the relay. ZeroMQ has no redelivery, so its messages among them are lost (fedmsg's `i` shows
+/// it at the next start); AMQP deliveries and datagrepper windows come again.
+fn describe_abandoned(
+    abandoned: &Abandoned,
+    metrics: &Arc<metrics::Metrics>,
+    queue: mpsc::WeakSender<source::Incoming>,
+) {
+    let awaiting_ack = metrics.in_flight.clone();
+    abandoned.describe_with(move || {
+        let queued = queue
+            .upgrade()
+            .map(|sender| sender.max_capacity() - sender.capacity())
+            .unwrap_or(0);
+        format!(
+            "{} publishes awaiting JetStream's ack and {queued} messages queued for the relay, not stored (ZeroMQ's are lost unless datagrepper backfills them; AMQP deliveries and datagrepper windows come again)",
+            awaiting_ack.get()
+        )
+    });
 }
 
 /// What the `backfill` command asks for.

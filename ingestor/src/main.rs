@@ -130,8 +130,10 @@ async fn main() -> anyhow::Result<()> {
             statscache_ingestor::tail::tail(config, request, shutdown).await?;
         }
         Command::Run => {
-            let shutdown = shutdown::on_signals(config.service.shutdown_timeout);
-            statscache_ingestor::run(config, shutdown)
+            let abandoned = shutdown::Abandoned::default();
+            let shutdown =
+                shutdown::on_signals_reporting(config.service.shutdown_timeout, abandoned.clone());
+            statscache_ingestor::run(config, shutdown, abandoned)
                 .await
                 .context("ingestor failed")?;
         }

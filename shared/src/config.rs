@@ -37,7 +37,7 @@ pub struct Config {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ServiceConfig {
     /// After the first SIGTERM, the process exits within this time even if its work in flight
-    /// is stuck (a frozen server, say): what it held is redelivered or resent, never lost.
+    /// is stuck (a frozen server, say), logging what it abandons (see `shutdown`).
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
 }

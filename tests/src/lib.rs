@@ -35,6 +35,7 @@ pub mod nats_cluster;
 pub mod otlp;
 pub mod rabbitmq;
 pub mod stack;
+pub mod tcp_proxy;
 
 pub use amqp::publish_amqp;
 pub use clickhouse_cluster::{ClickHouseReplicas, ZooKeeper};
@@ -385,6 +386,32 @@ pub async fn run_command(
 impl Service {
     /// Starts `statscache-<role>` with the given `STATSCACHE_*` variables (and arguments).
     pub fn start(role: &'static str, env: &[(String, String)], args: &[&str]) -> Service {
+        let stderr = if std::env::var_os("STATSCACHE_TEST_LOGS").is_none() {
+            Stdio::null()
+        } else {
+            Stdio::inherit()
+        };
+        Service::spawn(role, env, args, stderr)
+    }
+
+    /// [`Service::start`], its log (stderr) written to `log`, for tests that read what it said.
+    pub fn start_logging_to(
+        role: &'static str,
+        env: &[(String, String)],
+        args: &[&str],
+        log: &Path,
+    ) -> Service {
+        let file =
+            std::fs::File::create(log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
+        Service::spawn(role, env, args, Stdio::from(file))
+    }
+
+    fn spawn(
+        role: &'static str,
+        env: &[(String, String)],
+        args: &[&str],
+        stderr: Stdio,
+    ) -> Service {
         let name = match role {
             "ingestor" => "statscache-ingestor",
             "worker" => "statscache-worker",
@@ -394,10 +421,8 @@ impl Service {
         command
             .args(args)
             .env("RUST_LOG", "warn,statscache=info")
-            .stdout(Stdio::null());
-        if std::env::var_os("STATSCACHE_TEST_LOGS").is_none() {
-            command.stderr(Stdio::null());
-        }
+            .stdout(Stdio::null())
+            .stderr(stderr);
         for (key, value) in env {
             command.env(key, value);
         }

@@ -18,6 +18,9 @@
 //! The other half — redelivered or duplicated messages not being counted twice — is the fact
 //! model of `statscache_shared::schema`.
 //!
+//! While one batch goes through these steps, the next one is collected (`store_while_fetching`),
+//! so a message waits for one batch clock and one write, not for a write, a clock and a write.
+//!
 //! On shutdown the batch in flight — being fetched or being written — is finished and acked;
 //! a batch whose write cannot complete in time is given back (nak) for another replica.
 //!
@@ -96,10 +99,22 @@ impl Consumer {
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), WorkerError> {
         let mut fetcher = Fetcher::new(self.consumer.clone(), self.jetstream.clone()).await?;
         self.health.set_ready();
+        let mut fetched = None;
         while !shutdown.is_cancelled() {
-            let Some(messages) = self.next_batch(&mut fetcher, &shutdown).await else {
-                continue;
+            let messages = match fetched.take() {
+                Some(messages) => messages,
+                None => match self.next_batch(&mut fetcher, &shutdown).await {
+                    Some(messages) => messages,
+                    None => continue,
+                },
             };
+            fetched = self
+                .store_while_fetching(messages, &mut fetcher, &shutdown)
+                .await?;
+        }
+        // Fetched while the last batch was stored: stored too (or given back), not left to
+        // wait out `ack-wait`.
+        if let Some(messages) = fetched {
             self.handle_batch(messages, &shutdown).await?;
         }
         fetcher.give_back_undelivered().await;
@@ -200,6 +215,40 @@ impl Consumer {
         }
     }
 
+    /// Stores and acks `messages` while the next batch is collected; returns the next batch.
+    ///
+    /// Why both at once: one after the other, a message arriving while a batch is written
+    /// waits for that write, then for the next batch to close (`batch-timeout`), then for its
+    /// own write. Collected meanwhile, it waits for one batch clock and its own write. A write
+    /// that outlasts the collection holds the next batch's messages as it holds its own
+    /// (progress acks), so a slow ClickHouse does not get them redelivered.
+    async fn store_while_fetching(
+        &self,
+        messages: Vec<jetstream::Message>,
+        fetcher: &mut Fetcher,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Vec<jetstream::Message>>, WorkerError> {
+        let store = self.handle_batch(messages, shutdown);
+        tokio::pin!(store);
+        let fetch = self.next_batch(fetcher, shutdown);
+        tokio::pin!(fetch);
+        let (stored, next) = tokio::select! {
+            stored = &mut store => (stored?, fetch.await),
+            next = &mut fetch => {
+                let held = next.as_deref().unwrap_or_default();
+                (self.holding(held, &mut store).await?, next)
+            }
+        };
+        if stored.is_none() {
+            // Shutdown cut the write short (ClickHouse is stuck): the next batch would be too.
+            if let Some(next) = next {
+                self.give_back(&next).await;
+            }
+            return Ok(None);
+        }
+        Ok(next)
+    }
+
     /// Stores one batch and acks it; returns the highest stream sequence it held, or `None`
     /// if shutdown interrupted the write (nothing acked).
     async fn handle_batch(
@@ -260,13 +309,8 @@ impl Consumer {
             stored = self.roll_up_until_done(&batch, &to_ack, shutdown).await;
         }
         if !stored {
-            // Shutting down before the rows were stored and rolled up: give the messages back
-            // (nak) so that JetStream redelivers them at once to a replica that can store them.
-            for message in &to_ack {
-                if let Err(error) = message.ack_with(AckKind::Nak(None)).await {
-                    tracing::warn!(%error, "cannot give a message back; it is redelivered after ack-wait");
-                }
-            }
+            // Shutting down before the rows were stored and rolled up.
+            self.give_back(&to_ack).await;
             return Ok(None);
         }
         self.abort_if_injected();
@@ -292,6 +336,16 @@ impl Consumer {
             .observe(started.elapsed().as_secs_f64());
         tracing::debug!(messages = to_ack.len(), elapsed = ?started.elapsed(), "batch stored");
         Ok(Some(highest_sequence))
+    }
+
+    /// Gives `messages` back (nak) so that JetStream redelivers them at once to a replica that
+    /// can store them, rather than after `ack-wait`.
+    async fn give_back(&self, messages: &[jetstream::Message]) {
+        for message in messages {
+            if let Err(error) = message.ack_with(AckKind::Nak(None)).await {
+                tracing::warn!(%error, "cannot give a message back; it is redelivered after ack-wait");
+            }
+        }
     }
 
     /// Decodes one delivery, parking it on the dead-letter stream when it cannot be used.
@@ -540,14 +594,14 @@ impl Consumer {
         }
     }
 
-    /// Runs `work` (a write or a rollup). While it runs (a frozen ClickHouse can hold it for
-    /// long), the held messages' ack deadlines are extended every third of `ack-wait`, so that
-    /// JetStream does not redeliver them.
+    /// Runs `work` (a write, a rollup, or storing the batch before `held`). While it runs (a
+    /// frozen ClickHouse can hold it for long), the held messages' ack deadlines are extended
+    /// every third of `ack-wait`, so that JetStream does not redeliver them.
     async fn holding<T>(
         &self,
         held: &[jetstream::Message],
-        work: impl std::future::Future<Output = Result<T, clickhouse::error::Error>>,
-    ) -> Result<T, clickhouse::error::Error> {
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
         let period = (self.config.worker.ack_wait / 3).max(Duration::from_millis(100));
         let mut keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         tokio::pin!(work);

@@ -440,7 +440,11 @@ pub async fn backfill_lost_spans(
             Ok(progress) => {
                 tracing::info!(%range, missing = span.missing, fetched = progress.messages, "backfilled a span fedmsg's `i` said was lost");
             }
-            Err(BackfillError::Interrupted { .. }) => return,
+            Err(interrupted @ BackfillError::Interrupted { .. }) => {
+                tracing::info!(%range, %interrupted, "lost span not backfilled; the next start-up backfill fetches it");
+                backfill.add_pending(range).await;
+                return;
+            }
             Err(error) => {
                 tracing::error!(%range, %error, "cannot backfill a lost span now; the next start-up backfill will");
                 backfill.add_pending(range).await;
@@ -495,7 +499,10 @@ pub async fn backfill_downtime(
         for range in ranges {
             match backfill.run(range, true, shutdown).await {
                 Ok(_) => backfill.remove_pending(range).await,
-                Err(BackfillError::Interrupted { .. }) => return,
+                Err(interrupted @ BackfillError::Interrupted { .. }) => {
+                    tracing::info!(%range, %interrupted, "start-up backfill abandoned; the next start fetches what is left");
+                    return;
+                }
                 Err(error) => {
                     tracing::error!(%range, %error, "start-up backfill incomplete; trying its failed windows again later");
                     incomplete.push(range);
