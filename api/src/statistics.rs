@@ -261,6 +261,12 @@ struct LatestRow {
 }
 
 /// Runs `query` over `table`; returns the page of rows and the total number of rows.
+///
+/// A range reaching past the newest fact (the usual "until now") is answered as if it were open
+/// (its last periods read whole from the rollups, no edges from the hourly rollup or the facts,
+/// whose reads by time alone cost a scan of the year's parts), and checked afterwards: if a
+/// fact at or after `end` was stored meanwhile, the range is answered again as asked. Facts
+/// are only ever added, so a check that finds none after the answer proves the answer exact.
 pub async fn fetch(
     client: &clickhouse::Client,
     table: &str,
@@ -270,7 +276,48 @@ pub async fn fetch(
     // The request's seconds, `[floor(start), ceil(end)]`, as a half-open range.
     let start = u64::from(clamp_time(query.start.max(0.0).floor() as u64));
     let end = u64::from(clamp_time(query.end.max(0.0).ceil() as u64)) + 1;
-    let mut segments = segments::decompose(start, end, segments::coarsest_level(query.bucket));
+    let coarsest = segments::coarsest_level(query.bucket);
+    if let Some(open_end) = open_end(coarsest, end) {
+        if nothing_stored_from(client, table, end).await {
+            let segments = segments::decompose(start, open_end, coarsest);
+            let answer = fetch_segments(client, table, kind, query, start, segments).await?;
+            if nothing_stored_from(client, table, end).await {
+                return Ok(answer);
+            }
+        }
+    }
+    let segments = segments::decompose(start, end, coarsest);
+    fetch_segments(client, table, kind, query, start, segments).await
+}
+
+/// Where a range ending at `end` may be extended to if nothing lies beyond it: the end of the
+/// coarsest period `end` falls in; `None` when that changes nothing.
+fn open_end(coarsest: Option<Level>, end: u64) -> Option<u64> {
+    let level = coarsest?;
+    let open_end = level.ceil(end);
+    (open_end > end).then_some(open_end)
+}
+
+/// Whether `table` holds no fact at or after `time` (from the parts' metadata; `false` when it
+/// cannot be read).
+async fn nothing_stored_from(client: &clickhouse::Client, table: &str, time: u64) -> bool {
+    let newest = newest_fact_times(client, vec![table.to_string()]).await;
+    match newest.get(table) {
+        Some(newest) => u64::from(*newest) < time,
+        // No part: no fact at all; but an unreadable table also lands here, so ask the exact way.
+        None => false,
+    }
+}
+
+/// Runs `query` over `segments` of `table`, which start at `start`.
+async fn fetch_segments(
+    client: &clickhouse::Client,
+    table: &str,
+    kind: StatisticKind,
+    query: &StatisticQuery,
+    start: u64,
+    mut segments: Vec<segments::Segment>,
+) -> Result<(Vec<StatisticRow>, u64), ApiError> {
     if segments.is_empty() {
         // An empty range still gets a (rowless) answer of the right shape.
         segments.push(segments::Segment {
@@ -323,6 +370,24 @@ pub async fn fetch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_open_range_ends_with_its_coarsest_period() {
+        // 2024-01-15T12:00Z and 2024-02-01T00:00Z.
+        let mid_january = 1_705_320_000;
+        let february = 1_706_745_600;
+        assert_eq!(open_end(Some(Level::Month), mid_january), Some(february));
+        assert_eq!(
+            open_end(Some(Level::Day), mid_january),
+            Some(mid_january + 43_200)
+        );
+        assert_eq!(
+            open_end(Some(Level::Month), february),
+            None,
+            "already whole"
+        );
+        assert_eq!(open_end(None, mid_january), None, "minutes read facts only");
+    }
 
     #[test]
     fn too_many_groups_is_the_request_s_fault() {

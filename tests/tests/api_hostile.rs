@@ -231,7 +231,7 @@ fn history_cases(api: &str) -> Vec<Case> {
         // Enumerations and unsupported options.
         &[("order", "sideways")],
         &[("order", "DESC")],
-        &[("meta", "title")],
+        &[("meta", "date")],
         &[("meta", "bogus")],
         &[("grouped", "true")],
         &[("grouped", "maybe")],
