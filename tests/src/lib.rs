@@ -813,11 +813,12 @@ pub async fn fedmsg_python() -> PathBuf {
     python
 }
 
-/// Waits until `url` answers 2xx (a readiness probe, say).
+/// Waits until `url` answers 2xx (a readiness probe, say). Generous: a worker on a replicated
+/// ClickHouse runs every migration `ON CLUSTER`, slow on a loaded 2-core machine.
 pub async fn wait_until_ok(url: &str) {
     wait_for(
         &format!("{url} to answer 2xx"),
-        Duration::from_secs(60),
+        Duration::from_secs(180),
         || {
             let url = url.to_string();
             async move {
