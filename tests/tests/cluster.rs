@@ -173,7 +173,10 @@ async fn killing_a_clickhouse_replica_during_writes_loses_and_doubles_nothing() 
         ClickHouseReplicas::start(&zookeeper, 2)
     );
     let endpoint = format!("tcp://127.0.0.1:{}", free_port());
-    // A worker and an api on each replica: the workers migrate ON CLUSTER at the same time.
+    // Two workers and an api on each replica; the workers migrate ON CLUSTER at the same time
+    // and write through the first replica (ARCHITECTURE "Clusters": a rollup recomputed on a
+    // replica that has not yet received another replica's facts would stay low).
+    let writer_url = cluster.replicas[0].url.clone();
     let mut apis = Vec::new();
     let mut services = Vec::new();
     for replica in &cluster.replicas {
@@ -204,7 +207,13 @@ async fn killing_a_clickhouse_replica_during_writes_loses_and_doubles_nothing() 
         .into_iter()
         .map(|(key, value)| (key.to_string(), value))
         .collect();
-        services.push(Service::start("worker", &env, &[]));
+        let mut worker_env = env.clone();
+        for (key, value) in &mut worker_env {
+            if key == "STATSCACHE_CLICKHOUSE__URL" {
+                *value = writer_url.clone();
+            }
+        }
+        services.push(Service::start("worker", &worker_env, &[]));
         services.push(Service::start("api", &env, &[]));
         apis.push((api_port, worker_admin, env));
     }
