@@ -32,13 +32,19 @@ enum Victim {
     WorkersNode,
 }
 
+/// Each test of this file runs alone: a cluster is several servers, and next to another on the
+/// 2-core machine the replicas' `ON CLUSTER` migrations did not finish within minutes.
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread")]
 async fn killing_the_stream_leader_loses_and_doubles_nothing() {
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
     survives_losing(Victim::StreamLeader).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killing_the_workers_nats_node_loses_and_doubles_nothing() {
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
     survives_losing(Victim::WorkersNode).await;
 }
 
@@ -167,6 +173,7 @@ async fn publish_paced(endpoint: String, messages: std::path::PathBuf) -> String
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killing_a_clickhouse_replica_during_writes_loses_and_doubles_nothing() {
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
     let zookeeper = ZooKeeper::start().await;
     let (nats, mut cluster) = tokio::join!(
         NatsServer::start(),
