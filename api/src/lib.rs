@@ -16,6 +16,7 @@
 //!   [`request_trace`] continues the caller's W3C trace context in each request's span.
 
 pub mod admission;
+pub mod bucket_pages;
 pub mod connection;
 pub mod dashboard;
 pub mod error;

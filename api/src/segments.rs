@@ -208,15 +208,39 @@ fn count_sql(
     parts.join(" UNION ALL ")
 }
 
-/// One segment's partial answer per (bucket, key).
-fn segment_sql(
+/// How many rows the answer has in each bucket, as columns `bucket, bucket_rows`: the distinct
+/// keys with a row in any segment (a (bucket, key) is in the answer exactly when some segment
+/// holds a row for it). Reads only keys and times, and merges no rollup rows, so it costs far
+/// less than the answer itself; `bucket_pages` uses it to read only the buckets of one page.
+pub fn bucket_rows_sql(
     table: &str,
-    kind: StatisticKind,
     bucket: Bucket,
+    keys: &[String],
+    segments: &[Segment],
+) -> (String, Vec<Bound>) {
+    let mut binds = Vec::new();
+    let mut parts = Vec::with_capacity(segments.len());
+    for segment in segments {
+        let (source, column, filter) = segment_source(table, keys, segment, &mut binds);
+        let bucket_sql = bucket.sql(column);
+        parts.push(format!(
+            "SELECT {bucket_sql} AS bucket, key FROM {source} WHERE {filter}"
+        ));
+    }
+    let union = parts.join(" UNION ALL ");
+    let sql =
+        format!("SELECT bucket, uniqExact(key) AS bucket_rows FROM ({union}) GROUP BY bucket");
+    (sql, binds)
+}
+
+/// The table a segment is read from, its time column, and the condition selecting the
+/// segment's rows (its values appended to `binds`).
+fn segment_source(
+    table: &str,
     keys: &[String],
     segment: &Segment,
     binds: &mut Vec<Bound>,
-) -> String {
+) -> (String, &'static str, String) {
     let (source, column) = match segment.source {
         Source::Facts => (table.to_string(), "time"),
         Source::Rollup(level) => (rollup_table(table, level), "period"),
@@ -227,6 +251,19 @@ fn segment_sql(
         "{column} >= toDateTime(?) AND {column} <= toDateTime(?){}",
         key_filter(keys, binds)
     );
+    (source, column, filter)
+}
+
+/// One segment's partial answer per (bucket, key).
+fn segment_sql(
+    table: &str,
+    kind: StatisticKind,
+    bucket: Bucket,
+    keys: &[String],
+    segment: &Segment,
+    binds: &mut Vec<Bound>,
+) -> String {
+    let (source, column, filter) = segment_source(table, keys, segment, binds);
     let bucket_sql = bucket.sql(column);
     match (kind, segment.source) {
         (StatisticKind::Count, Source::Facts) => format!(

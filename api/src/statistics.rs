@@ -20,6 +20,7 @@ use statscache_shared::period::Level;
 use statscache_shared::schema::{rollup_table, PluginCatalogRow};
 use statscache_shared::sql::{bind_all, clamp_time};
 
+use crate::bucket_pages::{self, BucketRows};
 use crate::error::ApiError;
 use crate::params::{Order, Page};
 use crate::segments;
@@ -187,6 +188,19 @@ impl Bucket {
         }
     }
 
+    /// The end (exclusive, epoch seconds) of the bucket starting at `start`.
+    pub fn end(self, start: u32) -> u64 {
+        let start = u64::from(start);
+        match self {
+            Bucket::Minute => start + 60,
+            Bucket::Hour => start + 3600,
+            Bucket::Day => start + 86_400,
+            Bucket::Week => start + 604_800,
+            Bucket::Month => Level::Month.next(start),
+            Bucket::All => u64::MAX,
+        }
+    }
+
     /// SQL for the bucket start (UInt32 epoch seconds) of the `DateTime` `column`.
     pub fn sql(self, column: &str) -> String {
         match self {
@@ -279,15 +293,13 @@ pub async fn fetch(
     let coarsest = segments::coarsest_level(query.bucket);
     if let Some(open_end) = open_end(coarsest, end) {
         if nothing_stored_from(client, table, end).await {
-            let segments = segments::decompose(start, open_end, coarsest);
-            let answer = fetch_segments(client, table, kind, query, start, segments).await?;
+            let answer = fetch_range(client, table, kind, query, start, open_end).await?;
             if nothing_stored_from(client, table, end).await {
                 return Ok(answer);
             }
         }
     }
-    let segments = segments::decompose(start, end, coarsest);
-    fetch_segments(client, table, kind, query, start, segments).await
+    fetch_range(client, table, kind, query, start, end).await
 }
 
 /// Where a range ending at `end` may be extended to if nothing lies beyond it: the end of the
@@ -309,36 +321,48 @@ async fn nothing_stored_from(client: &clickhouse::Client, table: &str, time: u64
     }
 }
 
-/// Runs `query` over `segments` of `table`, which start at `start`.
-async fn fetch_segments(
+/// Runs `query` over the seconds `[start, end)` of `table`: first the rows per bucket, which
+/// give `total` and locate the page's buckets (`bucket_pages`), then the answer of those
+/// buckets alone, so a page costs the same however many buckets the range holds.
+async fn fetch_range(
     client: &clickhouse::Client,
     table: &str,
     kind: StatisticKind,
     query: &StatisticQuery,
     start: u64,
-    mut segments: Vec<segments::Segment>,
+    end: u64,
 ) -> Result<(Vec<StatisticRow>, u64), ApiError> {
+    let coarsest = segments::coarsest_level(query.bucket);
+    let segments = segments::decompose(start, end, coarsest);
     if segments.is_empty() {
-        // An empty range still gets a (rowless) answer of the right shape.
-        segments.push(segments::Segment {
-            source: segments::Source::Facts,
-            start,
-            end: start + 1,
-        });
+        return Ok((Vec::new(), 0));
     }
-    let (grouped, binds) =
-        segments::statistic_sql(table, kind, query.bucket, &query.keys, &segments);
     let order = query.order.sql();
-    let count_query = client.query(&format!("SELECT count() FROM ({grouped})"));
-    let total: u64 = with_group_limit(bind_all(count_query, &binds))
-        .fetch_one()
+    let (per_bucket, binds) =
+        segments::bucket_rows_sql(table, query.bucket, &query.keys, &segments);
+    let per_bucket = format!("{per_bucket} ORDER BY bucket {order}");
+    let buckets: Vec<BucketRows> = with_group_limit(bind_all(client.query(&per_bucket), &binds))
+        .fetch_all()
         .await
         .map_err(query_failed)?;
+    let mut total = 0u64;
+    for bucket in &buckets {
+        total = total.saturating_add(bucket.bucket_rows);
+    }
+    let rows_per_page = u64::from(query.page.rows_per_page);
+    let Some(window) = bucket_pages::locate(&buckets, query.page.offset(), rows_per_page) else {
+        return Ok((Vec::new(), total));
+    };
+    let page_start = start.max(u64::from(window.earliest));
+    let page_end = end.min(query.bucket.end(window.latest));
+    let page_segments = segments::decompose(page_start, page_end, coarsest);
+    let (grouped, binds) =
+        segments::statistic_sql(table, kind, query.bucket, &query.keys, &page_segments);
     let page_sql =
         format!("SELECT * FROM ({grouped}) ORDER BY bucket {order}, key ASC LIMIT ? OFFSET ?");
     let paged = with_group_limit(bind_all(client.query(&page_sql), &binds))
-        .bind(query.page.rows_per_page)
-        .bind(query.page.offset());
+        .bind(rows_per_page)
+        .bind(window.skip);
     let bucketed = query.bucket != Bucket::All;
     let mut rows = Vec::new();
     if kind == StatisticKind::Latest {

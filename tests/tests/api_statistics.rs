@@ -200,6 +200,7 @@ async fn every_route_serves_the_corpus_statistics_in_every_format() {
     counts_in_every_bucket_and_format(api).await;
     ranges_keys_and_statscache_names(api).await;
     order_pagination_and_links(api).await;
+    pages_cut_across_buckets(api).await;
     caching_and_cors(api).await;
     latest_values(api).await;
     layouts(api).await;
@@ -454,6 +455,56 @@ async fn order_pagination_and_links(api: &str) {
     .expect("beyond");
     assert_eq!(beyond["rows"], serde_json::json!([]));
     assert_eq!(beyond["total"].as_u64(), Some(total));
+}
+
+/// Pages of a bucketed statistic are located by per-bucket row counts and read bucket by
+/// bucket: small pages, in both orders, over all of history and over a window starting and
+/// ending inside buckets, hold every row once and in order (bucket, then key).
+async fn pages_cut_across_buckets(api: &str) {
+    let times: Vec<i64> = corpus().into_iter().map(|(time, _)| time).collect();
+    let (first, last) = (times.iter().min().copied(), times.iter().max().copied());
+    let (Some(first), Some(last)) = (first, last) else {
+        panic!("an empty corpus");
+    };
+    // A window cutting its first and last day (and week) in the middle.
+    let inside = (
+        first + (last - first) / 5 + 4_321,
+        last - (last - first) / 5 - 1_234,
+    );
+    let inside_window = format!("&start={}&end={}", inside.0, inside.1);
+    let windows = [
+        (String::new(), (i64::MIN, i64::MAX)),
+        (inside_window, inside),
+    ];
+    for (window, (start, end)) in windows {
+        for (bucket, bucket_of) in [("day", day_start as fn(i64) -> i64), ("week", week_start)] {
+            let expected = reference(bucket_of, topic_of, start, end);
+            for order in ["asc", "desc"] {
+                let mut in_order: Vec<((i64, String), u64)> =
+                    expected.clone().into_iter().collect();
+                if order == "desc" {
+                    // Buckets newest first, keys still ascending within a bucket.
+                    in_order.sort_by(|a, b| b.0 .0.cmp(&a.0 .0).then(a.0 .1.cmp(&b.0 .1)));
+                }
+                let total = in_order.len() as u64;
+                let pages = total.div_ceil(7);
+                let mut served = Vec::new();
+                for page in 1..=pages {
+                    let url = format!(
+                        "{api}/api/volume-by-topic?bucket={bucket}&order={order}&rows_per_page=7&page={page}{window}"
+                    );
+                    let body = get_json(&url).await.expect("page");
+                    assert_eq!(body["total"].as_u64(), Some(total), "{url}");
+                    for row in body["rows"].as_array().expect("rows") {
+                        let bucket = row["bucket"].as_i64().expect("bucket");
+                        let key = row["key"].as_str().expect("key").to_string();
+                        served.push(((bucket, key), row["count"].as_u64().expect("count")));
+                    }
+                }
+                assert_eq!(served, in_order, "bucket={bucket} order={order}{window}");
+            }
+        }
+    }
 }
 
 async fn caching_and_cors(api: &str) {
