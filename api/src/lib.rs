@@ -3,7 +3,8 @@
 //!
 //! - [`routes`]: the OpenAPI-described statistics routes (`/api/`, `/api/<plugin>`).
 //! - [`statistics`]: the statistic queries over the plugins' rollups and facts; [`segments`]:
-//!   a request's range cut into the periods each rollup level answers.
+//!   a request's range cut into the periods each rollup level answers; [`bucket_pages`]: the
+//!   buckets one page of a statistic falls in, so a page reads those alone.
 //! - [`history`]: datagrepper-compatible message history (`/raw`, `/id`) over `messages`, with
 //!   [`timerange`] porting datagrepper's time-window rules and [`message_meta`] its `meta=`.
 //! - [`dashboard`]: the web page at `/` and its embedded scripts; [`svg`]: a statistic drawn
