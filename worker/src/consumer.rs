@@ -19,7 +19,8 @@
 //! model of `statscache_shared::schema`.
 //!
 //! While one batch goes through these steps, the next one is collected (`store_while_fetching`),
-//! so a message waits for one batch clock and one write, not for a write, a clock and a write.
+//! and that batch closes as soon as this one is stored (not later than `batch-timeout`), so a
+//! message waits for about one write and its own, not for a write, a clock and a write.
 //!
 //! On shutdown the batch in flight — being fetched or being written — is finished and acked;
 //! a batch whose write cannot complete in time is given back (nak) for another replica.
@@ -34,12 +35,14 @@
 //! the consumer). Instead a message that keeps coming back — because processing it crashed a
 //! worker, say — is parked on the dead-letter stream once it reaches `[worker] max-deliver`.
 
+use std::future::ready;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::consumer::pull;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy};
 use async_nats::jetstream::{self, AckKind};
+use futures::channel::oneshot;
 use statscache_shared::admin::Health;
 use statscache_shared::config::Config;
 use statscache_shared::message::Envelope;
@@ -60,6 +63,10 @@ use crate::WorkerError;
 
 /// How long, beyond twice `batch-timeout`, a fetch under way at shutdown may take to finish.
 const FETCH_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// A batch is open at least `batch-timeout` / this before it may close early, so a trickle of
+/// messages makes at most this many batches per `batch-timeout`.
+const LINGER_DIVISOR: u32 = 4;
 
 /// Everything the loop needs, built once at start-up.
 pub struct Consumer {
@@ -103,7 +110,7 @@ impl Consumer {
         while !shutdown.is_cancelled() {
             let messages = match fetched.take() {
                 Some(messages) => messages,
-                None => match self.next_batch(&mut fetcher, &shutdown).await {
+                None => match self.next_batch(&mut fetcher, &shutdown, ready(())).await {
                     Some(messages) => messages,
                     None => continue,
                 },
@@ -150,7 +157,7 @@ impl Consumer {
         // The first sequence replayed is known with the first batch; the bar counts from it.
         let mut progress: Option<(u64, Progress)> = None;
         while !shutdown.is_cancelled() {
-            let Some(messages) = self.next_batch(&mut fetcher, &shutdown).await else {
+            let Some(messages) = self.next_batch(&mut fetcher, &shutdown, ready(())).await else {
                 continue;
             };
             let batch_size = messages.len() as u64;
@@ -179,7 +186,9 @@ impl Consumer {
         Ok(stored)
     }
 
-    /// The next non-empty batch, or `None` (after a pause if fetching failed).
+    /// The next non-empty batch, or `None` (after a pause if fetching failed). It may close
+    /// early once `previous_stored` has resolved (see [`Fetcher::next_batch`]); pass a ready
+    /// future when no batch is being stored.
     ///
     /// A fetch under way when shutdown comes is allowed to finish (it ends by itself after
     /// `batch-timeout`, see [`Fetcher`]), so that what JetStream already delivered to this
@@ -190,15 +199,19 @@ impl Consumer {
         &self,
         fetcher: &mut Fetcher,
         shutdown: &CancellationToken,
+        previous_stored: impl std::future::Future<Output = ()>,
     ) -> Option<Vec<jetstream::Message>> {
-        let grace = self.config.worker.batch_timeout * 2 + FETCH_SHUTDOWN_GRACE;
+        let batch_timeout = self.config.worker.batch_timeout;
+        let grace = batch_timeout * 2 + FETCH_SHUTDOWN_GRACE;
         let abandon = async {
             shutdown.cancelled().await;
             tokio::time::sleep(grace).await;
         };
         let fetch = fetcher.next_batch(
             self.config.worker.batch_size,
-            self.config.worker.batch_timeout,
+            batch_timeout,
+            batch_timeout / LINGER_DIVISOR,
+            previous_stored,
         );
         let fetched = tokio::select! {
             _ = abandon => return None,
@@ -219,7 +232,8 @@ impl Consumer {
     ///
     /// Why both at once: one after the other, a message arriving while a batch is written
     /// waits for that write, then for the next batch to close (`batch-timeout`), then for its
-    /// own write. Collected meanwhile, it waits for one batch clock and its own write. A write
+    /// own write. Collected meanwhile, it waits for this write (at least a linger, at most one
+    /// batch clock: the next batch closes once this one is stored) and its own write. A write
     /// that outlasts the collection holds the next batch's messages as it holds its own
     /// (progress acks), so a slow ClickHouse does not get them redelivered.
     async fn store_while_fetching(
@@ -228,9 +242,17 @@ impl Consumer {
         fetcher: &mut Fetcher,
         shutdown: &CancellationToken,
     ) -> Result<Option<Vec<jetstream::Message>>, WorkerError> {
-        let store = self.handle_batch(messages, shutdown);
+        let (stored_sender, stored_receiver) = oneshot::channel::<()>();
+        let store = async {
+            let stored = self.handle_batch(messages, shutdown).await;
+            let _ = stored_sender.send(());
+            stored
+        };
         tokio::pin!(store);
-        let fetch = self.next_batch(fetcher, shutdown);
+        let previous_stored = async {
+            let _ = stored_receiver.await;
+        };
+        let fetch = self.next_batch(fetcher, shutdown, previous_stored);
         tokio::pin!(fetch);
         let (stored, next) = tokio::select! {
             stored = &mut store => (stored?, fetch.await),

@@ -1,5 +1,5 @@
-//! Pulling one batch from the durable consumer, closed by size or by `batch-timeout` on the
-//! worker's own clock.
+//! Pulling one batch from the durable consumer, closed by size, by `batch-timeout` on the
+//! worker's own clock, or early once the previous batch is stored (see [`Fetcher::next_batch`]).
 //!
 //! Why not async-nats' `batch()`: it ends a batch only when the server answers the pull request's
 //! expiry (a 408 status), and when that answer does not come it waits 5 s more. nats-server 2.9
@@ -10,8 +10,9 @@
 //! delivering for that request at about the same moment.
 //!
 //! One subscription lives as long as the worker. A message the server delivered for a request
-//! just after its batch closed here is not dropped with a per-fetch subscription (it would wait
-//! out `ack-wait` before anyone got it again): it opens the next batch. Each pull request gets its
+//! after its batch closed here (just after the clock, or up to the request's expiry when the
+//! batch closed early) is not dropped with a per-fetch subscription (it would wait out
+//! `ack-wait` before anyone got it again): it opens the next batch. Each pull request gets its
 //! own reply subject under the subscription's wildcard, so a late status of an old request
 //! cannot end a newer one.
 
@@ -64,10 +65,18 @@ impl Fetcher {
     }
 
     /// Up to `max_messages`, collected for at most `timeout`; possibly none.
+    ///
+    /// The batch also closes as soon as it holds messages, has been open `linger` and
+    /// `previous_stored` has resolved. Why: only one batch is stored at a time, so holding a
+    /// batch open after the previous one is stored only adds delay; and because ClickHouse's
+    /// cost is mostly per query, a slow store makes the next batch bigger rather than making
+    /// batches pile up. `linger` bounds how many batches a trickle of messages makes.
     pub async fn next_batch(
         &mut self,
         max_messages: usize,
         timeout: Duration,
+        linger: Duration,
+        previous_stored: impl std::future::Future<Output = ()>,
     ) -> Result<Vec<jetstream::Message>, WorkerError> {
         let mut messages = self.already_delivered(max_messages)?;
         if messages.len() >= max_messages {
@@ -87,9 +96,19 @@ impl Fetcher {
 
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
+        let may_close = futures::future::join(tokio::time::sleep(linger), previous_stored);
+        tokio::pin!(may_close);
+        let mut may_close_early = false;
         while messages.len() < max_messages {
+            if may_close_early && !messages.is_empty() {
+                break;
+            }
             let next = tokio::select! {
                 _ = &mut deadline => break,
+                _ = &mut may_close, if !may_close_early => {
+                    may_close_early = true;
+                    continue;
+                }
                 next = self.subscription.next() => next,
             };
             let Some(message) = next else {
