@@ -14,12 +14,14 @@
 //! merged states, greatest latest).
 //!
 //! Cost at scale: the answer to "per day, per key, over all history" has as many rows as the daily
-//! rollup, so each aggregation over it costs as much as the answer is large. Counts are therefore
-//! read with `FINAL` (ClickHouse's merge-on-read of the sorted parts keeps the greatest count per
-//! (key, period) in one streaming pass, without a hash table), and a segment whose periods *are*
-//! the buckets (days read from the daily rollup for `bucket=day`), or the only segment, already
-//! holds whole (bucket, key) answers: it skips the final re-aggregation, which only the few
-//! rows of the partial segments at the edges go through.
+//! rollup, so the api never reads it whole: it reads the rows per bucket first
+//! ([`bucket_rows_sql`], keys and times only) and then the answer of the page's buckets alone
+//! (`bucket_pages`). A segment whose periods *are* the buckets (days read from the daily rollup
+//! for `bucket=day`), or the only segment, already holds whole (bucket, key) answers: it skips
+//! the final re-aggregation, which only the few rows of the partial segments at the edges go
+//! through. Segments summed over coarser buckets (`bucket=all` from months) are read with
+//! `FINAL`: the merge-on-read of the sorted parts keeps the greatest count per (key, period) in
+//! one streaming pass, without a hash table as large as the rollup.
 
 use statscache_shared::config::StatisticKind;
 use statscache_shared::period::Level;
@@ -222,7 +224,7 @@ pub fn bucket_rows_sql(
     let mut parts = Vec::with_capacity(segments.len());
     for segment in segments {
         let (source, column, filter) = segment_source(table, keys, segment, &mut binds);
-        let bucket_sql = bucket.sql(column);
+        let bucket_sql = bucket_of(bucket, segment, column);
         parts.push(format!(
             "SELECT {bucket_sql} AS bucket, key FROM {source} WHERE {filter}"
         ));
@@ -231,6 +233,17 @@ pub fn bucket_rows_sql(
     let sql =
         format!("SELECT bucket, uniqExact(key) AS bucket_rows FROM ({union}) GROUP BY bucket");
     (sql, binds)
+}
+
+/// SQL for the bucket of a segment's rows: the period itself where the periods are the buckets
+/// (cheaper than computing it, e.g. a month start, for every row), else computed from `column`.
+fn bucket_of(bucket: Bucket, segment: &Segment, column: &str) -> String {
+    match segment.source {
+        Source::Rollup(level) if Some(level) == bucket_level(bucket) => {
+            format!("toUInt32({column})")
+        }
+        _ => bucket.sql(column),
+    }
 }
 
 /// The table a segment is read from, its time column, and the condition selecting the
@@ -264,22 +277,32 @@ fn segment_sql(
     binds: &mut Vec<Bound>,
 ) -> String {
     let (source, column, filter) = segment_source(table, keys, segment, binds);
-    let bucket_sql = bucket.sql(column);
+    let bucket_sql = bucket_of(bucket, segment, column);
     match (kind, segment.source) {
         (StatisticKind::Count, Source::Facts) => format!(
             "SELECT {bucket_sql} AS bucket, key, uniqExact(msg_id) AS segment_count
              FROM {source} WHERE {filter} GROUP BY bucket, key"
         ),
-        // FINAL keeps the row with the greatest count of each (key, period): the answer.
+        // `bucket=all` has one bucket, so its page spans the whole range: FINAL merges on
+        // read, keeping the greatest count per (key, period), without a hash table that size.
+        (StatisticKind::Count, Source::Rollup(_)) if bucket == Bucket::All => format!(
+            "SELECT {bucket_sql} AS bucket, key, sum(count) AS segment_count
+             FROM {source} FINAL WHERE {filter} GROUP BY bucket, key"
+        ),
+        // Other buckets are read a page at a time (`bucket_pages`): the greatest count per
+        // (key, period) of a few periods is grouped, where FINAL would merge every row of the
+        // parts around them (their sort key starts with `key`).
         (StatisticKind::Count, Source::Rollup(level)) if Some(level) == bucket_level(bucket) => {
             format!(
-                "SELECT {bucket_sql} AS bucket, key, count AS segment_count
-                 FROM {source} FINAL WHERE {filter}"
+                "SELECT {bucket_sql} AS bucket, key, max(count) AS segment_count
+                 FROM {source} WHERE {filter} GROUP BY bucket, key"
             )
         }
         (StatisticKind::Count, Source::Rollup(_)) => format!(
-            "SELECT {bucket_sql} AS bucket, key, sum(count) AS segment_count
-             FROM {source} FINAL WHERE {filter} GROUP BY bucket, key"
+            "SELECT bucket, key, sum(period_count) AS segment_count FROM (
+                 SELECT {bucket_sql} AS bucket, key, period, max(count) AS period_count
+                 FROM {source} WHERE {filter} GROUP BY bucket, key, period)
+             GROUP BY bucket, key"
         ),
         (StatisticKind::DistinctCount, Source::Facts) => format!(
             "SELECT {bucket_sql} AS bucket, key, uniqExactState(value) AS segment_state
@@ -431,15 +454,20 @@ mod tests {
             &segments,
         );
         assert_eq!(sql.matches('?').count(), binds.len());
-        // The days come straight from the daily rollup, merged on read, not re-aggregated.
+        // The days come straight from the daily rollup (greatest count per key and day), not
+        // re-aggregated.
         assert!(sql.starts_with("SELECT bucket, key, segment_count AS count FROM (SELECT"));
-        assert!(sql.contains("FROM stat_volume_daily FINAL WHERE"));
+        assert!(sql.contains("FROM stat_volume_daily WHERE"));
+        assert!(
+            !sql.contains("FINAL"),
+            "a page's few periods are grouped: {sql}"
+        );
         // Only the edges (an hour, facts) go through the sum per (bucket, key).
         let (_, summed) = sql
             .split_once("sum(segment_count)")
             .expect("the edges are summed");
         assert!(!summed.contains("stat_volume_daily"));
-        assert!(summed.contains("stat_volume_hourly FINAL"));
+        assert!(summed.contains("FROM stat_volume_hourly WHERE"));
         assert!(summed.contains("FROM stat_volume WHERE"));
     }
 
