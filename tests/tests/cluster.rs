@@ -172,11 +172,7 @@ async fn publish_paced(endpoint: String, messages: std::path::PathBuf) -> String
     run_publisher(publisher).await
 }
 
-// Ignored in the suite until it is reliable: in three clean-clone runs its replicas either
-// did not become ready or did not start within the harness's deadlines, while it passed when
-// run alone. Run it with `cargo test -p statscache-tests --test cluster -- --ignored`.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "flaky in the full suite (replicas not ready in time); issue 13 stays open"]
 async fn killing_a_clickhouse_replica_during_writes_loses_and_doubles_nothing() {
     let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
     let zookeeper = ZooKeeper::start().await;
@@ -303,6 +299,14 @@ async fn killing_a_clickhouse_replica_during_writes_loses_and_doubles_nothing() 
             check.status.success() && differences.is_empty(),
             "rollup --check found differences:\n{differences}\n{}",
             String::from_utf8_lossy(&check.stderr)
+        );
+    }
+    for (_, worker_admin, _) in &apis {
+        let metrics = admin_metrics(*worker_admin).await;
+        eprintln!(
+            "worker on replica with admin :{worker_admin}: {} messages stored, {} quorum waits",
+            metric(&metrics, "statscache_worker_stored_total"),
+            metric(&metrics, "statscache_worker_quorum_waits_total"),
         );
     }
     drop(services);
