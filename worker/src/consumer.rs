@@ -66,7 +66,7 @@ const FETCH_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// up to a second. Such an insert usually completes within milliseconds on a healthy cluster.
 const CONTENTION_WAIT: Duration = Duration::from_millis(50);
 
-/// Quorum contentions in a row before they are reported as a failure: a replica that died
+/// Quorum contentions of one write before they are reported as failures: a replica that died
 /// under another insert leaves that insert's quorum unsatisfied until it comes back.
 const CONTENTION_PATIENCE: u32 = 20;
 
@@ -594,7 +594,7 @@ impl Consumer {
                     self.metrics.quorum_waits.inc();
                     tracing::debug!(%error, what, tries, "another insert awaits its replicas; retrying");
                     contended += 1;
-                    backoff(contended, CONTENTION_WAIT, CONTENTION_WAIT * 20)
+                    backoff(contended - 1, CONTENTION_WAIT, CONTENTION_WAIT * 20)
                 }
                 Err(error) => {
                     self.metrics.write_errors.inc();
