@@ -40,6 +40,17 @@ wait_http() { # url, what
   for _ in $(seq 1 300); do curl -fsS "$1" >/dev/null 2>&1 && return 0; sleep 0.2; done
   echo "$2 did not come up; see $state/logs" >&2; exit 1
 }
+# ZooKeeper serving, not merely listening: a ClickHouse 18.16 replica whose first ZooKeeper
+# sessions fail can crash (tests/src/clickhouse_cluster.rs). `srvr` names the mode only then.
+wait_zookeeper() { # port
+  local reply
+  for _ in $(seq 1 600); do
+    reply=$( (exec 3<>"/dev/tcp/127.0.0.1/$1" && printf srvr >&3 && timeout 5 cat <&3) 2>/dev/null || true)
+    case $reply in *Mode:*) return 0 ;; esac
+    sleep 0.2
+  done
+  echo "zookeeper did not come up; see $state/logs" >&2; exit 1
+}
 
 # The current nats-server release by default; STATSCACHE_NATS_SERVER picks another binary.
 nats_server=$(bash deploy/local/nats-server.sh)
@@ -56,6 +67,7 @@ if [ "$cluster_mode" = 1 ]; then
   mkdir -p "$state/zookeeper"
   start zookeeper java -cp /etc/zookeeper/conf:/usr/share/java/zookeeper.jar \
     org.apache.zookeeper.server.ZooKeeperServerMain "$zookeeper_port" "$state/zookeeper"
+  wait_zookeeper "$zookeeper_port"
   for replica in 0 1; do
     bash deploy/local/clickhouse-config.sh "$state/clickhouse-$replica" $((ch_http + replica)) $((ch_tcp + replica)) \
       --replica "r$replica" statscache "$zookeeper_port" $((ch_tcp + 9 + replica)) "$ch_tcp,$((ch_tcp + 1))"

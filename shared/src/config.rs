@@ -86,6 +86,11 @@ pub struct ClickHouseConfig {
     /// A cluster of `remote_servers` (replicas coordinated by ZooKeeper): tables are created
     /// `ON CLUSTER` with `Replicated*MergeTree` engines. Empty: one server.
     pub cluster: String,
+    /// With `cluster` set: how many replicas must hold a worker's insert before it returns
+    /// (`insert_quorum`). 0: every replica of the shard, which keeps rollups exact whichever
+    /// replica each worker writes through; fewer keeps writing while replicas are down, at
+    /// the cost of rollups possibly left low (ARCHITECTURE.md, "Clusters").
+    pub insert_quorum: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

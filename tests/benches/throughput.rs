@@ -328,6 +328,7 @@ async fn bench_store(count: usize, batch_size: usize) -> (f64, f64, f64) {
         password: String::new(),
         query_timeout: Duration::from_secs(60),
         cluster: String::new(),
+        insert_quorum: 0,
     };
     statscache_shared::schema::migrate(&bare_config)
         .await

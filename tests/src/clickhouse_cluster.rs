@@ -43,17 +43,34 @@ impl ZooKeeper {
             _process: Guarded(child),
             _data: data,
         };
+        // Serving, not merely listening: a ClickHouse 18.16 replica whose first ZooKeeper
+        // sessions fail can crash (a segfault in its DDL worker), and Java binds the port
+        // before it serves, long before on a loaded machine.
         wait_for(
-            "zookeeper to accept connections",
-            Duration::from_secs(60),
-            || async move {
-                tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .ok()
-            },
+            "zookeeper to serve requests",
+            Duration::from_secs(120),
+            || async move { serving(port).await.then_some(()) },
         )
         .await;
         zookeeper
+    }
+}
+
+/// Whether the ZooKeeper on `port` serves requests: its `srvr` command (allowed by default in
+/// every release) names its mode only then.
+async fn serving(port: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut connection) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    if connection.write_all(b"srvr").await.is_err() {
+        return false;
+    }
+    let mut answer = String::new();
+    let read = connection.read_to_string(&mut answer);
+    match tokio::time::timeout(Duration::from_secs(5), read).await {
+        Ok(Ok(_)) => answer.contains("Mode:"),
+        _ => false,
     }
 }
 

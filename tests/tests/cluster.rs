@@ -6,17 +6,18 @@
 //!   the worker's node: every message is stored in the stream once and counted once (the
 //!   ingestor resends unacked publishes with the same `Nats-Msg-Id` to the new stream leader,
 //!   the worker's pulls resume on another node).
-//! - Two ClickHouse replicas (ZooKeeper, `clickhouse.cluster`), a worker and an api on each,
-//!   losing one replica during writes: the api on the other keeps answering, the restarted
-//!   replica catches up, and both answer the same statistics.
+//! - Two ClickHouse replicas (ZooKeeper, `clickhouse.cluster`), a worker writing through each
+//!   and an api on each, losing one replica during writes: the api on the other keeps
+//!   answering, the restarted replica catches up, both answer the same statistics, and on
+//!   both `rollup --check` finds the rollups equal to the facts (quorum inserts).
 
 use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use statscache_tests::{
-    admin_metrics, free_port, get_json, metric, publisher_command, run_publisher, stream_messages,
-    wait_for, wait_for_consumer_drained, wait_until_ok, ClickHouseReplicas, ClickHouseServer,
-    NatsCluster, NatsServer, Service, ZooKeeper,
+    admin_metrics, free_port, get_json, metric, publisher_command, run_command, run_publisher,
+    stream_messages, wait_for, wait_for_consumer_drained, wait_until_ok, ClickHouseReplicas,
+    ClickHouseServer, NatsCluster, NatsServer, Service, ZooKeeper,
 };
 
 /// Messages streamed per test: enough to span the kill, the election and the failover.
@@ -171,11 +172,7 @@ async fn publish_paced(endpoint: String, messages: std::path::PathBuf) -> String
     run_publisher(publisher).await
 }
 
-// Ignored in the suite until it is reliable: in three clean-clone runs its replicas either
-// did not become ready or did not start within the harness's deadlines, while it passed when
-// run alone. Run it with `cargo test -p statscache-tests --test cluster -- --ignored`.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "flaky in the full suite (replicas not ready in time); issue 13 stays open"]
 async fn killing_a_clickhouse_replica_during_writes_loses_and_doubles_nothing() {
     let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
     let zookeeper = ZooKeeper::start().await;
@@ -184,10 +181,8 @@ async fn killing_a_clickhouse_replica_during_writes_loses_and_doubles_nothing() 
         ClickHouseReplicas::start(&zookeeper, 2)
     );
     let endpoint = format!("tcp://127.0.0.1:{}", free_port());
-    // Two workers and an api on each replica; the workers migrate ON CLUSTER at the same time
-    // and write through the first replica (ARCHITECTURE "Clusters": a rollup recomputed on a
-    // replica that has not yet received another replica's facts would stay low).
-    let writer_url = cluster.replicas[0].url.clone();
+    // A worker and an api on each replica: the workers migrate ON CLUSTER at the same time and
+    // each writes through its own replica, with quorum inserts (ARCHITECTURE "Clusters").
     let mut apis = Vec::new();
     let mut services = Vec::new();
     for replica in &cluster.replicas {
@@ -218,13 +213,7 @@ async fn killing_a_clickhouse_replica_during_writes_loses_and_doubles_nothing() 
         .into_iter()
         .map(|(key, value)| (key.to_string(), value))
         .collect();
-        let mut worker_env = env.clone();
-        for (key, value) in &mut worker_env {
-            if key == "STATSCACHE_CLICKHOUSE__URL" {
-                *value = writer_url.clone();
-            }
-        }
-        services.push(Service::start("worker", &worker_env, &[]));
+        services.push(Service::start("worker", &env, &[]));
         services.push(Service::start("api", &env, &[]));
         apis.push((api_port, worker_admin, env));
     }
@@ -301,6 +290,24 @@ async fn killing_a_clickhouse_replica_during_writes_loses_and_doubles_nothing() 
             .await
             .expect("count stored messages");
         assert_eq!(stored, MESSAGES);
+    }
+    // Rollups recomputed on either replica from facts written through both are exact on both.
+    for (_, _, env) in &apis {
+        let check = run_command("worker", env, &["rollup", "--check"]).await;
+        let differences = String::from_utf8_lossy(&check.stdout);
+        assert!(
+            check.status.success() && differences.is_empty(),
+            "rollup --check found differences:\n{differences}\n{}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+    for (_, worker_admin, _) in &apis {
+        let metrics = admin_metrics(*worker_admin).await;
+        eprintln!(
+            "worker on replica with admin :{worker_admin}: {} messages stored, {} quorum waits",
+            metric(&metrics, "statscache_worker_stored_total"),
+            metric(&metrics, "statscache_worker_quorum_waits_total"),
+        );
     }
     drop(services);
 }

@@ -57,6 +57,7 @@ use crate::fetch::Fetcher;
 use crate::meta;
 use crate::metrics::Metrics;
 use crate::plugin::{Fact, Message, Plugin};
+use crate::quorum;
 use crate::rollup::{self, Touched};
 use crate::sink::{self, Batch, MessageRow};
 use crate::WorkerError;
@@ -67,6 +68,14 @@ const FETCH_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// A batch is open at least `batch-timeout` / this before it may close early, so a trickle of
 /// messages makes at most this many batches per `batch-timeout`.
 const LINGER_DIVISOR: u32 = 4;
+
+/// The first wait after another worker's insert held a table's quorum (`quorum`); it doubles
+/// up to a second. Such an insert usually completes within milliseconds on a healthy cluster.
+const CONTENTION_WAIT: Duration = Duration::from_millis(50);
+
+/// Quorum contentions of one write before they are reported as failures: a replica that died
+/// under another insert leaves that insert's quorum unsatisfied until it comes back.
+const CONTENTION_PATIENCE: u32 = 20;
 
 /// Everything the loop needs, built once at start-up.
 pub struct Consumer {
@@ -567,7 +576,8 @@ impl Consumer {
     }
 
     /// Runs `attempt` until it succeeds, extending the ack deadlines of `held` between tries.
-    /// Returns `None` if shutdown came first.
+    /// Returns `None` if shutdown came first. Another worker's insert awaiting its quorum is a
+    /// short wait, counted but not reported, unless it lasts (a replica died under that insert).
     async fn retry_until_done<T, F, Fut>(
         &self,
         what: &str,
@@ -581,8 +591,10 @@ impl Consumer {
     {
         let max_wait = self.config.worker.ack_wait / 3;
         let abandon_after = self.config.service.shutdown_timeout / 2;
-        let mut tries = 0;
+        let mut failures = 0;
+        let mut contended = 0;
         loop {
+            let tries = failures + contended;
             let abandon = async {
                 shutdown.cancelled().await;
                 tokio::time::sleep(abandon_after).await;
@@ -592,23 +604,29 @@ impl Consumer {
                 outcome = self.holding(held, attempt())
                     .instrument(tracing::info_span!("clickhouse", operation = what, tries)) => outcome,
             };
-            match outcome {
+            let wait = match outcome {
                 Ok(done) => {
-                    if tries > 0 {
+                    if failures > 0 {
                         tracing::info!(what, tries, "ClickHouse succeeded after retries");
                         self.health.set_ready();
                     }
                     return Some(done);
                 }
+                Err(error) if quorum::is_contention(&error) && contended < CONTENTION_PATIENCE => {
+                    self.metrics.quorum_waits.inc();
+                    tracing::debug!(%error, what, tries, "another insert awaits its replicas; retrying");
+                    contended += 1;
+                    backoff(contended - 1, CONTENTION_WAIT, CONTENTION_WAIT * 20)
+                }
                 Err(error) => {
                     self.metrics.write_errors.inc();
                     self.health.set_not_ready(format!("clickhouse: {error}"));
                     tracing::warn!(%error, what, tries, "ClickHouse failed; retrying");
+                    failures += 1;
+                    backoff(failures - 1, Duration::from_millis(200), max_wait)
                 }
-            }
+            };
             self.extend_ack_deadlines(held).await;
-            let wait = backoff(tries, Duration::from_millis(200), max_wait);
-            tries += 1;
             tokio::select! {
                 _ = shutdown.cancelled() => return None,
                 _ = tokio::time::sleep(wait) => {}

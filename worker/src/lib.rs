@@ -9,6 +9,7 @@
 //! - [`sink`]: the batched ClickHouse writes; [`catalog`]: the `plugins` table.
 //! - [`rollup`]: the hourly/daily/monthly rollups each batch recomputes, their rebuild and check
 //!   (progress drawn by `statscache_shared::progress`).
+//! - [`quorum`]: on a replicated ClickHouse, inserts that return once every replica holds them.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`generate`]: synthetic Fedora-shaped history for the scale benchmark.
 
@@ -21,6 +22,7 @@ pub mod metrics;
 pub use statscache_shared::meta;
 pub mod plugin;
 pub mod plugins;
+pub mod quorum;
 pub mod rollup;
 pub mod sink;
 pub mod topic_filter;
@@ -59,6 +61,8 @@ pub enum WorkerError {
     Admin(std::io::Error),
     #[error("cannot write to ClickHouse: {0}")]
     Write(clickhouse::error::Error),
+    #[error("cannot set up quorum inserts: {0}")]
+    Quorum(clickhouse::error::Error),
     #[error("generate: {0}")]
     Generate(String),
     #[error("cannot rebuild or check the rollups of {plugin}: {source}")]
@@ -257,6 +261,14 @@ async fn prepare(
     plugins: &[Box<dyn plugin::Plugin>],
 ) -> Result<Prepared, WorkerError> {
     let clickhouse = prepare_clickhouse(config, plugins).await?;
+    // The batches' writes and rollup recomputes only: a worker starting while a replica is down
+    // can still publish its catalog (the one-off fill of rollups above is a `rollup --rebuild`).
+    let (clickhouse, quorum) = quorum::apply(clickhouse, &config.clickhouse)
+        .await
+        .map_err(WorkerError::Quorum)?;
+    if !config.clickhouse.cluster.is_empty() {
+        tracing::info!(quorum, "inserts return once this many replicas hold them");
+    }
 
     let client = nats::connect(&config.nats, "statscache-worker").await?;
     let jetstream = async_nats::jetstream::new(client);

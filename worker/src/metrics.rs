@@ -17,6 +17,8 @@ pub struct Metrics {
     pub dead_letters: IntCounterVec,
     /// Batch writes to ClickHouse that failed (and were retried).
     pub write_errors: IntCounter,
+    /// Writes retried because another insert into a table still awaited its replicas (quorum).
+    pub quorum_waits: IntCounter,
     /// Seconds from fetching a batch to acking it.
     pub batch_seconds: Histogram,
     /// Messages in the stream the consumer has not delivered yet: the lag behind the head.
@@ -67,6 +69,10 @@ impl Metrics {
                 "statscache_worker_write_errors_total",
                 "Failed ClickHouse batch writes",
             )?,
+            quorum_waits: IntCounter::new(
+                "statscache_worker_quorum_waits_total",
+                "ClickHouse writes retried while another insert awaited its replicas",
+            )?,
             batch_seconds: Histogram::with_opts(HistogramOpts::new(
                 "statscache_worker_batch_seconds",
                 "Time from fetching a batch to acking it",
@@ -94,6 +100,7 @@ impl Metrics {
         registry.register(Box::new(metrics.facts_stored.clone()))?;
         registry.register(Box::new(metrics.dead_letters.clone()))?;
         registry.register(Box::new(metrics.write_errors.clone()))?;
+        registry.register(Box::new(metrics.quorum_waits.clone()))?;
         registry.register(Box::new(metrics.batch_seconds.clone()))?;
         registry.register(Box::new(metrics.pending.clone()))?;
         registry.register(Box::new(metrics.rollup_seconds.clone()))?;

@@ -173,7 +173,12 @@ pub async fn write(
     for (table, rows) in &batch.facts {
         inserts.push(insert_rows(client, table, rows).boxed());
     }
-    futures::future::try_join_all(inserts).await?;
+    // Every insert runs to its end even if one fails: on a cluster one may fail only for
+    // another worker's quorum (`quorum`), and the retry then re-sends blocks already stored,
+    // which replicated tables recognise and skip, instead of ones cut off half-way.
+    for outcome in futures::future::join_all(inserts).await {
+        outcome?;
+    }
     Ok(())
 }
 
