@@ -16,7 +16,6 @@ use std::fmt::Write;
 
 use chrono::DateTime;
 use serde_json::Value;
-use statscache_shared::period::Level;
 
 use crate::routes::{PluginKind, StatisticPage, StatisticRowDoc};
 use crate::statistics::Bucket;
@@ -83,19 +82,6 @@ fn time_label(seconds: f64, bucket: Bucket) -> String {
         Bucket::All => "%Y-%m-%d %H:%M:%S",
     };
     time.format(format).to_string()
-}
-
-/// Where the period of the bucket starting at `start` ends (epoch seconds).
-fn bucket_end(start: u32, bucket: Bucket) -> u64 {
-    let start = u64::from(start);
-    match bucket {
-        Bucket::Minute => start + 60,
-        Bucket::Hour => start + 3600,
-        Bucket::Day => start + 86_400,
-        Bucket::Week => start + 604_800,
-        Bucket::Month => Level::Month.next(start),
-        Bucket::All => start + 1,
-    }
 }
 
 /// The root element, title and description, and one fill pattern per series.
@@ -214,7 +200,7 @@ fn stacked_by_bucket(page: &StatisticPage) -> String {
     let axis_end = buckets
         .keys()
         .next_back()
-        .map_or(axis_start + 1, |last| bucket_end(*last, page.bucket));
+        .map_or(axis_start + 1, |last| page.bucket.end(*last));
     let axis_span = axis_end.saturating_sub(axis_start).max(1) as f64;
     let x_of = |time: u64| LEFT + time.saturating_sub(axis_start) as f64 / axis_span * plot_width;
     for tick in 0..TICKS {
@@ -229,7 +215,7 @@ fn stacked_by_bucket(page: &StatisticPage) -> String {
     }
     for (bucket, rows) in &buckets {
         let x = x_of(u64::from(*bucket));
-        let bar_width = ((x_of(bucket_end(*bucket, page.bucket)) - x) * 0.85).max(1.0);
+        let bar_width = ((x_of(page.bucket.end(*bucket)) - x) * 0.85).max(1.0);
         let label = time_label(f64::from(*bucket), page.bucket);
         let bucket_total: u64 = rows.iter().map(|row| row.count.unwrap_or(0)).sum();
         let _ = write!(
@@ -427,9 +413,9 @@ mod tests {
     #[test]
     fn months_end_on_the_calendar() {
         // 2019-02-01 → 2019-03-01, 2020-02-01 (leap year) → 2020-03-01.
-        assert_eq!(bucket_end(1_548_979_200, Bucket::Month), 1_551_398_400);
-        assert_eq!(bucket_end(1_580_515_200, Bucket::Month), 1_583_020_800);
-        assert_eq!(bucket_end(86_400, Bucket::Day), 172_800);
+        assert_eq!(Bucket::Month.end(1_548_979_200), 1_551_398_400);
+        assert_eq!(Bucket::Month.end(1_580_515_200), 1_583_020_800);
+        assert_eq!(Bucket::Day.end(86_400), 172_800);
     }
 
     #[test]
