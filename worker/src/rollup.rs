@@ -2,8 +2,8 @@
 //! scanning every fact, so a statistic over all of history costs the same at any size.
 //!
 //! Facts stay the source of truth; a rollup row is only ever *recomputed* from what lies below
-//! it — an hour from the facts, a day from its hours, a month from its days — and inserted beside
-//! the rows of earlier recomputations. Each batch recomputes the (key, period)s it touched after
+//! it — an hour from the facts, a day or a month from its hours (a rebuild reads a month from its
+//! days) — and inserted beside the rows of earlier recomputations. Each batch recomputes the (key, period)s it touched after
 //! its facts are stored and before it acks ([`recompute_touched`]).
 //!
 //! Why no version clock is needed: a (key, period)'s answer can only grow as facts arrive (a
@@ -105,22 +105,23 @@ impl Touched {
 }
 
 /// Recomputes the rows of `level` in `scope` of the plugin whose facts are in `stat_table`, from
-/// the level below (or the facts), and inserts them beside the older rows.
+/// the finer level `from` (the facts if `None`), and inserts them beside the older rows.
 pub async fn recompute(
     client: &clickhouse::Client,
     stat_table: &str,
     kind: StatisticKind,
     level: Level,
+    from: Option<Level>,
     scope: &Scope,
 ) -> Result<(), clickhouse::error::Error> {
     let target = rollup_table(stat_table, level);
-    let (source, column) = match level.source() {
+    let (source, column) = match from {
         None => (stat_table.to_string(), "time"),
-        Some(below) => (rollup_table(stat_table, below), "period"),
+        Some(finer) => (rollup_table(stat_table, finer), "period"),
     };
     let (condition, binds) = scope.condition(level, column);
     let period = level.sql(column);
-    let select = match (kind, level.source()) {
+    let select = match (kind, from) {
         (StatisticKind::Count, None) => format!(
             "SELECT key, toDateTime({period}) AS rollup_period, uniqExact(msg_id)
              FROM {source} WHERE {condition} GROUP BY key, rollup_period"
@@ -152,9 +153,11 @@ pub async fn recompute(
     bind_all(client.query(&insert), &binds).execute().await
 }
 
-/// Recomputes every level for what one batch touched, finest first: a day is read from its
-/// hours only after they are stored, a month from its days likewise. Returns the number of
-/// periods recomputed per level.
+/// Recomputes every level for what one batch touched: the hours from the facts, then — once
+/// those are stored — the days and the months at once, both from the hours. Why months from
+/// hours rather than from days: it saves a round trip on every batch's way to its ack, for a
+/// read of at most one row per hour of a touched key's month. Returns the number of periods
+/// recomputed per level.
 pub async fn recompute_touched(
     client: &clickhouse::Client,
     stat_table: &str,
@@ -162,13 +165,30 @@ pub async fn recompute_touched(
     touched: &Touched,
 ) -> Result<Vec<(Level, usize)>, clickhouse::error::Error> {
     let mut recomputed = Vec::new();
-    for level in Level::ALL {
-        let Some(scope) = touched.scope(level) else {
-            continue;
-        };
-        recompute(client, stat_table, kind, level, &scope).await?;
-        recomputed.push((level, scope.periods.len()));
+    let Some(hours) = touched.scope(Level::Hour) else {
+        return Ok(recomputed);
+    };
+    recompute(client, stat_table, kind, Level::Hour, None, &hours).await?;
+    recomputed.push((Level::Hour, hours.periods.len()));
+    let mut coarser_scopes = Vec::new();
+    for level in [Level::Day, Level::Month] {
+        if let Some(scope) = touched.scope(level) {
+            coarser_scopes.push((level, scope));
+        }
     }
+    let mut coarser = Vec::new();
+    for (level, scope) in &coarser_scopes {
+        coarser.push(recompute(
+            client,
+            stat_table,
+            kind,
+            *level,
+            Some(Level::Hour),
+            scope,
+        ));
+        recomputed.push((*level, scope.periods.len()));
+    }
+    futures::future::try_join_all(coarser).await?;
     Ok(recomputed)
 }
 
@@ -217,7 +237,7 @@ pub async fn rebuild_month(
     let end = Level::Month.next(month);
     for level in Level::ALL {
         let scope = Scope::range(level, month, end);
-        recompute(client, stat_table, kind, level, &scope).await?;
+        recompute(client, stat_table, kind, level, level.source(), &scope).await?;
     }
     Ok(())
 }
