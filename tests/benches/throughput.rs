@@ -11,7 +11,7 @@
 //! - delay: at a steady `BENCH_RATE` msg/s (default 800) for `BENCH_SECONDS` (default 30), the
 //!   delay from each publish to JetStream to its row in ClickHouse (p50, p99, max), with the
 //!   default worker settings, on the current nats-server and on the oldest supported (Debian's
-//!   2.9.10);
+//!   2.9.10), `BENCH_DELAY_ROUNDS` rounds (default 2) in alternating order;
 //! - recovery: the same load on two worker replicas, one killed (SIGKILL) a third of the way in:
 //!   the time from the kill until every message published before it is stored.
 //! - amqp: a RabbitMQ queue filled by the real fedora-messaging library → `statscache-ingestor`
@@ -573,9 +573,24 @@ async fn main() {
         println!("\nIngestion delay, publish → stored, {rate} msg/s for {seconds} s, one worker, default batch settings (seconds)\n");
         println!("| nats-server | p50 | p99 | max | stored |");
         println!("|---|---|---|---|---|");
-        println!("{}", bench_delay("current", &nats_server_binary()).await);
-        let oldest = std::path::PathBuf::from(OLDEST_NATS_SERVER);
-        println!("{}", bench_delay("2.9.10 (Debian)", &oldest).await);
+        let current = ("current", nats_server_binary());
+        let oldest = (
+            "2.9.10 (Debian)",
+            std::path::PathBuf::from(OLDEST_NATS_SERVER),
+        );
+        // Each server runs first in one round and second in the next, so that neither gains
+        // from going first on a machine still busy with the previous run's servers.
+        let rounds = env_number("BENCH_DELAY_ROUNDS", 2.0) as usize;
+        for round in 0..rounds {
+            let order = if round % 2 == 0 {
+                [&current, &oldest]
+            } else {
+                [&oldest, &current]
+            };
+            for (label, binary) in order {
+                println!("{}", bench_delay(label, binary).await);
+            }
+        }
     }
     if stages.contains("recovery") {
         println!("\n{}", bench_recovery(&nats_server_binary()).await);
