@@ -12,7 +12,7 @@
 //!   both `rollup --check` finds the rollups equal to the facts (quorum inserts).
 
 use std::io::Write;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use statscache_tests::{
     admin_metrics, free_port, get_json, metric, publisher_command, run_command, run_publisher,
@@ -261,7 +261,12 @@ async fn killing_a_clickhouse_replica_during_writes_loses_and_doubles_nothing() 
     .await;
     assert!(answered > 0);
 
+    let restarting = Instant::now();
     cluster.replicas[1].restart().await;
+    eprintln!(
+        "the killed replica answered {:?} after its restart",
+        restarting.elapsed()
+    );
     for (api_port, _, _) in &apis {
         wait_for_volume(&format!(
             "http://127.0.0.1:{api_port}/api/volume?bucket=all"
