@@ -51,7 +51,7 @@ cat > "$dir/config.xml" <<XML
 <?xml version="1.0"?>
 <yandex>
     <logger>
-        <level>warning</level>
+        <level>information</level>
         <log>$dir/log/clickhouse-server.log</log>
         <errorlog>$dir/log/clickhouse-server.err.log</errorlog>
         <size>10M</size>

@@ -44,8 +44,9 @@ impl ZooKeeper {
             _data: data,
         };
         // Serving, not merely listening: a ClickHouse 18.16 replica whose first ZooKeeper
-        // sessions fail can crash (a segfault in its DDL worker), and Java binds the port
-        // before it serves, long before on a loaded machine.
+        // sessions fail can crash (a segfault in its DDL worker; it also happens with ZooKeeper
+        // serving, see `wait_for_ddl_workers`), and Java binds the port before it serves, long
+        // before on a loaded machine.
         wait_for(
             "zookeeper to serve requests",
             Duration::from_secs(120),
@@ -109,8 +110,105 @@ impl ClickHouseReplicas {
                 ClickHouseServer::start_on(http, tcp, &options).await
             });
         }
-        ClickHouseReplicas {
+        let mut cluster = ClickHouseReplicas {
             replicas: futures::future::join_all(starting).await,
+        };
+        cluster.wait_for_ddl_workers().await;
+        cluster
+    }
+
+    /// Waits until every replica runs distributed DDL (a no-op `ON CLUSTER` query), starting
+    /// again, up to [`STARTS_PER_REPLICA`] times, the replicas that crashed at start.
+    ///
+    /// 18.16 can segfault in its DDL worker's first ZooKeeper call (`zkutil::ZooKeeper::
+    /// createImpl`, NULL pointer) just after it starts, even with ZooKeeper serving; the server
+    /// goes on answering queries but never runs an `ON CLUSTER` query again, so the workers'
+    /// migrations would hang until `distributed_ddl_task_timeout`.
+    async fn wait_for_ddl_workers(&mut self) {
+        for _start in 1..STARTS_PER_REPLICA {
+            // The query waits for every replica: a crashed one is seen in its log sooner.
+            tokio::select! {
+                result = self.run_on_cluster_noop() => match result {
+                    Ok(()) => return,
+                    Err(error) => eprintln!("a no-op ON CLUSTER query failed: {error}"),
+                },
+                () = self.until_a_replica_crashed() => {}
+            }
+            let mut restarted = false;
+            for (index, replica) in self.replicas.iter_mut().enumerate() {
+                if replica.crashed_since_start() {
+                    eprintln!("replica {} crashed at start; starting it again", index + 1);
+                    replica.restart().await;
+                    restarted = true;
+                }
+            }
+            if !restarted {
+                panic!(
+                    "the replicas do not run distributed DDL, and none crashed:\n{}",
+                    self.log_tails()
+                );
+            }
+        }
+        if let Err(error) = self.run_on_cluster_noop().await {
+            panic!(
+                "the replicas do not run distributed DDL after {STARTS_PER_REPLICA} starts \
+                 ({error}):\n{}",
+                self.log_tails()
+            );
         }
     }
+
+    /// Returns once a replica has logged a crash since it started.
+    async fn until_a_replica_crashed(&self) {
+        while !self
+            .replicas
+            .iter()
+            .any(ClickHouseServer::crashed_since_start)
+        {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// `CREATE DATABASE IF NOT EXISTS default ON CLUSTER`: every replica's DDL worker must run
+    /// it (the database exists, so it changes nothing); bounded by a short DDL timeout.
+    async fn run_on_cluster_noop(&self) -> Result<(), String> {
+        let url = format!(
+            "{}/?distributed_ddl_task_timeout={}&wait_end_of_query=1",
+            self.replicas[0].url,
+            DDL_PROBE_TIMEOUT.as_secs()
+        );
+        let sql = format!(
+            "CREATE DATABASE IF NOT EXISTS default ON CLUSTER {}",
+            Self::CLUSTER
+        );
+        let response = reqwest::Client::new()
+            .post(url)
+            .body(sql)
+            .timeout(DDL_PROBE_TIMEOUT * 2)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        let body = response.text().await.map_err(|e| e.to_string())?;
+        if status.is_success() && !body.contains("Exception") {
+            return Ok(());
+        }
+        Err(format!("{status}: {}", body.trim()))
+    }
+
+    /// The end of every replica's log, for failure messages.
+    fn log_tails(&self) -> String {
+        let tails: Vec<String> = self
+            .replicas
+            .iter()
+            .map(ClickHouseServer::log_tail)
+            .collect();
+        tails.join("\n")
+    }
 }
+
+/// How many times a replica is started before a crash at start fails the test.
+const STARTS_PER_REPLICA: usize = 3;
+
+/// How long every replica's DDL worker gets to run the no-op `ON CLUSTER` query.
+const DDL_PROBE_TIMEOUT: Duration = Duration::from_secs(60);

@@ -121,6 +121,44 @@ where
 /// A child process killed (and reaped) when dropped.
 struct Guarded(Child);
 
+impl Guarded {
+    /// Polls `ready` every 250 ms until it holds. Fails early if the process exits, and after
+    /// `deadline` saying that it still runs; both failures show `log()`, what the process said,
+    /// since its temporary directory is gone once the test has failed.
+    async fn wait_until_ready<F, Fut>(
+        &mut self,
+        what: &str,
+        deadline: Duration,
+        log: impl Fn() -> String,
+        mut ready: F,
+    ) where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                panic!(
+                    "{what} exited ({status}) after {:?}, before answering:\n{}",
+                    started.elapsed(),
+                    log()
+                );
+            }
+            if ready().await {
+                return;
+            }
+            if started.elapsed() > deadline {
+                panic!(
+                    "{what} did not answer within {deadline:?} and still runs (pid {}):\n{}",
+                    self.0.id(),
+                    log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
 impl Drop for Guarded {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -245,7 +283,7 @@ impl ClickHouseServer {
             .expect("write clickhouse config");
         assert!(status.success());
         let child = spawn_clickhouse(data.path());
-        let server = ClickHouseServer {
+        let mut server = ClickHouseServer {
             url: format!("http://127.0.0.1:{http_port}"),
             process: Guarded(child),
             data,
@@ -262,30 +300,48 @@ impl ClickHouseServer {
 
     /// Stops the server if it runs, starts it again on the same ports and data, and waits until
     /// it answers: clients configured with [`ClickHouseServer::url`] reach it again unchanged.
+    /// It is started as after a crash (`prepare_restart_after_crash`).
     pub async fn restart(&mut self) {
         self.stop();
+        prepare_restart_after_crash(&self.data.path().join("data"));
         self.process = Guarded(spawn_clickhouse(self.data.path()));
         self.wait_until_answering().await;
     }
 
-    async fn wait_until_answering(&self) {
+    /// Waits until the server answers a query; if it exits first or does not answer in time,
+    /// fails with the end of its logs.
+    async fn wait_until_answering(&mut self) {
         let http = reqwest::Client::new();
-        let url = self.url.clone();
-        wait_for(
-            "clickhouse-server to answer",
-            Duration::from_secs(60),
-            || {
-                let request = http.get(format!("{url}/?query=SELECT%201")).send();
-                async move {
-                    request
-                        .await
-                        .ok()
-                        .filter(|r| r.status().is_success())
-                        .map(|_| ())
-                }
-            },
-        )
-        .await;
+        let probe = format!("{}/?query=SELECT%201", self.url);
+        let log_dir = self.data.path().join("log");
+        self.process
+            .wait_until_ready(
+                &format!("clickhouse-server {}", self.url),
+                CLICKHOUSE_START_DEADLINE,
+                || clickhouse_log_tail(&log_dir),
+                || {
+                    let request = http.get(&probe).send();
+                    async move { request.await.is_ok_and(|r| r.status().is_success()) }
+                },
+            )
+            .await;
+    }
+
+    /// The end of the server's log and stderr.
+    pub(crate) fn log_tail(&self) -> String {
+        clickhouse_log_tail(&self.data.path().join("log"))
+    }
+
+    /// Whether the server has logged a fatal signal since it last started: 18.16 logs a crash
+    /// in one thread ("Received signal Segmentation fault") and may go on answering queries.
+    pub(crate) fn crashed_since_start(&self) -> bool {
+        let log_path = self.data.path().join("log/clickhouse-server.log");
+        let log = std::fs::read_to_string(log_path).unwrap_or_default();
+        let since_start = match log.rfind("Starting ClickHouse") {
+            Some(start) => &log[start..],
+            None => &log[..],
+        };
+        since_start.contains("Received signal")
     }
 
     /// A client for `database` (no validation, as the services use).
@@ -301,19 +357,95 @@ impl ClickHouseServer {
     }
 }
 
+/// How long a clickhouse-server may take to answer after it starts.
+const CLICKHOUSE_START_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Where a clickhouse-server's stdout and stderr go, beside the logs its config names; appended
+/// to, so a restarted server's output follows the previous run's.
+const CLICKHOUSE_STDERR: &str = "stderr.log";
+
 /// Starts `clickhouse-server` with the config that `deploy/local/clickhouse-config.sh` wrote
 /// into `data`.
 fn spawn_clickhouse(data: &Path) -> Child {
+    let stderr_path = data.join("log").join(CLICKHOUSE_STDERR);
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&stderr_path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", stderr_path.display()));
+    let stdout = stderr.try_clone().expect("clickhouse-server output file");
     Command::new("clickhouse-server")
         .arg(format!(
             "--config-file={}",
             data.join("config.xml").display()
         ))
         .current_dir(data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::from(stderr))
         .spawn()
         .expect("start clickhouse-server")
+}
+
+/// The last lines of a clickhouse-server's log and of its stderr, for failure messages.
+fn clickhouse_log_tail(log_dir: &Path) -> String {
+    let mut tail = String::new();
+    for name in ["clickhouse-server.log", CLICKHOUSE_STDERR] {
+        let path = log_dir.join(name);
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        // Stack frames ("3. /lib/...libclickhouse.so...") would crowd out the messages.
+        let lines: Vec<&str> = text.lines().filter(|line| !is_stack_frame(line)).collect();
+        let last = &lines[lines.len().saturating_sub(40)..];
+        tail.push_str(&format!(
+            "--- end of {} (stack frames left out):\n",
+            path.display()
+        ));
+        for line in last {
+            tail.push_str(line);
+            tail.push('\n');
+        }
+    }
+    tail
+}
+
+/// Readies the data directory (`path` in the config) of a killed clickhouse-server for its next
+/// start, because 18.16 does not start cleanly after a replica is killed -9 during writes:
+///
+/// - A part written but not yet registered in ZooKeeper when the server died is unexpected at
+///   the next start, and 18.16 refuses to attach a table when such parts hold over half the
+///   rows on disk — easily so in a small table ("The local set of parts of table ... doesn't
+///   look like the set of parts in ZooKeeper: 11.00 rows of 11.00 total rows in filesystem
+///   are suspicious"); the server then exits. The `flags/force_restore_data` flag, ClickHouse's
+///   documented recovery, skips that check for one start: the unexpected parts, never
+///   acknowledged since never registered, are set aside (`detached/ignored_*`), and missing
+///   ones are fetched from other replicas.
+/// - A merge cut short leaves its `tmp_merge_*` directory, which 18.16's replicated tables do
+///   not remove at start (current releases do): merging the same parts again fails with
+///   "Directory ... already exists" until the merged part is fetched, holding up the replica.
+///
+/// Servers without replicated tables are unaffected.
+fn prepare_restart_after_crash(path: &Path) {
+    let flags = path.join("flags");
+    std::fs::create_dir_all(&flags)
+        .and_then(|()| std::fs::write(flags.join("force_restore_data"), ""))
+        .unwrap_or_else(|e| panic!("write {}/force_restore_data: {e}", flags.display()));
+    let databases = std::fs::read_dir(path.join("data")).into_iter().flatten();
+    for database in databases.flatten() {
+        let tables = std::fs::read_dir(database.path()).into_iter().flatten();
+        for table in tables.flatten() {
+            let entries = std::fs::read_dir(table.path()).into_iter().flatten();
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with("tmp_") {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+    }
+}
+
+/// Whether a ClickHouse log line is a frame of a stack trace: a number, a dot, a space.
+fn is_stack_frame(line: &str) -> bool {
+    let after_number = line.trim_start_matches(|c: char| c.is_ascii_digit());
+    after_number.len() < line.len() && after_number.starts_with(". ")
 }
 
 /// Cargo's target directory.
@@ -731,25 +863,26 @@ impl Datagrepper {
     /// Waits for `/raw` to answer JSON, failing early (with its log) if the server exits.
     async fn wait_until_answering(&mut self) {
         let probe = format!("{}/raw?delta=1", self.url);
-        let started = Instant::now();
-        loop {
-            if let Ok(Some(status)) = self.process.0.try_wait() {
-                panic!("datagrepper exited ({status}):\n{}", self.log());
-            }
-            if get_json(&probe).await.is_some() {
-                return;
-            }
-            if started.elapsed() > Duration::from_secs(600) {
-                panic!("datagrepper did not answer within 600 s:\n{}", self.log());
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        let work = self.work.path().to_path_buf();
+        self.process
+            .wait_until_ready(
+                "datagrepper",
+                Duration::from_secs(600),
+                || datagrepper_log(&work),
+                || async { get_json(&probe).await.is_some() },
+            )
+            .await;
     }
 
     /// What serve.sh and datagrepper printed so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.work.path().join("serve.log")).unwrap_or_default()
+        datagrepper_log(self.work.path())
     }
+}
+
+/// What serve.sh and datagrepper, working in `work`, printed so far.
+fn datagrepper_log(work: &Path) -> String {
+    std::fs::read_to_string(work.join("serve.log")).unwrap_or_default()
 }
 
 /// Every message of `stream` (headers and payload), in stream order; none if it does not exist.

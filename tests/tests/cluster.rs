@@ -12,7 +12,7 @@
 //!   both `rollup --check` finds the rollups equal to the facts (quorum inserts).
 
 use std::io::Write;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use statscache_tests::{
     admin_metrics, free_port, get_json, metric, publisher_command, run_command, run_publisher,
@@ -172,12 +172,11 @@ async fn publish_paced(endpoint: String, messages: std::path::PathBuf) -> String
     run_publisher(publisher).await
 }
 
-// Ignored in the suite until it is reliable: it passed five runs in a row alone and one
-// clean-clone suite run, then in the next clean-clone run the killed replica, restarted, did not
-// answer within the harness's 60 s. Run it with
-// `cargo test -p statscache-tests --test cluster -- --ignored`.
+// It was flaky until the harness handled two 18.16 failures (ARCHITECTURE "Clusters"): the
+// killed replica refusing to start when unregistered parts held over half of a small table's
+// rows (`ClickHouseServer::restart` starts it with `force_restore_data`), and a DDL worker
+// segfaulting at first start (`ClickHouseReplicas::start` starts that replica again).
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "flaky in the full suite (a restarted replica not answering in time); issue 13 stays open"]
 async fn killing_a_clickhouse_replica_during_writes_loses_and_doubles_nothing() {
     let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
     let zookeeper = ZooKeeper::start().await;
@@ -214,6 +213,9 @@ async fn killing_a_clickhouse_replica_during_writes_loses_and_doubles_nothing() 
                 format!("[{endpoint}]"),
             ),
             ("STATSCACHE_WORKER__BATCH_TIMEOUT", "200ms".to_string()),
+            // Several writes, so that the kill lands among them: with the default 1 000, one
+            // batch could hold every message left.
+            ("STATSCACHE_WORKER__BATCH_SIZE", "200".to_string()),
         ]
         .into_iter()
         .map(|(key, value)| (key.to_string(), value))
@@ -231,21 +233,24 @@ async fn killing_a_clickhouse_replica_during_writes_loses_and_doubles_nothing() 
     let publishing = tokio::spawn(publish_paced(endpoint, messages.path().to_path_buf()));
 
     let live = cluster.replicas[0].client("statscache");
-    wait_for(
+    let stored_at_kill = wait_for(
         "a fifth of the messages to be written",
         Duration::from_secs(120),
         || async {
             let query = live.query("SELECT uniqExact(msg_id) FROM messages");
             let stored: u64 = query.fetch_one().await.ok()?;
-            (stored >= MESSAGES / 5).then_some(())
+            (stored >= MESSAGES / 5).then_some(stored)
         },
     )
     .await;
+    // During writes, not necessarily during publishing: on a loaded machine the publisher can
+    // be done before the workers' quorum inserts have stored a fifth.
     assert!(
-        !publishing.is_finished(),
+        stored_at_kill < MESSAGES,
         "the replica must die during writes"
     );
     cluster.replicas[1].stop();
+    eprintln!("replica 2 killed with {stored_at_kill} messages stored");
     let output = publishing.await.expect("publisher task");
     assert!(
         output.contains(&format!("published {MESSAGES} ")),
@@ -261,7 +266,12 @@ async fn killing_a_clickhouse_replica_during_writes_loses_and_doubles_nothing() 
     .await;
     assert!(answered > 0);
 
+    let restarting = Instant::now();
     cluster.replicas[1].restart().await;
+    eprintln!(
+        "the killed replica answered {:?} after its restart",
+        restarting.elapsed()
+    );
     for (api_port, _, _) in &apis {
         wait_for_volume(&format!(
             "http://127.0.0.1:{api_port}/api/volume?bucket=all"
