@@ -102,8 +102,8 @@ async fn insert_counts(
 /// its daily and monthly rollups, then counts those periods. Run by a rebuild, for each month
 /// once its rollups are recomputed from the facts, and by the one-off fill of an installation
 /// older than key counts over all of history (its rollups hold a row per key with facts in a
-/// period). Safe while workers run: a batch's presence rows are either seen by this count or
-/// stored before that batch's own count, which then sees these.
+/// period). Safe while workers run: a batch's presence rows are either seen by this count, or
+/// stored after it began, and then that batch's own count, which follows, sees these.
 pub async fn refill(
     client: &clickhouse::Client,
     stat_table: &str,
