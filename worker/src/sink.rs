@@ -1,6 +1,7 @@
 //! Batched writes to ClickHouse: one INSERT per table per batch, never one per message.
 //!
-//! A batch holds the `messages` rows, their history lookup rows and every plugin's fact rows for the same set of JetStream
+//! A batch holds the `messages` rows, their history lookup rows, every plugin's fact rows and
+//! their presence rows (`rollup_keys`, see `key_counts`) for the same set of JetStream
 //! messages. The caller acks those messages only after [`write`] returns `Ok`, so a crash
 //! anywhere in between leads to redelivery and the same rows being written again — which the
 //! fact model makes harmless (see `statscache_shared::schema`).
