@@ -49,6 +49,19 @@ pub async fn recount_touched<'a>(
     client: &clickhouse::Client,
     rows: impl IntoIterator<Item = &'a KeyRow>,
 ) -> Result<usize, clickhouse::error::Error> {
+    let (condition, binds, periods) = touched_condition(rows);
+    if periods == 0 {
+        return Ok(0);
+    }
+    insert_counts(client, &condition, &binds).await?;
+    Ok(periods)
+}
+
+/// The condition on `rollup_keys` selecting the periods `rows` name, its values, and how many
+/// periods that is.
+fn touched_condition<'a>(
+    rows: impl IntoIterator<Item = &'a KeyRow>,
+) -> (String, Vec<Bound>, usize) {
     let mut periods: BTreeMap<(&str, &str), BTreeSet<u32>> = BTreeMap::new();
     for row in rows {
         periods
@@ -58,7 +71,7 @@ pub async fn recount_touched<'a>(
     }
     let mut conditions = Vec::with_capacity(periods.len());
     let mut binds = Vec::new();
-    let mut recounted = 0;
+    let mut count = 0;
     for ((stat_table, level), starts) in &periods {
         let (Some(first), Some(last)) = (starts.first(), starts.last()) else {
             continue;
@@ -74,13 +87,9 @@ pub async fn recount_touched<'a>(
         binds.push(Bound::Time(*first));
         binds.push(Bound::Time(*last));
         binds.extend(starts.iter().map(|start| Bound::Time(*start)));
-        recounted += starts.len();
+        count += starts.len();
     }
-    if conditions.is_empty() {
-        return Ok(0);
-    }
-    insert_counts(client, &conditions.join(" OR "), &binds).await?;
-    Ok(recounted)
+    (conditions.join(" OR "), binds, count)
 }
 
 /// Inserts the number of keys of every (plugin, level, period) of `rollup_keys` matching
@@ -194,5 +203,25 @@ mod tests {
         assert!(rows
             .iter()
             .all(|row| row.key == "a" && row.stat_table == "stat_volume"));
+    }
+
+    #[test]
+    fn a_batch_recounts_each_touched_period_once() {
+        let mut rows = BTreeSet::new();
+        for (table, time, key) in [
+            ("stat_volume", 1_709_214_310, ""),
+            ("stat_volume", 1_709_214_311, ""),
+            ("stat_volume_by_topic", 1_709_214_310, "a"),
+            ("stat_volume_by_topic", 1_709_300_000, "b"),
+        ] {
+            rows.extend(KeyRow::of(table, time, key));
+        }
+        let (condition, binds, periods) = touched_condition(&rows);
+        // stat_volume: a day and a month; stat_volume_by_topic: 2024-02-29 and 2024-03-01, in
+        // two months.
+        assert_eq!(periods, 6);
+        assert_eq!(condition.matches(" OR ").count(), 3, "{condition}");
+        assert_eq!(condition.matches('?').count(), binds.len());
+        assert_eq!(touched_condition(&BTreeSet::new()).2, 0);
     }
 }
