@@ -16,7 +16,8 @@
 //! Cost at scale: the answer to "per day, per key, over all history" has as many rows as the daily
 //! rollup, so the api never reads it whole: it reads the rows per bucket first
 //! ([`bucket_rows_sql`], keys and times only) and then the answer of the page's buckets alone
-//! (`bucket_pages`). A segment whose periods *are* the buckets (days read from the daily rollup
+//! (`bucket_pages`); without a key filter, whole days and months take their rows per bucket
+//! from `rollup_key_counts`, one row per period. A segment whose periods *are* the buckets (days read from the daily rollup
 //! for `bucket=day`), or the only segment, already holds whole (bucket, key) answers: it skips
 //! the final re-aggregation, which only the few rows of the partial segments at the edges go
 //! through. Segments summed over coarser buckets (`bucket=all` from months) are read with
@@ -25,7 +26,7 @@
 
 use statscache_shared::config::StatisticKind;
 use statscache_shared::period::Level;
-use statscache_shared::schema::rollup_table;
+use statscache_shared::schema::{rollup_table, KEY_COUNT_LEVELS, ROLLUP_KEY_COUNTS};
 use statscache_shared::sql::{clamp_time, key_filter, Bound};
 
 use crate::statistics::Bucket;
@@ -214,6 +215,11 @@ fn count_sql(
 /// keys with a row in any segment (a (bucket, key) is in the answer exactly when some segment
 /// holds a row for it). Reads only keys and times, and merges no rollup rows, so it costs far
 /// less than the answer itself; `bucket_pages` uses it to read only the buckets of one page.
+///
+/// Without a key filter, a segment of whole days (`bucket=day`) or months (`bucket=month`)
+/// reads its buckets' rows from `rollup_key_counts`, one row per period however many keys it
+/// has; only the edge segments count keys. Their buckets never meet those of the whole segment
+/// (it holds every second of its buckets), so the two results are simply concatenated.
 pub fn bucket_rows_sql(
     table: &str,
     bucket: Bucket,
@@ -221,18 +227,58 @@ pub fn bucket_rows_sql(
     segments: &[Segment],
 ) -> (String, Vec<Bound>) {
     let mut binds = Vec::new();
+    let mut counted = Vec::new();
     let mut parts = Vec::with_capacity(segments.len());
     for segment in segments {
-        let (source, column, filter) = segment_source(table, keys, segment, &mut binds);
-        let bucket_sql = bucket_of(bucket, segment, column);
-        parts.push(format!(
-            "SELECT {bucket_sql} AS bucket, key FROM {source} WHERE {filter}"
+        match counted_level(bucket, keys, segment) {
+            Some(level) => counted.push((level, segment)),
+            None => {
+                let (source, column, filter) = segment_source(table, keys, segment, &mut binds);
+                let bucket_sql = bucket_of(bucket, segment, column);
+                parts.push(format!(
+                    "SELECT {bucket_sql} AS bucket, key FROM {source} WHERE {filter}"
+                ));
+            }
+        }
+    }
+    let mut results = Vec::new();
+    if !parts.is_empty() {
+        let union = parts.join(" UNION ALL ");
+        results.push(format!(
+            "SELECT bucket, uniqExact(key) AS bucket_rows FROM ({union}) GROUP BY bucket"
         ));
     }
-    let union = parts.join(" UNION ALL ");
-    let sql =
-        format!("SELECT bucket, uniqExact(key) AS bucket_rows FROM ({union}) GROUP BY bucket");
+    for (level, segment) in counted {
+        binds.push(Bound::Text(table.to_string()));
+        binds.push(Bound::Text(level.name().to_string()));
+        binds.push(Bound::Time(clamp_time(segment.start)));
+        binds.push(Bound::Time(clamp_time(segment.end - 1)));
+        results.push(format!(
+            "SELECT toUInt32(period) AS bucket, max(keys) AS bucket_rows FROM {ROLLUP_KEY_COUNTS}
+             WHERE stat_table = ? AND level = ? AND period >= toDateTime(?)
+               AND period <= toDateTime(?)
+             GROUP BY bucket"
+        ));
+    }
+    let sql = match results.as_slice() {
+        [only] => only.clone(),
+        _ => format!(
+            "SELECT bucket, bucket_rows FROM ({})",
+            results.join(" UNION ALL ")
+        ),
+    };
     (sql, binds)
+}
+
+/// The level whose key counts give `segment`'s rows per bucket: its periods are the buckets,
+/// their keys are counted (`KEY_COUNT_LEVELS`), and no key filter narrows them.
+fn counted_level(bucket: Bucket, keys: &[String], segment: &Segment) -> Option<Level> {
+    let Source::Rollup(level) = segment.source else {
+        return None;
+    };
+    let counted =
+        keys.is_empty() && Some(level) == bucket_level(bucket) && KEY_COUNT_LEVELS.contains(&level);
+    counted.then_some(level)
 }
 
 /// SQL for the bucket of a segment's rows: the period itself where the periods are the buckets
@@ -469,6 +515,41 @@ mod tests {
         assert!(!summed.contains("stat_volume_daily"));
         assert!(summed.contains("FROM stat_volume_hourly WHERE"));
         assert!(summed.contains("FROM stat_volume WHERE"));
+    }
+
+    #[test]
+    fn whole_days_and_months_count_their_rows_from_the_key_counts() {
+        let start = JAN_1 - HOUR - 5;
+        let end = MAR_1 + 7;
+        for (bucket, level) in [(Bucket::Day, "daily"), (Bucket::Month, "monthly")] {
+            let segments = decompose(start, end, coarsest_level(bucket));
+            let (sql, binds) = bucket_rows_sql("stat_volume", bucket, &[], &segments);
+            assert_eq!(sql.matches('?').count(), binds.len());
+            assert!(
+                sql.starts_with("SELECT bucket, bucket_rows FROM ("),
+                "{sql}"
+            );
+            assert!(sql.contains("FROM rollup_key_counts"), "{sql}");
+            assert!(binds.contains(&Bound::Text(level.to_string())));
+            assert!(!sql.contains(&format!("stat_volume_{level}")), "{sql}");
+            // The edges still count their keys.
+            assert!(sql.contains("uniqExact(key)"), "{sql}");
+        }
+        // A key filter, or buckets that are not days or months: every segment counts keys.
+        let segments = decompose(start, end, coarsest_level(Bucket::Day));
+        let (sql, _) = bucket_rows_sql("stat_volume", Bucket::Day, &["a".to_string()], &segments);
+        assert!(!sql.contains("rollup_key_counts"), "{sql}");
+        let segments = decompose(JAN_1, MAR_1, coarsest_level(Bucket::Week));
+        let (sql, _) = bucket_rows_sql("stat_volume", Bucket::Week, &[], &segments);
+        assert!(!sql.contains("rollup_key_counts"), "{sql}");
+        // Whole months alone: one statement, no union.
+        let segments = decompose(JAN_1, MAR_1, coarsest_level(Bucket::Month));
+        let (sql, binds) = bucket_rows_sql("stat_volume", Bucket::Month, &[], &segments);
+        assert!(
+            sql.starts_with("SELECT toUInt32(period) AS bucket"),
+            "{sql}"
+        );
+        assert_eq!(sql.matches('?').count(), binds.len());
     }
 
     #[test]

@@ -20,6 +20,13 @@
 //!   (`max(count)`), the greatest `(timestamp, msg_id, value)`, or the merge of the states
 //!   (`uniqExactMerge(distinct_values)`). Why that is exact: see ARCHITECTURE.md, "Rollups".
 //! - `rollups_filled`: the fact tables whose rollups were filled from existing facts.
+//! - `rollup_keys` and `rollup_key_counts`, shared by every plugin (`stat_table` names it):
+//!   which keys have facts in a day or a month (`level` `daily` or `monthly`, `period` its UTC
+//!   start), and how many, so that the api counts the rows of a day or a month of an answer from
+//!   one row instead of every (key, period) of the range. A period's count may have several rows
+//!   until merges fold them: its answer is the greatest (`max(keys)`); why that is exact: see
+//!   ARCHITECTURE.md, "Rollups". `key_counts_filled`: the fact tables whose key counts were
+//!   filled (an installation older than them fills them from its rollups once).
 //!
 //! Why facts and not running counters: a redelivered, replayed or backfilled message writes the
 //! same fact rows again, and the statistic — computed over distinct identities — does not change.
@@ -87,7 +94,7 @@ pub enum SchemaError {
         description: &'static str,
         source: clickhouse::error::Error,
     },
-    #[error("cannot create or drop table {table}: {source}")]
+    #[error("cannot create, drop or alter table {table}: {source}")]
     CreateTable {
         table: String,
         source: clickhouse::error::Error,
@@ -122,10 +129,11 @@ pub struct Placement<'a> {
 }
 
 /// The statements [`Placement::place`] rewrites, and what they name.
-const DDL_PREFIXES: [(&str, DdlTarget); 3] = [
+const DDL_PREFIXES: [(&str, DdlTarget); 4] = [
     ("CREATE TABLE IF NOT EXISTS ", DdlTarget::CreateTable),
     ("CREATE DATABASE IF NOT EXISTS ", DdlTarget::CreateDatabase),
     ("DROP TABLE IF EXISTS ", DdlTarget::DropTable),
+    ("ALTER TABLE ", DdlTarget::AlterTable),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +141,7 @@ enum DdlTarget {
     CreateTable,
     CreateDatabase,
     DropTable,
+    AlterTable,
 }
 
 impl<'a> Placement<'a> {
@@ -157,7 +166,9 @@ impl<'a> Placement<'a> {
         }
         let (qualified, rest) = match target {
             DdlTarget::CreateDatabase => (name.to_string(), rest.to_string()),
-            DdlTarget::DropTable => (format!("{}.{name}", self.database), rest.to_string()),
+            DdlTarget::DropTable | DdlTarget::AlterTable => {
+                (format!("{}.{name}", self.database), rest.to_string())
+            }
             DdlTarget::CreateTable => (
                 format!("{}.{name}", self.database),
                 self.replicated_engine(name, rest),
@@ -375,7 +386,44 @@ const MIGRATIONS: &[Migration] = &[
         ],
         statements: &[FILL_MESSAGE_USERS, FILL_MESSAGE_PACKAGES],
     },
+    Migration {
+        version: 5,
+        description: "per-period key counts: rollup_keys, rollup_key_counts, key_counts_filled",
+        // Partitioned by plugin, so `replay --rebuild` drops one plugin's rows at once. Filled
+        // for existing data by the workers (`key_counts_filled`), which know the plugins.
+        columns: &[],
+        statements: &[
+            "CREATE TABLE IF NOT EXISTS rollup_keys (
+                stat_table String,
+                level String,
+                period DateTime,
+                key String
+            ) ENGINE = ReplacingMergeTree()
+            PARTITION BY stat_table
+            ORDER BY (stat_table, level, period, key)",
+            "CREATE TABLE IF NOT EXISTS rollup_key_counts (
+                stat_table String,
+                level String,
+                period DateTime,
+                keys UInt64
+            ) ENGINE = ReplacingMergeTree(keys)
+            PARTITION BY stat_table
+            ORDER BY (stat_table, level, period)",
+            "CREATE TABLE IF NOT EXISTS key_counts_filled (
+                stat_table String,
+                filled_at DateTime
+            ) ENGINE = ReplacingMergeTree(filled_at)
+            ORDER BY stat_table",
+        ],
+    },
 ];
+
+/// Which keys have facts in a day or a month, per plugin (schema version 5).
+pub const ROLLUP_KEYS: &str = "rollup_keys";
+/// How many keys have facts in a day or a month, per plugin; readers take `max(keys)`.
+pub const ROLLUP_KEY_COUNTS: &str = "rollup_key_counts";
+/// The levels whose keys are counted: the buckets (`day`, `month`) read over long ranges.
+pub const KEY_COUNT_LEVELS: [Level; 2] = [Level::Day, Level::Month];
 
 /// The history lookup tables filled from `messages` (the migration runs these; an operator may
 /// run them again, e.g. after old workers wrote messages during a rolling upgrade).
@@ -591,28 +639,56 @@ pub async fn create_rollup_tables(
     Ok(())
 }
 
-/// Whether the rollups of `stat_table` were ever filled from its facts (`rollups_filled`). An
-/// installation older than rollups has facts and empty rollups until then.
-pub async fn rollups_filled(
+/// A ledger of one-off fills from existing data, one row per fact table once its fill is
+/// complete: a worker stopped half-way fills again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fill {
+    /// `rollups_filled`: the rollups, from the facts (an installation older than rollups).
+    Rollups,
+    /// `key_counts_filled`: `rollup_keys` and `rollup_key_counts`, from the rollups (an
+    /// installation older than key counts).
+    KeyCounts,
+}
+
+impl Fill {
+    fn ledger(self) -> &'static str {
+        match self {
+            Fill::Rollups => "rollups_filled",
+            Fill::KeyCounts => "key_counts_filled",
+        }
+    }
+}
+
+/// Whether `fill` of `stat_table` was ever completed. An installation older than rollups has
+/// facts and empty rollups until then.
+pub async fn filled(
     client: &clickhouse::Client,
+    fill: Fill,
     stat_table: &str,
 ) -> Result<bool, clickhouse::error::Error> {
     let filled: u64 = client
-        .query("SELECT count() FROM rollups_filled WHERE stat_table = ?")
+        .query(&format!(
+            "SELECT count() FROM {} WHERE stat_table = ?",
+            fill.ledger()
+        ))
         .bind(stat_table)
         .fetch_one()
         .await?;
     Ok(filled > 0)
 }
 
-/// Records that the rollups of `stat_table` hold everything its facts held at the start of the
-/// fill; later facts are rolled up by the batches that write them.
-pub async fn record_rollups_filled(
+/// Records that `fill` of `stat_table` holds everything the data it reads held at the start of
+/// the fill; later facts are rolled up and counted by the batches that write them.
+pub async fn record_filled(
     client: &clickhouse::Client,
+    fill: Fill,
     stat_table: &str,
 ) -> Result<(), clickhouse::error::Error> {
     client
-        .query("INSERT INTO rollups_filled (stat_table, filled_at) VALUES (?, now())")
+        .query(&format!(
+            "INSERT INTO {} (stat_table, filled_at) VALUES (?, now())",
+            fill.ledger()
+        ))
         .bind(stat_table)
         .execute()
         .await
@@ -626,6 +702,26 @@ pub async fn drop_rollup_tables(
 ) -> Result<(), SchemaError> {
     for level in Level::ALL {
         drop_stat_table(client, placement, &rollup_table(stat_table, level)).await?;
+    }
+    Ok(())
+}
+
+/// Drops a plugin's rows of `rollup_keys` and `rollup_key_counts` (its partition of each), for
+/// `statscache-worker replay --rebuild`.
+pub async fn drop_key_counts(
+    client: &clickhouse::Client,
+    placement: Placement<'_>,
+    stat_table: &str,
+) -> Result<(), SchemaError> {
+    for table in [ROLLUP_KEYS, ROLLUP_KEY_COUNTS] {
+        // `stat_table` is letters, digits and underscores ([`stat_table`]): a safe literal.
+        let statement = format!("ALTER TABLE {table} DROP PARTITION '{stat_table}'");
+        run_ddl(client, placement, &statement)
+            .await
+            .map_err(|source| SchemaError::CreateTable {
+                table: table.to_string(),
+                source,
+            })?;
     }
     Ok(())
 }
@@ -699,6 +795,10 @@ mod tests {
         assert_eq!(
             placement.place("DROP TABLE IF EXISTS stat_volume"),
             "DROP TABLE IF EXISTS statscache.stat_volume ON CLUSTER statscache"
+        );
+        assert_eq!(
+            placement.place("ALTER TABLE rollup_keys DROP PARTITION 'stat_volume'"),
+            "ALTER TABLE statscache.rollup_keys ON CLUSTER statscache DROP PARTITION 'stat_volume'"
         );
         assert_eq!(
             placement.place("CREATE DATABASE IF NOT EXISTS statscache"),

@@ -11,8 +11,10 @@
 //!    is slow or retried, the messages' ack deadlines are extended so JetStream does not count
 //!    a redelivery: `ack-wait` is short, so that a dead worker's batch comes back in seconds);
 //! 3. the rollups of the (key, period)s the batch touched are recomputed from the stored facts
-//!    (`rollup`), retried and held the same way: a worker that dies before this point gets its
-//!    messages redelivered, and the redelivery recomputes them;
+//!    (`rollup`), and the key counts of its days and months from the presence rows written with
+//!    the facts (`key_counts`, beside the hours' recomputation), retried and held the same way:
+//!    a worker that dies before this point gets its messages redelivered, and the redelivery
+//!    recomputes them;
 //! 4. only then are the messages acked.
 //!
 //! The other half — redelivered or duplicated messages not being counted twice — is the fact
@@ -54,6 +56,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::fetch::Fetcher;
+use crate::key_counts;
 use crate::meta;
 use crate::metrics::Metrics;
 use crate::plugin::{Fact, Message, Plugin};
@@ -521,8 +524,9 @@ impl Consumer {
         written
     }
 
-    /// Recomputes the rollups of what `batch` touched, retrying until done. Returns `false` if
-    /// shutdown came first.
+    /// Recomputes the rollups and the key counts of what `batch` touched, retrying until done.
+    /// Returns `false` if shutdown came first. The key counts read only presence rows, stored
+    /// with the facts, so their one statement runs beside the rollups' rounds.
     async fn roll_up_until_done(
         &self,
         batch: &Batch,
@@ -553,7 +557,11 @@ impl Consumer {
                     touched,
                 ));
             }
-            futures::future::try_join_all(recomputes).await
+            let recount = key_counts::recount_touched(&self.clickhouse, batch.key_rows());
+            let (recomputed, _) =
+                futures::future::try_join(futures::future::try_join_all(recomputes), recount)
+                    .await?;
+            Ok(recomputed)
         };
         let Some(recomputed) = self
             .retry_until_done("rollup", held, shutdown, recompute_all)

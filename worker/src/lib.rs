@@ -8,7 +8,8 @@
 //! - [`fetch`]: one batch from the durable consumer, closed by size or `batch-timeout`.
 //! - [`sink`]: the batched ClickHouse writes; [`catalog`]: the `plugins` table.
 //! - [`rollup`]: the hourly/daily/monthly rollups each batch recomputes, their rebuild and check
-//!   (progress drawn by `statscache_shared::progress`).
+//!   (progress drawn by `statscache_shared::progress`); [`key_counts`]: the number of keys per
+//!   day and month, which the api counts a page's rows with.
 //! - [`quorum`]: on a replicated ClickHouse, inserts that return once every replica holds them.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`generate`]: synthetic Fedora-shaped history for the scale benchmark.
@@ -17,6 +18,7 @@ pub mod catalog;
 pub mod consumer;
 pub mod fetch;
 pub mod generate;
+pub mod key_counts;
 pub mod metrics;
 /// The fedmsg.meta port lives in the shared crate, where the api computes its text fields too.
 pub use statscache_shared::meta;
@@ -34,6 +36,7 @@ use async_nats::jetstream::consumer::DeliverPolicy;
 use statscache_shared::admin::{self, Dependency, Health};
 use statscache_shared::config::Config;
 use statscache_shared::progress::Progress;
+use statscache_shared::schema::Fill;
 use statscache_shared::{nats, schema};
 use tokio_util::sync::CancellationToken;
 
@@ -179,6 +182,7 @@ pub async fn replay(
             tracing::warn!(%table, "rebuild: dropping the plugin's facts and rollups before the replay");
             schema::drop_stat_table(&clickhouse, placement, table).await?;
             schema::drop_rollup_tables(&clickhouse, placement, table).await?;
+            schema::drop_key_counts(&clickhouse, placement, table).await?;
         }
     }
     let prepared = prepare(&config, &chosen).await?;
@@ -289,7 +293,9 @@ async fn prepare(
 
 /// Migrates the schema and creates the plugins' fact and rollup tables. Rollups never filled
 /// from the facts (an installation older than rollups, a plugin's first start) are filled
-/// first, so the api does not read empty rollups over a full fact table for long.
+/// first, with the key counts, so the api does not read empty rollups over a full fact table
+/// for long; key counts never filled (an installation older than them) are filled from the
+/// rollups. Each fill is recorded only once complete: a worker stopped during one fills again.
 async fn prepare_tables(
     config: &Config,
     plugins: &[Box<dyn plugin::Plugin>],
@@ -301,20 +307,44 @@ async fn prepare_tables(
         let info = plugin.info();
         schema::create_stat_table(&clickhouse, placement, &info.table).await?;
         schema::create_rollup_tables(&clickhouse, placement, &info.table, info.kind).await?;
-        let filled = schema::rollups_filled(&clickhouse, &info.table)
-            .await
-            .map_err(|source| rollup_error(info, source))?;
-        if filled {
-            continue;
-        }
-        // Recorded only once complete: a worker stopped during the fill fills again.
-        tracing::info!(table = %info.table, "filling the rollups from the existing facts");
-        rebuild_rollups(&clickhouse, &[info], 0).await?;
-        schema::record_rollups_filled(&clickhouse, &info.table)
-            .await
-            .map_err(|source| rollup_error(info, source))?;
+        fill_once(&clickhouse, info).await?;
     }
     Ok(clickhouse)
+}
+
+/// The one-off fills of [`prepare_tables`] for one plugin.
+async fn fill_once(
+    clickhouse: &clickhouse::Client,
+    info: &plugin::PluginInfo,
+) -> Result<(), WorkerError> {
+    let failed = |source| rollup_error(info, source);
+    let table = &info.table;
+    if !schema::filled(clickhouse, Fill::Rollups, table)
+        .await
+        .map_err(failed)?
+    {
+        tracing::info!(%table, "filling the rollups and key counts from the existing facts");
+        rebuild_rollups(clickhouse, &[info], 0).await?;
+        schema::record_filled(clickhouse, Fill::Rollups, table)
+            .await
+            .map_err(failed)?;
+        return schema::record_filled(clickhouse, Fill::KeyCounts, table)
+            .await
+            .map_err(failed);
+    }
+    if schema::filled(clickhouse, Fill::KeyCounts, table)
+        .await
+        .map_err(failed)?
+    {
+        return Ok(());
+    }
+    tracing::info!(%table, "filling the key counts from the existing rollups");
+    key_counts::refill(clickhouse, table, 0, u64::from(u32::MAX))
+        .await
+        .map_err(failed)?;
+    schema::record_filled(clickhouse, Fill::KeyCounts, table)
+        .await
+        .map_err(failed)
 }
 
 /// The plugins named in `names`, all of them if it is empty.
@@ -364,7 +394,8 @@ impl RollupRequest {
 }
 
 /// `statscache-worker rollup --rebuild`: recomputes every level of the chosen plugins from
-/// their facts, month by month from `since`'s month. Safe while workers run (see `rollup`).
+/// their facts, month by month from `since`'s month, and each month's key counts. Safe while
+/// workers run (see `rollup`, `key_counts`).
 /// Returns the number of months recomputed.
 pub async fn rollup_rebuild(config: &Config, request: &RollupRequest) -> Result<u64, WorkerError> {
     let chosen = choose_plugins(config, &request.plugins)?;
@@ -386,6 +417,12 @@ async fn rebuild_rollups(
             rollup::rebuild_month(clickhouse, &info.table, info.kind, *month)
                 .await
                 .map_err(|source| rollup_error(info, source))?;
+            let month_end = statscache_shared::period::Level::Month
+                .next(*month)
+                .saturating_sub(1);
+            key_counts::refill(clickhouse, &info.table, *month, month_end)
+                .await
+                .map_err(|source| rollup_error(info, source))?;
             progress.step(&format!("{} {}", info.identifier, month_name(*month)));
         }
     }
@@ -400,8 +437,8 @@ pub struct RollupDifference {
     pub difference: rollup::Difference,
 }
 
-/// `statscache-worker rollup --check`: compares each plugin's rollups with its facts, month by
-/// month over `[since, until]`; returns every difference.
+/// `statscache-worker rollup --check`: compares each plugin's rollups and key counts with its
+/// facts, month by month over `[since, until]`; returns every difference.
 pub async fn rollup_check(
     config: &Config,
     request: &RollupRequest,
@@ -415,9 +452,13 @@ pub async fn rollup_check(
     let mut differences = Vec::new();
     for (info, months) in &work {
         for month in months {
-            let found = rollup::check_month(&clickhouse, &info.table, info.kind, *month)
+            let mut found = rollup::check_month(&clickhouse, &info.table, info.kind, *month)
                 .await
                 .map_err(|source| rollup_error(info, source))?;
+            let counts = key_counts::check_month(&clickhouse, &info.table, *month)
+                .await
+                .map_err(|source| rollup_error(info, source))?;
+            found.extend(counts);
             for difference in found {
                 differences.push(RollupDifference {
                     plugin: info.identifier.clone(),

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use statscache_shared::config::ConfigArgs;
 use statscache_shared::time::parse_time;
 use statscache_shared::{schema, shutdown, telemetry};
+use statscache_worker::rollup::Subject;
 
 #[derive(Parser)]
 #[command(version, about = "statscache worker: JetStream → plugins → ClickHouse")]
@@ -61,10 +62,10 @@ enum Command {
     /// Rebuild the rollups from the facts (`--rebuild`), or compare them (`--check`: prints
     /// every difference, exits 1 if there is any).
     Rollup {
-        /// Recompute every rollup level from the facts (safe while workers run).
+        /// Recompute every rollup level and the key counts from the facts (safe while workers run).
         #[arg(long, conflicts_with = "check", required_unless_present = "check")]
         rebuild: bool,
-        /// Compare every rollup level with the facts.
+        /// Compare every rollup level and the key counts with the facts.
         #[arg(long)]
         check: bool,
         /// Plugin identifier (repeatable); all plugins if none is given.
@@ -162,12 +163,16 @@ async fn main() -> anyhow::Result<()> {
                 .context("rollup check failed")?;
             for found in &differences {
                 let difference = &found.difference;
+                let (key, derived) = match difference.subject {
+                    Subject::Rollup => (difference.key.as_str(), "rollup"),
+                    Subject::KeyCount => ("(number of keys)", "key_counts"),
+                };
                 println!(
-                    "{}\t{}\t{}\t{}\tfacts={}\trollup={}",
+                    "{}\t{}\t{}\t{}\tfacts={}\t{derived}={}",
                     found.plugin,
                     difference.level.name(),
                     difference.period,
-                    difference.key,
+                    key,
                     difference.facts.as_deref().unwrap_or("-"),
                     difference.rollup.as_deref().unwrap_or("-"),
                 );

@@ -242,9 +242,20 @@ pub async fn rebuild_month(
     Ok(())
 }
 
-/// A (level, period, key) whose rollup answer differs from the facts'.
+/// What a [`Difference`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject {
+    /// A key's answer in a rollup.
+    Rollup,
+    /// A period's number of keys in `rollup_key_counts` (`key` is then empty).
+    KeyCount,
+}
+
+/// A (level, period, key) whose rollup answer, or a (level, period) whose key count, differs
+/// from the facts'.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Difference {
+    pub subject: Subject,
     pub level: Level,
     pub period: u32,
     pub key: String,
@@ -278,12 +289,13 @@ pub async fn check_month(
             rollup_answer_sql(&rollup_table(stat_table, level), kind, &rollup_condition);
         let from_facts = answers(client, &facts_sql, &binds).await?;
         let from_rollup = answers(client, &rollup_sql, &binds).await?;
-        differences.extend(compare(level, from_facts, from_rollup));
+        differences.extend(compare(level, Subject::Rollup, from_facts, from_rollup));
     }
     Ok(differences)
 }
 
-async fn answers(
+/// The rows of `sql` (period, key, answer) by (period, key).
+pub(crate) async fn answers(
     client: &clickhouse::Client,
     sql: &str,
     binds: &[Bound],
@@ -343,8 +355,10 @@ fn rollup_answer_sql(rollup: &str, kind: StatisticKind, condition: &str) -> Stri
     }
 }
 
-fn compare(
+/// The differences between answers from the facts and from derived rows, about `subject`.
+pub(crate) fn compare(
     level: Level,
+    subject: Subject,
     from_facts: BTreeMap<(u32, String), String>,
     mut from_rollup: BTreeMap<(u32, String), String>,
 ) -> Vec<Difference> {
@@ -353,6 +367,7 @@ fn compare(
         let rollup_answer = from_rollup.remove(&(period, key.clone()));
         if rollup_answer.as_deref() != Some(facts_answer.as_str()) {
             differences.push(Difference {
+                subject,
                 level,
                 period,
                 key,
@@ -363,6 +378,7 @@ fn compare(
     }
     for ((period, key), rollup_answer) in from_rollup {
         differences.push(Difference {
+            subject,
             level,
             period,
             key,
@@ -408,7 +424,7 @@ mod tests {
             ((0, "a".to_string()), "1".to_string()),
             ((3600, "b".to_string()), "1".to_string()),
         ]);
-        let differences = compare(Level::Hour, facts, rollup);
+        let differences = compare(Level::Hour, Subject::Rollup, facts, rollup);
         assert_eq!(differences.len(), 2);
         assert_eq!(differences[0].rollup.as_deref(), Some("1"));
         assert_eq!(differences[1].facts, None);

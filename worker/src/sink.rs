@@ -1,17 +1,20 @@
 //! Batched writes to ClickHouse: one INSERT per table per batch, never one per message.
 //!
-//! A batch holds the `messages` rows, their history lookup rows and every plugin's fact rows for the same set of JetStream
+//! A batch holds the `messages` rows, their history lookup rows, every plugin's fact rows and
+//! their presence rows (`rollup_keys`, see `key_counts`) for the same set of JetStream
 //! messages. The caller acks those messages only after [`write`] returns `Ok`, so a crash
 //! anywhere in between leads to redelivery and the same rows being written again — which the
 //! fact model makes harmless (see `statscache_shared::schema`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use clickhouse::Row;
 use futures::FutureExt;
 use serde::Serialize;
 use statscache_shared::datanommer::datanommer_msg;
+use statscache_shared::schema::ROLLUP_KEYS;
 
+use crate::key_counts::KeyRow;
 use crate::plugin::{Fact, Message};
 
 /// A row of the `messages` table; field order matches the table.
@@ -111,6 +114,9 @@ pub struct Batch {
     packages: Vec<LookupRow>,
     /// Fact rows by table name.
     pub facts: BTreeMap<String, Vec<FactRow>>,
+    /// The days and months each plugin's facts have keys in (`rollup_keys`), derived from the
+    /// facts so that they are never written without them.
+    keys: BTreeSet<KeyRow>,
 }
 
 impl Batch {
@@ -139,6 +145,8 @@ impl Batch {
         let rows = self.facts.entry(table.to_string()).or_default();
         let added = facts.len();
         for fact in facts.drain(..) {
+            self.keys
+                .extend(KeyRow::of(table, timestamp as u32, &fact.key));
             rows.push(FactRow {
                 time: timestamp as u32,
                 timestamp,
@@ -148,6 +156,11 @@ impl Batch {
             });
         }
         added
+    }
+
+    /// The presence rows of the batch's facts, in every plugin.
+    pub fn key_rows(&self) -> &BTreeSet<KeyRow> {
+        &self.keys
     }
 
     pub fn messages(&self) -> &[MessageRow] {
@@ -165,7 +178,7 @@ pub async fn write(
     client: &clickhouse::Client,
     batch: &Batch,
 ) -> Result<(), clickhouse::error::Error> {
-    let mut inserts = Vec::with_capacity(batch.facts.len() + 4);
+    let mut inserts = Vec::with_capacity(batch.facts.len() + 5);
     inserts.push(insert_rows(client, "messages", &batch.messages).boxed());
     inserts.push(insert_rows(client, "message_index", &batch.index).boxed());
     inserts.push(insert_rows(client, "message_users", &batch.users).boxed());
@@ -173,6 +186,7 @@ pub async fn write(
     for (table, rows) in &batch.facts {
         inserts.push(insert_rows(client, table, rows).boxed());
     }
+    inserts.push(insert_rows(client, ROLLUP_KEYS, &batch.keys).boxed());
     // Every insert runs to its end even if one fails: on a cluster one may fail only for
     // another worker's quorum (`quorum`), and the retry then re-sends blocks already stored,
     // which replicated tables recognise and skip, instead of ones cut off half-way.
@@ -183,15 +197,17 @@ pub async fn write(
 }
 
 /// One INSERT of `rows` into `table` (none if there are no rows).
-async fn insert_rows<T>(
+async fn insert_rows<'r, T, R>(
     client: &clickhouse::Client,
     table: &str,
-    rows: &[T],
+    rows: R,
 ) -> Result<(), clickhouse::error::Error>
 where
-    T: Row + Serialize + for<'a> Row<Value<'a> = T>,
+    T: Row + Serialize + for<'a> Row<Value<'a> = T> + 'r,
+    R: IntoIterator<Item = &'r T>,
 {
-    if rows.is_empty() {
+    let mut rows = rows.into_iter().peekable();
+    if rows.peek().is_none() {
         return Ok(());
     }
     let mut insert = client.insert::<T>(table).await?;
