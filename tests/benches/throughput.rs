@@ -11,7 +11,9 @@
 //! - delay: at a steady `BENCH_RATE` msg/s (default 800) for `BENCH_SECONDS` (default 30), the
 //!   delay from each publish to JetStream to its row in ClickHouse (p50, p99, max), with the
 //!   default worker settings, on the current nats-server and on the oldest supported (Debian's
-//!   2.9.10), `BENCH_DELAY_ROUNDS` rounds (default 2) in alternating order;
+//!   2.9.10), `BENCH_DELAY_ROUNDS` rounds (default 2) in alternating order; the messages are
+//!   stamped with their publishing time, as on a live bus (`BENCH_CORPUS_TIMES=1` keeps the
+//!   corpus' times instead, which spread every batch over the corpus' months, as a backfill);
 //! - recovery: the same load on two worker replicas, one killed (SIGKILL) a third of the way in:
 //!   the time from the kill until every message published before it is stored.
 //! - amqp: a RabbitMQ queue filled by the real fedora-messaging library → `statscache-ingestor`
@@ -49,6 +51,23 @@ fn messages(count: usize) -> Vec<String> {
         let mut envelope: Value =
             serde_json::from_str(&corpus[index % corpus.len()]).expect("corpus line");
         envelope["msg_id"] = Value::String(format!("2026-bench-{index:08}"));
+        out.push(envelope.to_string());
+    }
+    out
+}
+
+/// [`messages`] as a live bus carries them at `rate` msg/s: each stamped with the moment it is
+/// due to be published, so that a batch touches the current hour, day and month, as live
+/// traffic does, rather than every period of the corpus as a backfill does.
+fn live_messages(count: usize, rate: f64) -> Vec<String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64();
+    let mut out = Vec::with_capacity(count);
+    for (index, line) in messages(count).into_iter().enumerate() {
+        let mut envelope: Value = serde_json::from_str(&line).expect("bench line");
+        envelope["timestamp"] = Value::from(now + index as f64 / rate);
         out.push(envelope.to_string());
     }
     out
@@ -495,7 +514,11 @@ async fn steady_load(
     for _ in 0..workers {
         running.push(default_worker(&servers).await);
     }
-    let lines = messages(count);
+    let lines = if std::env::var("BENCH_CORPUS_TIMES").is_ok() {
+        messages(count)
+    } else {
+        live_messages(count, rate)
+    };
     let watcher = tokio::spawn(watch_stored(servers.client(), count));
     let nats_url = servers.nats.url.clone();
     let publisher = tokio::spawn(async move { publish_steadily(&nats_url, &lines, rate).await });
