@@ -1,11 +1,12 @@
 //! The read path of a statistic: its time range cut into aligned segments, each read from the
-//! coarsest table that answers it exactly — whole months from the monthly rollup, whole days
-//! from the daily one, whole hours from the hourly one, the ragged edges from the facts — so a
-//! request over all of history reads a few hundred rollup rows per key instead of every fact.
+//! coarsest table that answers it exactly — whole years from the yearly rollup, whole months
+//! from the monthly one, whole days from the daily one, whole hours from the hourly one, the
+//! ragged edges from the facts — so a request over all of history reads a row per key and year
+//! (plus the months, days and hours of its edges) instead of every fact.
 //!
 //! A level can serve a bucket only if every bucket is a union of the level's periods: minutes
 //! need the facts, hours the hourly rollup at most, days and weeks (Mondays are day boundaries)
-//! the daily one, months and `all` any level.
+//! the daily one, months the monthly one, and `all` any level.
 //!
 //! Segments are disjoint in time and a message's facts all share its one `time`, so per (bucket,
 //! key) the segments' partial answers combine exactly: counts add up, distinct sets merge, the
@@ -20,7 +21,7 @@
 //! from `rollup_key_counts`, one row per period. A segment whose periods *are* the buckets (days read from the daily rollup
 //! for `bucket=day`), or the only segment, already holds whole (bucket, key) answers: it skips
 //! the final re-aggregation, which only the few rows of the partial segments at the edges go
-//! through. Segments summed over coarser buckets (`bucket=all` from months) are read with
+//! through. Segments summed over coarser buckets (`bucket=all` from years) are read with
 //! `FINAL`: the merge-on-read of the sorted parts keeps the greatest count per (key, period) in
 //! one streaming pass, without a hash table as large as the rollup.
 
@@ -52,7 +53,8 @@ pub fn coarsest_level(bucket: Bucket) -> Option<Level> {
         Bucket::Minute => None,
         Bucket::Hour => Some(Level::Hour),
         Bucket::Day | Bucket::Week => Some(Level::Day),
-        Bucket::Month | Bucket::All => Some(Level::Month),
+        Bucket::Month => Some(Level::Month),
+        Bucket::All => Some(Level::Year),
     }
 }
 
@@ -470,6 +472,41 @@ mod tests {
             .iter()
             .all(|segment| segment.source != Source::Rollup(Level::Month)));
         assert!(segments.contains(&segment(Source::Rollup(Level::Day), JAN_1 + DAY, MAR_1)));
+    }
+
+    #[test]
+    fn all_history_reads_whole_years() {
+        const JAN_1_2025: u64 = 1_735_689_600;
+        // From the epoch to the end of an open year (what a request without a start reads when
+        // nothing is stored past its end): one yearly segment, whatever the history's length.
+        let segments = decompose(0, JAN_1_2025, coarsest_level(Bucket::All));
+        assert_eq!(
+            segments,
+            vec![segment(Source::Rollup(Level::Year), 0, JAN_1_2025)]
+        );
+        // A start inside a year: its months, then whole years.
+        let segments = decompose(FEB_1, JAN_1_2025 + DAY, coarsest_level(Bucket::All));
+        assert_eq!(
+            segments,
+            vec![
+                segment(Source::Rollup(Level::Month), FEB_1, JAN_1_2025),
+                segment(Source::Rollup(Level::Day), JAN_1_2025, JAN_1_2025 + DAY),
+            ]
+        );
+        let segments = decompose(JAN_1 - DAY, JAN_1_2025, coarsest_level(Bucket::All));
+        assert_eq!(
+            segments,
+            vec![
+                segment(Source::Rollup(Level::Day), JAN_1 - DAY, JAN_1),
+                segment(Source::Rollup(Level::Year), JAN_1, JAN_1_2025),
+            ]
+        );
+        // Months never read years.
+        let segments = decompose(0, JAN_1_2025, coarsest_level(Bucket::Month));
+        assert_eq!(
+            segments,
+            vec![segment(Source::Rollup(Level::Month), 0, JAN_1_2025)]
+        );
     }
 
     #[test]

@@ -106,16 +106,16 @@ pub async fn newest_fact_times(
 pub const MAX_LAYOUT_KEYS: u64 = 10_000;
 
 /// The distinct keys of the statistic whose facts are in `table`, in order, at most `limit` of
-/// them; read from its monthly rollup, which holds every key in a few rows.
+/// them; read from its yearly rollup, which holds every key in a row per year.
 pub async fn keys(
     client: &clickhouse::Client,
     table: &str,
     limit: u64,
 ) -> Result<Vec<String>, ApiError> {
-    let monthly = rollup_table(table, Level::Month);
+    let yearly = rollup_table(table, Level::Year);
     client
         .query(&format!(
-            "SELECT DISTINCT key FROM {monthly} ORDER BY key LIMIT ?"
+            "SELECT DISTINCT key FROM {yearly} ORDER BY key LIMIT ?"
         ))
         .bind(limit)
         .fetch_all::<String>()

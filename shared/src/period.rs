@@ -1,4 +1,4 @@
-//! Rollup periods: the UTC hour, day and month a time falls in.
+//! Rollup periods: the UTC hour, day, month and year a time falls in.
 //!
 //! Why one module: the worker decides which periods a batch touched, the api which whole
 //! periods a request covers, and the SQL both send cuts `DateTime` columns into periods; all
@@ -13,11 +13,12 @@ pub enum Level {
     Hour,
     Day,
     Month,
+    Year,
 }
 
 impl Level {
     /// Finest first: the order in which a batch recomputes them.
-    pub const ALL: [Level; 3] = [Level::Hour, Level::Day, Level::Month];
+    pub const ALL: [Level; 4] = [Level::Hour, Level::Day, Level::Month, Level::Year];
 
     /// The suffix of the level's table (`stat_volume_hourly`).
     pub fn name(self) -> &'static str {
@@ -25,6 +26,7 @@ impl Level {
             Level::Hour => "hourly",
             Level::Day => "daily",
             Level::Month => "monthly",
+            Level::Year => "yearly",
         }
     }
 
@@ -34,6 +36,7 @@ impl Level {
             Level::Hour => None,
             Level::Day => Some(Level::Hour),
             Level::Month => Some(Level::Day),
+            Level::Year => Some(Level::Month),
         }
     }
 
@@ -42,7 +45,8 @@ impl Level {
         match self {
             Level::Hour => Some(Level::Day),
             Level::Day => Some(Level::Month),
-            Level::Month => None,
+            Level::Month => Some(Level::Year),
+            Level::Year => None,
         }
     }
 
@@ -56,6 +60,12 @@ impl Level {
                     return time / 86400 * 86400;
                 };
                 month_start(year, month).unwrap_or(time)
+            }
+            Level::Year => {
+                let Some((year, _)) = year_month(time) else {
+                    return time / 86400 * 86400;
+                };
+                month_start(year, 1).unwrap_or(time)
             }
         }
     }
@@ -75,6 +85,12 @@ impl Level {
                     (year, month + 1)
                 };
                 month_start(next_year, next_month).unwrap_or(u64::MAX)
+            }
+            Level::Year => {
+                let Some((year, _)) = year_month(time) else {
+                    return self.start(time) + 86400 * 366;
+                };
+                month_start(year + 1, 1).unwrap_or(u64::MAX)
             }
         }
     }
@@ -98,6 +114,9 @@ impl Level {
             Level::Month => {
                 format!("toUInt32(toDateTime(toStartOfMonth({column}, 'UTC'), 'UTC'))")
             }
+            Level::Year => {
+                format!("toUInt32(toDateTime(toStartOfYear({column}, 'UTC'), 'UTC'))")
+            }
         }
     }
 }
@@ -120,7 +139,7 @@ mod tests {
     const LEAP_DAY_AFTERNOON: u64 = 1_709_214_310;
 
     #[test]
-    fn periods_are_utc_hours_days_and_months() {
+    fn periods_are_utc_hours_days_months_and_years() {
         let time = LEAP_DAY_AFTERNOON;
         assert_eq!(Level::Hour.start(time), 1_709_211_600);
         assert_eq!(Level::Day.start(time), 1_709_164_800);
@@ -130,5 +149,11 @@ mod tests {
         assert_eq!(Level::Hour.ceil(1_709_211_600), 1_709_211_600);
         assert_eq!(Level::Hour.ceil(1_709_211_601), 1_709_215_200);
         assert_eq!(Level::Month.ceil(0), 0);
+        assert_eq!(Level::Year.start(time), 1_704_067_200); // 2024-01-01
+        assert_eq!(Level::Year.next(time), 1_735_689_600); // 2025-01-01 (366 days later)
+        assert_eq!(Level::Year.ceil(1_704_067_200), 1_704_067_200);
+        assert_eq!(Level::Year.ceil(0), 0);
+        assert_eq!(Level::Year.source(), Some(Level::Month));
+        assert_eq!(Level::Month.coarser(), Some(Level::Year));
     }
 }

@@ -12,14 +12,15 @@
 //! - `stat_<plugin>`: one per plugin, the *facts* its statistic is computed from: one row per
 //!   (message, key, value). A count is `uniqExact(msg_id)`, a distinct count `uniqExact(value)`,
 //!   a latest value the row with the greatest (timestamp, msg_id).
-//! - `stat_<plugin>_hourly`, `_daily`, `_monthly`: the plugin's *rollups*, one row per (key,
-//!   period) and recomputation, `period` the UTC start of the hour, day or month. Count plugins
+//! - `stat_<plugin>_hourly`, `_daily`, `_monthly`, `_yearly`: the plugin's *rollups*, one row
+//!   per (key, period) and recomputation, `period` the UTC start of the hour, day, month or year. Count plugins
 //!   keep `count UInt64`, latest plugins the period's latest `(timestamp, msg_id, value)`,
 //!   distinct-count plugins `distinct_values AggregateFunction(uniqExact, String)`. A (key, period)
 //!   may hold several rows until merges fold them: its answer is the greatest `count`
 //!   (`max(count)`), the greatest `(timestamp, msg_id, value)`, or the merge of the states
 //!   (`uniqExactMerge(distinct_values)`). Why that is exact: see ARCHITECTURE.md, "Rollups".
-//! - `rollups_filled`: the fact tables whose rollups were filled from existing facts.
+//! - `rollups_filled`: the fact tables whose rollups were filled from existing facts;
+//!   `yearly_rollups_filled`: those whose yearly rollups were filled from their monthly ones.
 //! - `rollup_keys` and `rollup_key_counts`, shared by every plugin (`stat_table` names it):
 //!   which keys have facts in a day or a month (`level` `daily` or `monthly`, `period` its UTC
 //!   start), and how many, so that the api counts the rows of a day or a month of an answer from
@@ -416,6 +417,18 @@ const MIGRATIONS: &[Migration] = &[
             ORDER BY stat_table",
         ],
     },
+    Migration {
+        version: 6,
+        description: "ledger of yearly rollups filled from monthly ones: yearly_rollups_filled",
+        // The `_yearly` tables themselves are created with each plugin's other rollups, and
+        // filled for existing data by the workers, which know the plugins.
+        columns: &[],
+        statements: &["CREATE TABLE IF NOT EXISTS yearly_rollups_filled (
+            stat_table String,
+            filled_at DateTime
+        ) ENGINE = ReplacingMergeTree(filled_at)
+        ORDER BY stat_table"],
+    },
 ];
 
 /// Which keys have facts in a day or a month, per plugin (schema version 5).
@@ -648,6 +661,9 @@ pub enum Fill {
     /// `key_counts_filled`: `rollup_keys` and `rollup_key_counts`, from the rollups (an
     /// installation older than key counts).
     KeyCounts,
+    /// `yearly_rollups_filled`: the yearly rollups, from the monthly ones (an installation
+    /// older than yearly rollups).
+    YearlyRollups,
 }
 
 impl Fill {
@@ -655,6 +671,7 @@ impl Fill {
         match self {
             Fill::Rollups => "rollups_filled",
             Fill::KeyCounts => "key_counts_filled",
+            Fill::YearlyRollups => "yearly_rollups_filled",
         }
     }
 }

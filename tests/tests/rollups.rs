@@ -1,9 +1,10 @@
 //! Rollups stay exact, against real nats-server and clickhouse-server: copies stored again after
 //! JetStream's duplicate window into hours already rolled up, replays over rolled-up hours, and a
 //! worker killed between writing facts and recomputing rollups; an installation older than
-//! rollups, and one older than key counts, filled when a worker starts. Each time every statistic the api
-//! serves — whole history (monthly rollups), per hour/day/week/month, a window with ragged edges
-//! (facts at the edges) — equals a reference computed from the corpus, its `total` too (rows
+//! rollups, one older than key counts and one older than yearly rollups, filled when a worker
+//! starts. Each time every statistic the api serves — whole history (yearly rollups), per
+//! hour/day/week/month, a window with ragged edges (months, days, hours and facts around whole
+//! years) — equals a reference computed from the corpus, its `total` too (rows
 //! per day and month are counted from the key counts), and
 //! `statscache-worker rollup --check` finds no difference between rollups and facts.
 
@@ -436,7 +437,7 @@ async fn rollups_missing_beside_existing_facts_are_filled_when_a_worker_starts()
         .await
         .expect("plugin tables");
     for table in &tables {
-        for level in ["hourly", "daily", "monthly"] {
+        for level in ["hourly", "daily", "monthly", "yearly"] {
             client
                 .query(&format!("DROP TABLE IF EXISTS {table}_{level}"))
                 .execute()
@@ -455,6 +456,19 @@ async fn rollups_missing_beside_existing_facts_are_filled_when_a_worker_starts()
 
     // An installation with rollups but older than key counts: they are filled from the rollups.
     forget(&client, &key_counts).await;
+    let worker = stack.worker(&[]).await;
+    stack.assert_statistics_equal_reference(&lines).await;
+    stack.assert_rollups_agree_with_facts().await;
+    worker.kill();
+
+    // One older than yearly rollups: they are filled from the monthly ones.
+    let yearly: Vec<String> = tables
+        .iter()
+        .map(|table| format!("{table}_yearly"))
+        .collect();
+    let yearly: Vec<&str> = yearly.iter().map(String::as_str).collect();
+    forget(&client, &yearly).await;
+    forget(&client, &["yearly_rollups_filled"]).await;
     let _worker = stack.worker(&[]).await;
     stack.assert_statistics_equal_reference(&lines).await;
     stack.assert_rollups_agree_with_facts().await;

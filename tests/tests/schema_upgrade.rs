@@ -87,5 +87,5 @@ async fn version_3_installations_get_the_arrival_order_and_datanommer_text() {
         .fetch_all()
         .await
         .expect("ledger");
-    assert_eq!(versions, vec![1, 2, 3, 4, 5]);
+    assert_eq!(versions, vec![1, 2, 3, 4, 5, 6]);
 }

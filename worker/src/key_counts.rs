@@ -140,6 +140,17 @@ pub async fn refill(
     .await
 }
 
+/// [`refill`] over the month starting at `month`: what a rebuild runs once the month's rollups
+/// are recomputed.
+pub async fn refill_month(
+    client: &clickhouse::Client,
+    stat_table: &str,
+    month: u64,
+) -> Result<(), clickhouse::error::Error> {
+    let month_end = Level::Month.next(month).saturating_sub(1);
+    refill(client, stat_table, month, month_end).await
+}
+
 /// Compares the key counts of the days and the month of `month` with the distinct keys of the
 /// facts there.
 pub async fn check_month(

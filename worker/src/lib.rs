@@ -35,6 +35,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_nats::jetstream::consumer::DeliverPolicy;
 use statscache_shared::admin::{self, Dependency, Health};
 use statscache_shared::config::Config;
+use statscache_shared::period::Level;
 use statscache_shared::progress::Progress;
 use statscache_shared::schema::Fill;
 use statscache_shared::{nats, schema};
@@ -294,8 +295,9 @@ async fn prepare(
 /// Migrates the schema and creates the plugins' fact and rollup tables. Rollups never filled
 /// from the facts (an installation older than rollups, a plugin's first start) are filled
 /// first, with the key counts, so the api does not read empty rollups over a full fact table
-/// for long; key counts never filled (an installation older than them) are filled from the
-/// rollups. Each fill is recorded only once complete: a worker stopped during one fills again.
+/// for long; key counts and yearly rollups never filled (an installation older than them) are
+/// filled from the other rollups. Each fill is recorded only once complete: a worker stopped
+/// during one fills again.
 async fn prepare_tables(
     config: &Config,
     plugins: &[Box<dyn plugin::Plugin>],
@@ -325,26 +327,45 @@ async fn fill_once(
     {
         tracing::info!(%table, "filling the rollups and key counts from the existing facts");
         rebuild_rollups(clickhouse, &[info], 0).await?;
-        schema::record_filled(clickhouse, Fill::Rollups, table)
-            .await
-            .map_err(failed)?;
-        return schema::record_filled(clickhouse, Fill::KeyCounts, table)
-            .await
-            .map_err(failed);
+        for fill in [Fill::Rollups, Fill::KeyCounts, Fill::YearlyRollups] {
+            schema::record_filled(clickhouse, fill, table)
+                .await
+                .map_err(failed)?;
+        }
+        return Ok(());
     }
-    if schema::filled(clickhouse, Fill::KeyCounts, table)
+    if !schema::filled(clickhouse, Fill::KeyCounts, table)
         .await
         .map_err(failed)?
     {
-        return Ok(());
+        tracing::info!(%table, "filling the key counts from the existing rollups");
+        key_counts::refill(clickhouse, table, 0, u64::from(u32::MAX))
+            .await
+            .map_err(failed)?;
+        schema::record_filled(clickhouse, Fill::KeyCounts, table)
+            .await
+            .map_err(failed)?;
     }
-    tracing::info!(%table, "filling the key counts from the existing rollups");
-    key_counts::refill(clickhouse, table, 0, u64::from(u32::MAX))
+    if !schema::filled(clickhouse, Fill::YearlyRollups, table)
         .await
-        .map_err(failed)?;
-    schema::record_filled(clickhouse, Fill::KeyCounts, table)
-        .await
-        .map_err(failed)
+        .map_err(failed)?
+    {
+        tracing::info!(%table, "filling the yearly rollups from the monthly ones");
+        let work = months_per_plugin(clickhouse, &[info], 0, u64::from(u32::MAX)).await?;
+        for (_, months) in &work {
+            for (index, month) in months.iter().enumerate() {
+                if ends_a_year(months, index) {
+                    rollup::rebuild_year(clickhouse, table, info.kind, *month)
+                        .await
+                        .map_err(failed)?;
+                }
+            }
+        }
+        schema::record_filled(clickhouse, Fill::YearlyRollups, table)
+            .await
+            .map_err(failed)?;
+    }
+    Ok(())
 }
 
 /// The plugins named in `names`, all of them if it is empty.
@@ -413,21 +434,34 @@ async fn rebuild_rollups(
     let total = work.iter().map(|(_, months)| months.len() as u64).sum();
     let mut progress = Progress::new("rebuilding rollups", "months", total);
     for (info, months) in &work {
-        for month in months {
+        let failed = |source| rollup_error(info, source);
+        for (index, month) in months.iter().enumerate() {
             rollup::rebuild_month(clickhouse, &info.table, info.kind, *month)
                 .await
-                .map_err(|source| rollup_error(info, source))?;
-            let month_end = statscache_shared::period::Level::Month
-                .next(*month)
-                .saturating_sub(1);
-            key_counts::refill(clickhouse, &info.table, *month, month_end)
+                .map_err(failed)?;
+            key_counts::refill_month(clickhouse, &info.table, *month)
                 .await
-                .map_err(|source| rollup_error(info, source))?;
+                .map_err(failed)?;
+            if ends_a_year(months, index) {
+                rollup::rebuild_year(clickhouse, &info.table, info.kind, *month)
+                    .await
+                    .map_err(failed)?;
+            }
             progress.step(&format!("{} {}", info.identifier, month_name(*month)));
         }
     }
     progress.finish();
     Ok(total)
+}
+
+/// Whether `months[index]` is the last of its year in `months` (ascending): where a rebuild or
+/// a check, having done the year's months, does the year.
+fn ends_a_year(months: &[u64], index: usize) -> bool {
+    let year = Level::Year.start(months[index]);
+    match months.get(index + 1) {
+        Some(next) => Level::Year.start(*next) != year,
+        None => true,
+    }
 }
 
 /// One difference `rollup --check` found.
@@ -451,14 +485,21 @@ pub async fn rollup_check(
     let mut progress = Progress::new("checking rollups", "months", total);
     let mut differences = Vec::new();
     for (info, months) in &work {
-        for month in months {
+        let failed = |source| rollup_error(info, source);
+        for (index, month) in months.iter().enumerate() {
             let mut found = rollup::check_month(&clickhouse, &info.table, info.kind, *month)
                 .await
-                .map_err(|source| rollup_error(info, source))?;
+                .map_err(failed)?;
             let counts = key_counts::check_month(&clickhouse, &info.table, *month)
                 .await
-                .map_err(|source| rollup_error(info, source))?;
+                .map_err(failed)?;
             found.extend(counts);
+            if ends_a_year(months, index) {
+                let year = rollup::check_year(&clickhouse, &info.table, info.kind, *month)
+                    .await
+                    .map_err(failed)?;
+                found.extend(year);
+            }
             for difference in found {
                 differences.push(RollupDifference {
                     plugin: info.identifier.clone(),
@@ -478,10 +519,8 @@ async fn months_per_plugin<'a>(
     since: u64,
     until: u64,
 ) -> Result<Vec<(&'a plugin::PluginInfo, Vec<u64>)>, WorkerError> {
-    let since = statscache_shared::period::Level::Month.start(since);
-    let until = statscache_shared::period::Level::Month
-        .next(until)
-        .saturating_sub(1);
+    let since = Level::Month.start(since);
+    let until = Level::Month.next(until).saturating_sub(1);
     let mut work = Vec::new();
     for info in plugins {
         let months = rollup::months_with_facts(clickhouse, &info.table, since, until)

@@ -1,10 +1,11 @@
-//! Rollups: per plugin, hourly, daily and monthly aggregates that the api reads instead of
-//! scanning every fact, so a statistic over all of history costs the same at any size.
+//! Rollups: per plugin, hourly, daily, monthly and yearly aggregates that the api reads instead
+//! of scanning every fact, so a statistic over all of history costs the same at any size.
 //!
 //! Facts stay the source of truth; a rollup row is only ever *recomputed* from what lies below
 //! it — an hour from the facts, a day or a month from its hours (a rebuild reads a month from its
-//! days) — and inserted beside the rows of earlier recomputations. Each batch recomputes the (key, period)s it touched after
-//! its facts are stored and before it acks ([`recompute_touched`]).
+//! days), a year from its months — and inserted beside the rows of earlier recomputations. Each
+//! batch recomputes the (key, period)s it touched after its facts are stored and before it acks
+//! ([`recompute_touched`]).
 //!
 //! Why no version clock is needed: a (key, period)'s answer can only grow as facts arrive (a
 //! count or a set of distinct values gets bigger, a latest value later), so every row inserted
@@ -14,8 +15,9 @@
 //! concurrent workers inserted in, and whether or not merges ran. The argument in full is in
 //! ARCHITECTURE.md ("Rollups").
 //!
-//! The operator commands live here too: [`rebuild`] recomputes every level from the facts, and
-//! [`check`] compares each level with the same answer computed from the facts.
+//! The operator commands live here too: [`rebuild_month`] and [`rebuild_year`] recompute the
+//! levels from the facts, and [`check_month`] and [`check_year`] compare them with the same
+//! answers computed from the facts.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -153,11 +155,13 @@ pub async fn recompute(
     bind_all(client.query(&insert), &binds).execute().await
 }
 
-/// Recomputes every level for what one batch touched: the hours from the facts, then — once
-/// those are stored — the days and the months at once, both from the hours. Why months from
-/// hours rather than from days: it saves a round trip on every batch's way to its ack, for a
-/// read of at most one row per hour of a touched key's month. Returns the number of periods
-/// recomputed per level.
+/// Recomputes every level for what one batch touched, each from the level below it once that
+/// is stored: the hours from the facts, then the days and the months at once, both from the
+/// hours, then the years from the months. Why months from hours rather than from days: it saves
+/// a round trip on every batch's way to its ack, for a read of at most one row per hour of a
+/// touched key's month. Years cannot be read from the hours as cheaply (up to 8 784 rows per
+/// key), so they take a third round, of at most twelve rows per touched key. Returns the number
+/// of periods recomputed per level.
 pub async fn recompute_touched(
     client: &clickhouse::Client,
     stat_table: &str,
@@ -189,6 +193,18 @@ pub async fn recompute_touched(
         recomputed.push((*level, scope.periods.len()));
     }
     futures::future::try_join_all(coarser).await?;
+    if let Some(years) = touched.scope(Level::Year) {
+        recompute(
+            client,
+            stat_table,
+            kind,
+            Level::Year,
+            Some(Level::Month),
+            &years,
+        )
+        .await?;
+        recomputed.push((Level::Year, years.periods.len()));
+    }
     Ok(recomputed)
 }
 
@@ -227,7 +243,10 @@ pub async fn months_with_facts(
     Ok(months)
 }
 
-/// Recomputes every level of one month from the facts.
+/// The levels whose periods lie within a month: what [`rebuild_month`] and [`check_month`] cover.
+const MONTH_LEVELS: [Level; 3] = [Level::Hour, Level::Day, Level::Month];
+
+/// Recomputes the hours, days and month of one month from the facts (a month from its days).
 pub async fn rebuild_month(
     client: &clickhouse::Client,
     stat_table: &str,
@@ -235,11 +254,31 @@ pub async fn rebuild_month(
     month: u64,
 ) -> Result<(), clickhouse::error::Error> {
     let end = Level::Month.next(month);
-    for level in Level::ALL {
+    for level in MONTH_LEVELS {
         let scope = Scope::range(level, month, end);
         recompute(client, stat_table, kind, level, level.source(), &scope).await?;
     }
     Ok(())
+}
+
+/// Recomputes the year starting at (or containing) `year` from its monthly rows: run once the
+/// months of the year that a rebuild covers are rebuilt.
+pub async fn rebuild_year(
+    client: &clickhouse::Client,
+    stat_table: &str,
+    kind: StatisticKind,
+    year: u64,
+) -> Result<(), clickhouse::error::Error> {
+    let scope = Scope::range(Level::Year, year, Level::Year.next(year));
+    recompute(
+        client,
+        stat_table,
+        kind,
+        Level::Year,
+        Some(Level::Month),
+        &scope,
+    )
+    .await
 }
 
 /// What a [`Difference`] is about.
@@ -271,7 +310,8 @@ struct Answer {
     answer: String,
 }
 
-/// Compares every level's rows in one month with the same answers computed from the facts.
+/// Compares the hourly, daily and monthly rows of one month with the same answers computed
+/// from the facts.
 pub async fn check_month(
     client: &clickhouse::Client,
     stat_table: &str,
@@ -280,18 +320,40 @@ pub async fn check_month(
 ) -> Result<Vec<Difference>, clickhouse::error::Error> {
     let end = Level::Month.next(month);
     let mut differences = Vec::new();
-    for level in Level::ALL {
+    for level in MONTH_LEVELS {
         let scope = Scope::range(level, month, end);
-        let (fact_condition, binds) = scope.condition(level, "time");
-        let (rollup_condition, _) = scope.condition(level, "period");
-        let facts_sql = facts_answer_sql(stat_table, kind, level, &fact_condition);
-        let rollup_sql =
-            rollup_answer_sql(&rollup_table(stat_table, level), kind, &rollup_condition);
-        let from_facts = answers(client, &facts_sql, &binds).await?;
-        let from_rollup = answers(client, &rollup_sql, &binds).await?;
-        differences.extend(compare(level, Subject::Rollup, from_facts, from_rollup));
+        differences.extend(check_level(client, stat_table, kind, level, &scope).await?);
     }
     Ok(differences)
+}
+
+/// Compares the yearly rows of the year starting at (or containing) `year` with the same
+/// answers computed from the facts.
+pub async fn check_year(
+    client: &clickhouse::Client,
+    stat_table: &str,
+    kind: StatisticKind,
+    year: u64,
+) -> Result<Vec<Difference>, clickhouse::error::Error> {
+    let scope = Scope::range(Level::Year, year, Level::Year.next(year));
+    check_level(client, stat_table, kind, Level::Year, &scope).await
+}
+
+/// The differences between `level`'s rows in `scope` and the facts' answers.
+async fn check_level(
+    client: &clickhouse::Client,
+    stat_table: &str,
+    kind: StatisticKind,
+    level: Level,
+    scope: &Scope,
+) -> Result<Vec<Difference>, clickhouse::error::Error> {
+    let (fact_condition, binds) = scope.condition(level, "time");
+    let (rollup_condition, _) = scope.condition(level, "period");
+    let facts_sql = facts_answer_sql(stat_table, kind, level, &fact_condition);
+    let rollup_sql = rollup_answer_sql(&rollup_table(stat_table, level), kind, &rollup_condition);
+    let from_facts = answers(client, &facts_sql, &binds).await?;
+    let from_rollup = answers(client, &rollup_sql, &binds).await?;
+    Ok(compare(level, Subject::Rollup, from_facts, from_rollup))
 }
 
 /// The rows of `sql` (period, key, answer) by (period, key).
