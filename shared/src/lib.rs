@@ -8,7 +8,7 @@
 //! - [`nats`]: the JetStream streams, header names and dead letters.
 //! - [`server_urls`]: the several URLs of a clustered server under one key.
 //! - [`schema`]: the ClickHouse tables (the interface analysts query) and their migrations.
-//! - [`period`]: the hours, days and months rollups cut time into; [`sql`]: bound values.
+//! - [`period`]: the hours, days, months and years rollups cut time into; [`sql`]: bound values.
 //! - [`telemetry`]: logs and OTLP traces; [`trace_context`]: W3C trace context across NATS and
 //!   HTTP; [`admin`]: health probes and Prometheus metrics.
 //! - [`shutdown`]: the signal-driven cancellation every service drains on; [`retry`]: backoff.

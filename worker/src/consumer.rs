@@ -10,9 +10,10 @@
 //! 2. the batch's rows are written to ClickHouse, retried until they are stored (while a write
 //!    is slow or retried, the messages' ack deadlines are extended so JetStream does not count
 //!    a redelivery: `ack-wait` is short, so that a dead worker's batch comes back in seconds);
-//! 3. the rollups of the (key, period)s the batch touched are recomputed from the stored facts
-//!    (`rollup`), and the key counts of its days and months from the presence rows written with
-//!    the facts (`key_counts`, beside the hours' recomputation), retried and held the same way:
+//! 3. the rollups of the (key, period)s the batch touched — hours, days, months, years — are
+//!    recomputed from the stored facts (`rollup`), and the key counts of its days and months
+//!    from the presence rows written with the facts (`key_counts`, beside the hours'
+//!    recomputation), retried and held the same way:
 //!    a worker that dies before this point gets its messages redelivered, and the redelivery
 //!    recomputes them;
 //! 4. only then are the messages acked.

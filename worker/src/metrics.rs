@@ -25,7 +25,7 @@ pub struct Metrics {
     pub pending: IntGauge,
     /// Seconds to recompute the rollups a batch touched (all plugins, all levels).
     pub rollup_seconds: Histogram,
-    /// Rollup periods recomputed, by level (`hourly`, `daily`, `monthly`).
+    /// Rollup periods recomputed, by level (`hourly`, `daily`, `monthly`, `yearly`).
     pub rollup_periods: IntCounterVec,
 }
 
