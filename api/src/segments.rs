@@ -27,7 +27,7 @@
 
 use statscache_shared::config::StatisticKind;
 use statscache_shared::period::Level;
-use statscache_shared::schema::{rollup_table, KEY_COUNT_LEVELS, ROLLUP_KEY_COUNTS};
+use statscache_shared::schema::{rollup_table, KEY_COUNT_LEVELS, ROLLUP_KEYS, ROLLUP_KEY_COUNTS};
 use statscache_shared::sql::{clamp_time, key_filter, Bound};
 
 use crate::statistics::Bucket;
@@ -270,6 +270,42 @@ pub fn bucket_rows_sql(
         ),
     };
     (sql, binds)
+}
+
+/// SQL for the keys of a page that lies within one whole day or month of an answer without a
+/// key filter (`segments`, the page's, being that one period): its keys in key order, the page's
+/// rows per page from its first row on, bound after the values returned (`LIMIT ? OFFSET ?`).
+/// `None` for any other page.
+///
+/// Why: the rollups are sorted by key first, so the page's period alone, as a time condition,
+/// reads its whole year partition — a year of the level's rows for a page of 25. The period's
+/// presence rows (`rollup_keys`, sorted by plugin, level, period, then key) hold exactly the
+/// keys with a row in that period, in the page's order; the page is then read with
+/// `key IN (…)`, a few sort-key ranges.
+pub fn page_keys_sql(
+    table: &str,
+    bucket: Bucket,
+    keys: &[String],
+    segments: &[Segment],
+) -> Option<(String, Vec<Bound>)> {
+    let [segment] = segments else {
+        return None;
+    };
+    let level = counted_level(bucket, keys, segment)?;
+    if segment.end != level.next(segment.start) {
+        return None;
+    }
+    let sql = format!(
+        "SELECT DISTINCT key FROM {ROLLUP_KEYS}
+         WHERE stat_table = ? AND level = ? AND period = toDateTime(?)
+         ORDER BY key LIMIT ? OFFSET ?"
+    );
+    let binds = vec![
+        Bound::Text(table.to_string()),
+        Bound::Text(level.name().to_string()),
+        Bound::Time(clamp_time(segment.start)),
+    ];
+    Some((sql, binds))
 }
 
 /// The level whose key counts give `segment`'s rows per bucket: its periods are the buckets,
@@ -587,6 +623,31 @@ mod tests {
             "{sql}"
         );
         assert_eq!(sql.matches('?').count(), binds.len());
+    }
+
+    #[test]
+    fn a_page_within_one_whole_day_or_month_reads_its_keys_first() {
+        let one_month = decompose(FEB_1, MAR_1, coarsest_level(Bucket::Month));
+        let (sql, binds) =
+            page_keys_sql("stat_volume", Bucket::Month, &[], &one_month).expect("one month");
+        assert!(sql.contains("FROM rollup_keys"), "{sql}");
+        assert!(binds.contains(&Bound::Text("monthly".to_string())));
+        assert_eq!(
+            sql.matches('?').count(),
+            binds.len() + 2,
+            "LIMIT and OFFSET follow"
+        );
+        let one_day = decompose(FEB_1, FEB_1 + DAY, coarsest_level(Bucket::Day));
+        assert!(page_keys_sql("stat_volume", Bucket::Day, &[], &one_day).is_some());
+        // Not: a key filter, two periods, a partial period, a bucket without key counts.
+        let named = ["a".to_string()];
+        assert!(page_keys_sql("stat_volume", Bucket::Month, &named, &one_month).is_none());
+        let two_months = decompose(JAN_1, MAR_1, coarsest_level(Bucket::Month));
+        assert!(page_keys_sql("stat_volume", Bucket::Month, &[], &two_months).is_none());
+        let partial = decompose(FEB_1 + HOUR, MAR_1, coarsest_level(Bucket::Month));
+        assert!(page_keys_sql("stat_volume", Bucket::Month, &[], &partial).is_none());
+        let week = decompose(JAN_1, JAN_1 + 7 * DAY, coarsest_level(Bucket::Week));
+        assert!(page_keys_sql("stat_volume", Bucket::Week, &[], &week).is_none());
     }
 
     #[test]

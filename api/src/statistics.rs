@@ -323,7 +323,8 @@ async fn nothing_stored_from(client: &clickhouse::Client, table: &str, time: u64
 
 /// Runs `query` over the seconds `[start, end)` of `table`: first the rows per bucket, which
 /// give `total` and locate the page's buckets (`bucket_pages`), then the answer of those
-/// buckets alone, so a page costs the same however many buckets the range holds.
+/// buckets alone — of the page's keys alone if it lies within one whole day or month
+/// (`segments::page_keys_sql`) — so a page costs the same however many buckets the range holds.
 async fn fetch_range(
     client: &clickhouse::Client,
     table: &str,
@@ -356,13 +357,31 @@ async fn fetch_range(
     let page_start = start.max(u64::from(window.earliest));
     let page_end = end.min(query.bucket.end(window.latest));
     let page_segments = segments::decompose(page_start, page_end, coarsest);
+    // A page within one whole day or month: its keys first, then its rows by those keys.
+    let mut page_keys = query.keys.clone();
+    let mut skip = window.skip;
+    if let Some((sql, binds)) =
+        segments::page_keys_sql(table, query.bucket, &query.keys, &page_segments)
+    {
+        let keys: Vec<String> = bind_all(client.query(&sql), &binds)
+            .bind(rows_per_page)
+            .bind(window.skip)
+            .fetch_all()
+            .await
+            .map_err(query_failed)?;
+        // None (presence rows not yet filled): the page is read by its period alone.
+        if !keys.is_empty() {
+            page_keys = keys;
+            skip = 0;
+        }
+    }
     let (grouped, binds) =
-        segments::statistic_sql(table, kind, query.bucket, &query.keys, &page_segments);
+        segments::statistic_sql(table, kind, query.bucket, &page_keys, &page_segments);
     let page_sql =
         format!("SELECT * FROM ({grouped}) ORDER BY bucket {order}, key ASC LIMIT ? OFFSET ?");
     let paged = with_group_limit(bind_all(client.query(&page_sql), &binds))
         .bind(rows_per_page)
-        .bind(window.skip);
+        .bind(skip);
     let bucketed = query.bucket != Bucket::All;
     let mut rows = Vec::new();
     if kind == StatisticKind::Latest {
