@@ -7,9 +7,9 @@
 //! - [`consumer`]: fetch a batch → rows → write → ack; dead letters and poison messages.
 //! - [`fetch`]: one batch from the durable consumer, closed by size or `batch-timeout`.
 //! - [`sink`]: the batched ClickHouse writes; [`catalog`]: the `plugins` table.
-//! - [`rollup`]: the hourly/daily/monthly/yearly rollups each batch recomputes, their rebuild and check
-//!   (progress drawn by `statscache_shared::progress`); [`key_counts`]: the number of keys per
-//!   day and month, which the api counts a page's rows with.
+//! - [`rollup`]: the hourly/daily/monthly/yearly rollups each batch recomputes, their rebuild
+//!   and check (progress drawn by `statscache_shared::progress`); [`key_counts`]: the number of
+//!   keys per day and month, which the api counts a page's rows with.
 //! - [`quorum`]: on a replicated ClickHouse, inserts that return once every replica holds them.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`generate`]: synthetic Fedora-shaped history for the scale benchmark.
