@@ -194,15 +194,7 @@ pub async fn recompute_touched(
     }
     futures::future::try_join_all(coarser).await?;
     if let Some(years) = touched.scope(Level::Year) {
-        recompute(
-            client,
-            stat_table,
-            kind,
-            Level::Year,
-            Some(Level::Month),
-            &years,
-        )
-        .await?;
+        recompute_years(client, stat_table, kind, &years).await?;
         recomputed.push((Level::Year, years.periods.len()));
     }
     Ok(recomputed)
@@ -270,15 +262,18 @@ pub async fn rebuild_year(
     year: u64,
 ) -> Result<(), clickhouse::error::Error> {
     let scope = Scope::range(Level::Year, year, Level::Year.next(year));
-    recompute(
-        client,
-        stat_table,
-        kind,
-        Level::Year,
-        Some(Level::Month),
-        &scope,
-    )
-    .await
+    recompute_years(client, stat_table, kind, &scope).await
+}
+
+/// Recomputes the years of `scope` from their months, the one source years have.
+async fn recompute_years(
+    client: &clickhouse::Client,
+    stat_table: &str,
+    kind: StatisticKind,
+    scope: &Scope,
+) -> Result<(), clickhouse::error::Error> {
+    let from = Level::Year.source();
+    recompute(client, stat_table, kind, Level::Year, from, scope).await
 }
 
 /// What a [`Difference`] is about.
