@@ -27,10 +27,12 @@ struct Case {
     replaced: Vec<String>,
 }
 
-/// Latencies and ClickHouse's peak memory (bytes) of one side of a case.
+/// Latencies and ClickHouse's peak memory (bytes) of one side of a case, and where its time
+/// went: the statements ClickHouse finished meanwhile, one line per shape.
 struct Measured {
     latencies: Vec<Duration>,
     peak_memory: u64,
+    profile: Vec<String>,
 }
 
 struct Row {
@@ -115,9 +117,11 @@ where
     let last_second = now_seconds();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let peak_memory = peak_memory(http, base, first_second, last_second).await;
+    let profile = profile(http, base, first_second, last_second).await;
     Measured {
         latencies,
         peak_memory,
+        profile,
     }
 }
 
@@ -139,6 +143,49 @@ async fn peak_memory(http: &reqwest::Client, base: &str, first: u64, last: u64) 
         .expect("query_log request");
     let text = answer.text().await.expect("query_log answer");
     text.trim().parse().unwrap_or(0)
+}
+
+/// The statements that finished between two seconds, grouped by shape (numbers blanked, first
+/// 100 characters): how many, median and largest duration (ms), largest rows read.
+async fn profile(http: &reqwest::Client, base: &str, first: u64, last: u64) -> Vec<String> {
+    let sql = format!(
+        "SELECT concat(toString(count()), ' x ', toString(quantileExact(0.5)(query_duration_ms)),
+                ' ms (max ', toString(max(query_duration_ms)), ', ',
+                toString(max(read_rows)), ' rows): ', shape)
+         FROM (SELECT query_duration_ms, read_rows,
+                      substring(replaceRegexpAll(replaceRegexpAll(query, '[[:space:]]+', ' '),
+                                                 '[0-9]+', 'N'), 1, 100) AS shape
+               FROM system.query_log
+               WHERE toString(type) IN ('2', 'QueryFinish')
+                 AND event_time >= toDateTime({first}) AND event_time <= toDateTime({last})
+                 AND query NOT LIKE '%query_log%')
+         GROUP BY shape ORDER BY sum(query_duration_ms) DESC LIMIT 8"
+    );
+    let text = scalar(http, base, &sql).await;
+    text.lines().map(str::to_string).collect()
+}
+
+/// Waits until ClickHouse runs no merge (three reads of `system.merges` 5 s apart), at most
+/// `BENCH_SETTLE_MINUTES` (default 30): generation leaves merges running for minutes, and
+/// requests measured beside them measure the merges.
+async fn settle(http: &reqwest::Client, base: &str) {
+    let limit = Duration::from_secs(60 * setting("BENCH_SETTLE_MINUTES", 30) as u64);
+    let started = Instant::now();
+    let mut quiet_reads = 0;
+    while quiet_reads < 3 && started.elapsed() < limit {
+        let merges = scalar(http, base, "SELECT count() FROM system.merges").await;
+        if merges == "0" {
+            quiet_reads += 1;
+        } else {
+            quiet_reads = 0;
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    eprintln!(
+        "waited {:.0} s for ClickHouse's merges to finish{}",
+        started.elapsed().as_secs_f64(),
+        if quiet_reads < 3 { " (gave up)" } else { "" }
+    );
 }
 
 async fn scalar(http: &reqwest::Client, base: &str, sql: &str) -> String {
@@ -182,7 +229,17 @@ fn report(messages: u64, rows: &[Row]) {
             megabytes(row.direct.peak_memory),
             api_p50.as_secs_f64() / direct_p50.as_secs_f64(),
         );
+        if profiled() {
+            for line in &row.api.profile {
+                println!("    {line}");
+            }
+        }
     }
+}
+
+/// `BENCH_PROFILE=1`: print under each request the statements its api calls sent.
+fn profiled() -> bool {
+    setting("BENCH_PROFILE", 0) == 1
 }
 
 /// Grows the history to `target` messages, older than what is stored; returns the new count.
@@ -248,6 +305,7 @@ async fn main() {
             .expect("oldest time")
         };
         stored = grow(&env, stored, size, oldest, step as u64 + 1).await;
+        settle(&http, &clickhouse_url).await;
         if api.is_none() {
             api = Some(Service::start("api", &env, &[]));
         }
