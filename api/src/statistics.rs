@@ -369,7 +369,7 @@ async fn fetch_range(
             .fetch_all()
             .await
             .map_err(query_failed)?;
-        // None (presence rows not yet filled): the page is read by its period alone.
+        // No keys (presence rows not yet filled): the page is read by its period alone.
         if !keys.is_empty() {
             page_keys = keys;
             skip = 0;

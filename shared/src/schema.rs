@@ -13,9 +13,10 @@
 //!   (message, key, value). A count is `uniqExact(msg_id)`, a distinct count `uniqExact(value)`,
 //!   a latest value the row with the greatest (timestamp, msg_id).
 //! - `stat_<plugin>_hourly`, `_daily`, `_monthly`, `_yearly`: the plugin's *rollups*, one row
-//!   per (key, period) and recomputation, `period` the UTC start of the hour, day, month or year. Count plugins
-//!   keep `count UInt64`, latest plugins the period's latest `(timestamp, msg_id, value)`,
-//!   distinct-count plugins `distinct_values AggregateFunction(uniqExact, String)`. A (key, period)
+//!   per (key, period) and recomputation, `period` the UTC start of the hour, day, month or
+//!   year. Count plugins keep `count UInt64`, latest plugins the period's latest `(timestamp,
+//!   msg_id, value)`, distinct-count plugins `distinct_values AggregateFunction(uniqExact,
+//!   String)`. A (key, period)
 //!   may hold several rows until merges fold them: its answer is the greatest `count`
 //!   (`max(count)`), the greatest `(timestamp, msg_id, value)`, or the merge of the states
 //!   (`uniqExactMerge(distinct_values)`). Why that is exact: see ARCHITECTURE.md, "Rollups".
