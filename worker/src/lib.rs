@@ -351,15 +351,17 @@ async fn fill_once(
         .map_err(failed)?
     {
         tracing::info!(%table, "filling the yearly rollups from the monthly ones");
-        let work = months_per_plugin(clickhouse, &[info], 0, u64::from(u32::MAX)).await?;
-        for (_, months) in &work {
-            for (index, month) in months.iter().enumerate() {
-                if ends_a_year(months, index) {
-                    rollup::rebuild_year(clickhouse, table, info.kind, *month)
-                        .await
-                        .map_err(failed)?;
-                }
-            }
+        let months = rollup::months_with_facts(clickhouse, table, 0, u64::from(u32::MAX))
+            .await
+            .map_err(failed)?;
+        let years: std::collections::BTreeSet<u64> = months
+            .iter()
+            .map(|month| Level::Year.start(*month))
+            .collect();
+        for year in years {
+            rollup::rebuild_year(clickhouse, table, info.kind, year)
+                .await
+                .map_err(failed)?;
         }
         schema::record_filled(clickhouse, Fill::YearlyRollups, table)
             .await
