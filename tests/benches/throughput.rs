@@ -13,7 +13,8 @@
 //!   default worker settings, on the current nats-server and on the oldest supported (Debian's
 //!   2.9.10), `BENCH_DELAY_ROUNDS` rounds (default 2) in alternating order; the messages are
 //!   stamped with their publishing time, as on a live bus (`BENCH_CORPUS_TIMES=1` keeps the
-//!   corpus' times instead, which spread every batch over the corpus' months, as a backfill);
+//!   corpus' times instead, which spread every batch over the corpus' seven years: a worst
+//!   case no source produces, datagrepper backfills being read in time order);
 //! - recovery: the same load on two worker replicas, one killed (SIGKILL) a third of the way in:
 //!   the time from the kill until every message published before it is stored.
 //! - amqp: a RabbitMQ queue filled by the real fedora-messaging library → `statscache-ingestor`
@@ -58,7 +59,7 @@ fn messages(count: usize) -> Vec<String> {
 
 /// [`messages`] as a live bus carries them at `rate` msg/s: each stamped with the moment it is
 /// due to be published, so that a batch touches the current hour, day and month, as live
-/// traffic does, rather than every period of the corpus as a backfill does.
+/// traffic (and a backfill, read in time order) does, rather than every period of the corpus.
 fn live_messages(count: usize, rate: f64) -> Vec<String> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
