@@ -11,6 +11,11 @@
 //! source's own schedule, and only then [`open`] connects a new socket, which succeeds on its
 //! first try. The crate's disconnect event ends the socket, which is dropped with its
 //! reconnection task, and the probing starts again.
+//!
+//! A probe can still reach a publisher in its last moments (killed, its listening socket not
+//! yet closed); the connect that follows is then refused, and the crate would retry it on its
+//! own growing schedule. So [`open`] keeps probing while it connects and gives up as soon as
+//! nothing listens, handing the endpoint back to the source's schedule.
 
 use std::time::Duration;
 
@@ -49,10 +54,12 @@ pub async fn probe(endpoint: &str) -> Result<(), String> {
 }
 
 /// A new SUB socket connected to `endpoint` with `prefixes` subscribed, and its event stream
-/// (which says when the publisher goes away).
+/// (which says when the publisher goes away). Probes the endpoint every `recheck` meanwhile:
+/// [`ZeroMqError::NothingListens`] as soon as a probe is refused.
 pub async fn open(
     endpoint: &str,
     prefixes: &[String],
+    recheck: Duration,
 ) -> Result<(SubSocket, mpsc::Receiver<SocketEvent>), ZeroMqError> {
     let mut socket = SubSocket::new();
     let events = socket.monitor();
@@ -73,9 +80,45 @@ pub async fn open(
         timeout: CONNECT_TIMEOUT,
         detail,
     };
-    match tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(endpoint)).await {
-        Ok(Ok(())) => Ok((socket, events)),
-        Ok(Err(error)) => Err(connect_error(error.to_string())),
-        Err(_elapsed) => Err(connect_error("timed out".into())),
+    let nobody_listens = async {
+        loop {
+            tokio::time::sleep(recheck).await;
+            if let Err(detail) = probe(endpoint).await {
+                return detail;
+            }
+        }
+    };
+    tokio::select! {
+        connected = tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(endpoint)) => match connected {
+            Ok(Ok(())) => Ok((socket, events)),
+            Ok(Err(error)) => Err(connect_error(error.to_string())),
+            Err(_elapsed) => Err(connect_error("timed out".into())),
+        },
+        detail = nobody_listens => Err(ZeroMqError::NothingListens {
+            endpoint: endpoint.to_string(),
+            detail,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connect refused after a successful probe (the publisher died in between) is given
+    /// up at the next probe rather than retried on the crate's schedule for `CONNECT_TIMEOUT`.
+    #[tokio::test]
+    async fn a_connect_to_a_vanished_publisher_is_given_up_at_the_next_probe() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let endpoint = format!("tcp://{}", listener.local_addr().expect("address"));
+        drop(listener);
+
+        let opened = open(&endpoint, &[String::new()], Duration::from_millis(100)).await;
+
+        match opened {
+            Err(ZeroMqError::NothingListens { .. }) => {}
+            Err(other) => panic!("expected NothingListens, got {other}"),
+            Ok(_) => panic!("connected to a closed port"),
+        }
     }
 }

@@ -9,6 +9,9 @@ pub enum ZeroMqError {
         timeout: Duration,
         detail: String,
     },
+    /// The endpoint stopped listening while a connection to it was being made.
+    #[error("nothing listens at {endpoint} any more: {detail}")]
+    NothingListens { endpoint: String, detail: String },
     #[error("cannot subscribe to {prefix:?} on {endpoint}: {detail}")]
     Subscribe {
         endpoint: String,

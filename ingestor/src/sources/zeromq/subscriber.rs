@@ -67,10 +67,19 @@ impl Subscriber {
             }
             let opened = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                opened = connection::open(&self.endpoint, &self.config.topic_prefixes) => opened,
+                opened = connection::open(&self.endpoint, &self.config.topic_prefixes, self.config.reconnect_min) => opened,
             };
             let (socket, events) = match opened {
                 Ok(opened) => opened,
+                Err(error @ ZeroMqError::NothingListens { .. }) => {
+                    // The publisher went away as it was reached (killed, say): not a failure.
+                    tracing::debug!(%error, "the endpoint stopped listening; probing again");
+                    if !self.pause(attempt, &shutdown).await {
+                        return;
+                    }
+                    attempt = attempt.saturating_add(1);
+                    continue;
+                }
                 Err(error) => {
                     self.metrics
                         .source_errors
