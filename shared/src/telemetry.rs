@@ -7,6 +7,8 @@
 //! follows that decision, so a kept trace is whole. The returned guard flushes pending spans
 //! when dropped at shutdown.
 
+use std::io::IsTerminal;
+
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
@@ -67,6 +69,8 @@ pub fn init(
     let log_layer = match config.log_format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            // Colours only on a terminal: not in files, journald or `kubectl logs`.
+            .with_ansi(std::io::stderr().is_terminal())
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
