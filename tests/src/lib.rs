@@ -473,10 +473,39 @@ fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// One of our services running as a process.
+/// One of our services running as a process. What it logged is shown (its last lines) when
+/// the test fails while it runs, since a failure in CI leaves nothing else to read.
 pub struct Service {
     process: Guarded,
     pub name: &'static str,
+    /// Where its log (stderr) goes; `None` when inherited (`STATSCACHE_TEST_LOGS`).
+    log: Option<PathBuf>,
+    /// Removes the log file [`Service::start`] made, once the service is gone.
+    _temporary_log: Option<tempfile::TempPath>,
+}
+
+/// How many of its last log lines a service shows when the test fails.
+const LOG_LINES_SHOWN_ON_FAILURE: usize = 80;
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let Some(log) = &self.log else {
+            return;
+        };
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let shown = &lines[lines.len().saturating_sub(LOG_LINES_SHOWN_ON_FAILURE)..];
+        eprintln!(
+            "--- the last {} log lines of {} (pid {}) ---\n{}",
+            shown.len(),
+            self.name,
+            self.process.0.id(),
+            shown.join("\n")
+        );
+    }
 }
 
 /// The executable of a role (`ingestor`, `worker`, `api`).
@@ -518,12 +547,16 @@ pub async fn run_command(
 impl Service {
     /// Starts `statscache-<role>` with the given `STATSCACHE_*` variables (and arguments).
     pub fn start(role: &'static str, env: &[(String, String)], args: &[&str]) -> Service {
-        let stderr = if std::env::var_os("STATSCACHE_TEST_LOGS").is_none() {
-            Stdio::null()
-        } else {
-            Stdio::inherit()
-        };
-        Service::spawn(role, env, args, stderr)
+        if std::env::var_os("STATSCACHE_TEST_LOGS").is_some() {
+            return Service::spawn(role, env, args, Stdio::inherit(), None);
+        }
+        let (file, path) = tempfile::NamedTempFile::new()
+            .expect("create a log file")
+            .into_parts();
+        let mut service =
+            Service::spawn(role, env, args, Stdio::from(file), Some(path.to_path_buf()));
+        service._temporary_log = Some(path);
+        service
     }
 
     /// [`Service::start`], its log (stderr) written to `log`, for tests that read what it said.
@@ -535,7 +568,7 @@ impl Service {
     ) -> Service {
         let file =
             std::fs::File::create(log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
-        Service::spawn(role, env, args, Stdio::from(file))
+        Service::spawn(role, env, args, Stdio::from(file), Some(log.to_path_buf()))
     }
 
     fn spawn(
@@ -543,6 +576,7 @@ impl Service {
         env: &[(String, String)],
         args: &[&str],
         stderr: Stdio,
+        log: Option<PathBuf>,
     ) -> Service {
         let name = match role {
             "ingestor" => "statscache-ingestor",
@@ -564,6 +598,8 @@ impl Service {
         Service {
             process: Guarded(child),
             name,
+            log,
+            _temporary_log: None,
         }
     }
 
