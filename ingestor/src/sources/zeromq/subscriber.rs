@@ -71,21 +71,17 @@ impl Subscriber {
             };
             let (socket, events) = match opened {
                 Ok(opened) => opened,
-                Err(error @ ZeroMqError::NothingListens { .. }) => {
-                    // The publisher went away as it was reached (killed, say): not a failure.
-                    tracing::debug!(%error, "the endpoint stopped listening; probing again");
-                    if !self.pause(attempt, &shutdown).await {
-                        return;
-                    }
-                    attempt = attempt.saturating_add(1);
-                    continue;
-                }
                 Err(error) => {
-                    self.metrics
-                        .source_errors
-                        .with_label_values(&["zeromq"])
-                        .inc();
-                    tracing::warn!(%error, "cannot subscribe to the endpoint; trying again");
+                    if matches!(error, ZeroMqError::NothingListens { .. }) {
+                        // The publisher went away as it was reached (killed, say): not a failure.
+                        tracing::debug!(%error, "the endpoint stopped listening; probing again");
+                    } else {
+                        self.metrics
+                            .source_errors
+                            .with_label_values(&["zeromq"])
+                            .inc();
+                        tracing::warn!(%error, "cannot subscribe to the endpoint; trying again");
+                    }
                     if !self.pause(attempt, &shutdown).await {
                         return;
                     }
