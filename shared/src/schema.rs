@@ -16,10 +16,10 @@
 //!   per (key, period) and recomputation, `period` the UTC start of the hour, day, month or
 //!   year. Count plugins keep `count UInt64`, latest plugins the period's latest `(timestamp,
 //!   msg_id, value)`, distinct-count plugins `distinct_values AggregateFunction(uniqExact,
-//!   String)`. A (key, period)
-//!   may hold several rows until merges fold them: its answer is the greatest `count`
-//!   (`max(count)`), the greatest `(timestamp, msg_id, value)`, or the merge of the states
-//!   (`uniqExactMerge(distinct_values)`). Why that is exact: see ARCHITECTURE.md, "Rollups".
+//!   String)`. A (key, period) may hold several rows until merges fold them: its answer is the
+//!   greatest `count` (`max(count)`), the greatest `(timestamp, msg_id, value)`, or the merge of
+//!   the states (`uniqExactMerge(distinct_values)`). Why that is exact: see ARCHITECTURE.md,
+//!   "Rollups".
 //! - `rollups_filled`: the fact tables whose rollups were filled from existing facts;
 //!   `yearly_rollups_filled`: those whose yearly rollups were filled from their monthly ones.
 //! - `rollup_keys` and `rollup_key_counts`, shared by every plugin (`stat_table` names it):
