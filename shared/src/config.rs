@@ -60,7 +60,12 @@ pub struct NatsConfig {
     /// Bytes; -1 for unlimited.
     pub max_bytes: i64,
     pub replicas: usize,
-    #[serde(with = "humantime_serde")]
+    /// JetStream forgets a `Nats-Msg-Id` this long after storing it. The worker relies on two
+    /// stored copies of one identity being at least this far apart (`worker/src/identity`).
+    #[serde(
+        deserialize_with = "duplicate_window",
+        serialize_with = "humantime_serde::serialize"
+    )]
     pub duplicate_window: Duration,
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -251,6 +256,25 @@ fn window_length<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Du
         )));
     }
     Ok(Duration::from_secs(length.as_secs()))
+}
+
+/// The shortest duplicate window: the worker takes [`DUPLICATE_WINDOW_MARGIN`] off it.
+pub const MIN_DUPLICATE_WINDOW: Duration = Duration::from_secs(2);
+
+/// What the worker takes off the stream's duplicate window when it reasons about arrival times
+/// (clocks of the servers of a NATS cluster, rounding).
+pub const DUPLICATE_WINDOW_MARGIN: Duration = Duration::from_secs(1);
+
+fn duplicate_window<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Duration, D::Error> {
+    let window: Duration = humantime_serde::deserialize(deserializer)?;
+    if window < MIN_DUPLICATE_WINDOW {
+        return Err(serde::de::Error::custom(format!(
+            "duplicate-window must be at least {MIN_DUPLICATE_WINDOW:?}, not {window:?}"
+        )));
+    }
+    Ok(window)
 }
 
 fn at_least_one<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {

@@ -140,10 +140,8 @@ impl Envelope {
                 return trimmed.to_string();
             }
         }
-        let mut canonical = String::new();
-        write_canonical(
+        let canonical = canonical_json(
             &serde_json::json!({ "topic": self.topic, "timestamp": self.timestamp, "msg": self.msg }),
-            &mut canonical,
         );
         let digest = Sha256::digest(canonical.as_bytes());
         let mut hex = String::with_capacity(7 + 64);
@@ -183,6 +181,14 @@ fn check_msg_id(msg_id: Option<&str>) -> Result<(), InvalidMessage> {
         ));
     }
     Ok(())
+}
+
+/// `value` as JSON with object keys sorted at every level: equal for equal values however they
+/// were serialised (key order, spacing), so hashes of it compare content.
+pub fn canonical_json(value: &Value) -> String {
+    let mut canonical = String::new();
+    write_canonical(value, &mut canonical);
+    canonical
 }
 
 /// Serialises JSON with object keys sorted at every level, independent of how serde_json's map

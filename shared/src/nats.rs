@@ -123,15 +123,34 @@ fn storage_type(kind: StorageKind) -> stream::StorageType {
     }
 }
 
-/// Creates the message and dead-letter streams, or updates them to match the configuration.
+/// Creates the message and dead-letter streams, or updates them to match the configuration —
+/// except that an existing message stream's duplicate window is never raised, only lowered.
+///
+/// Why: the worker stores the first copy of each identity by relying on copies in the stream
+/// being at least the window apart (`worker/src/identity`), and copies stored under a shorter
+/// window, not yet stored by the workers, could be closer than a raised one. To raise it, stop
+/// the ingestors, let the workers drain the stream, then edit the stream (README, operations).
 pub async fn ensure_streams(
     jetstream: &jetstream::Context,
     config: &NatsConfig,
 ) -> Result<(), NatsError> {
-    for stream_config in [
-        message_stream_config(config),
-        dead_letter_stream_config(config),
-    ] {
+    let mut message_stream = message_stream_config(config);
+    if let Ok(mut existing) = jetstream.get_stream(&config.stream).await {
+        if let Ok(info) = existing.info().await {
+            let in_force = info.config.duplicate_window;
+            if in_force < message_stream.duplicate_window {
+                tracing::warn!(
+                    stream = %config.stream,
+                    ?in_force,
+                    configured = ?message_stream.duplicate_window,
+                    "nats.duplicate-window is longer than the stream's; the stream keeps its \
+                     own (raising it safely: see the README's operations)"
+                );
+                message_stream.duplicate_window = in_force;
+            }
+        }
+    }
+    for stream_config in [message_stream, dead_letter_stream_config(config)] {
         let name = stream_config.name.clone();
         jetstream
             .create_or_update_stream(stream_config)

@@ -3,6 +3,12 @@
 //! Tables (in the configured database, `statscache` by default):
 //! - `messages`: every unique message (datanommer's role), for history and ad-hoc analysis;
 //!   `datanommer_msg` is its `msg` as datanommer stores it, what `/raw?contains=` searches.
+//!   It holds one copy of each message identity: the first to arrive (see `message_identities`).
+//! - `message_identities`: one row per message identity, the copy that counts (its event time,
+//!   topic and fingerprints): what the workers look an arriving message up in, to store the
+//!   first copy of a `msg_id` and only that one, whatever time later copies carry.
+//! - `message_copies`: every later copy of a stored identity (re-stamped by a bridge, backfilled,
+//!   edited), with the fields in which it `differs` from the copy that counts. Kept, not counted.
 //! - `plugins`: the catalog of statistics the workers keep (identifier, kind, table...).
 //! - `message_index` (msg_id → time), `message_users` and `message_packages` (a person or package
 //!   → the messages naming it, with their time, topic, category and stream sequence, the order
@@ -430,7 +436,52 @@ const MIGRATIONS: &[Migration] = &[
         ) ENGINE = ReplacingMergeTree(filled_at)
         ORDER BY stat_table"],
     },
+    Migration {
+        version: 7,
+        description: "one canonical copy per message identity: message_identities, message_copies",
+        // Small granules: a batch looks up its identities among all of history's, one random
+        // key each, and each lookup reads a granule. Filled from `messages` for existing
+        // installations (their copies' content fingerprints are unknown: 0).
+        columns: &[],
+        statements: &[
+            "CREATE TABLE IF NOT EXISTS message_identities (
+                msg_id String,
+                time DateTime,
+                timestamp Float64,
+                topic String,
+                fingerprint UInt64,
+                content_fingerprint UInt64,
+                stream_sequence UInt64
+            ) ENGINE = ReplacingMergeTree()
+            ORDER BY (msg_id, fingerprint)
+            SETTINGS index_granularity = 256",
+            "CREATE TABLE IF NOT EXISTS message_copies (
+                msg_id String,
+                time DateTime,
+                timestamp Float64,
+                topic String,
+                fingerprint UInt64,
+                stream_sequence UInt64,
+                source String,
+                canonical_timestamp Float64,
+                canonical_topic String,
+                differs Array(String),
+                body String,
+                seen_at DateTime
+            ) ENGINE = ReplacingMergeTree()
+            PARTITION BY toYear(time)
+            ORDER BY (msg_id, fingerprint)",
+            FILL_MESSAGE_IDENTITIES,
+        ],
+    },
 ];
+
+/// Every stored message's identity row, from `messages` (schema version 7). `fingerprint` is
+/// `sipHash64` of the envelope as stored, which the workers compute alike
+/// (`worker/src/identity/fingerprint.rs`).
+pub const FILL_MESSAGE_IDENTITIES: &str = "INSERT INTO message_identities \
+     (msg_id, time, timestamp, topic, fingerprint, content_fingerprint, stream_sequence) \
+     SELECT msg_id, time, timestamp, topic, sipHash64(body), 0, stream_sequence FROM messages";
 
 /// Which keys have facts in a day or a month, per plugin (schema version 5).
 pub const ROLLUP_KEYS: &str = "rollup_keys";

@@ -42,6 +42,7 @@ use statscache_tests::{
     ClickHouseReplicas, ClickHouseServer, NatsCluster, NatsServer, RabbitMq, Servers, Service,
     ZooKeeper, OLDEST_NATS_SERVER,
 };
+use statscache_worker::identity::fingerprint;
 use statscache_worker::plugin::Message;
 use statscache_worker::sink::{self, Batch, MessageRow};
 
@@ -278,12 +279,16 @@ fn worker_rows(lines: &[String]) -> Batch {
             meta,
             stream_sequence: sequence as u64,
         };
-        batch.push_message(MessageRow::new(
-            &message,
-            line.clone(),
-            "bench".into(),
-            message.envelope.event_time() as u32,
-        ));
+        batch.push_message(
+            MessageRow::new(
+                &message,
+                line.clone(),
+                "bench".into(),
+                message.envelope.event_time() as u32,
+            ),
+            fingerprint::of_copy(line.as_bytes()),
+            fingerprint::of_content(&message.envelope.msg),
+        );
         for plugin in &plugins {
             if !plugin.info().topics.matches(&message.envelope.topic) {
                 continue;
@@ -439,9 +444,11 @@ async fn publish_steadily(nats_url: &str, lines: &[String], rate: f64) -> Vec<(u
         tokio::time::sleep_until(started + Duration::from_secs_f64(index as f64 / rate)).await;
         let envelope = Envelope::parse(line.as_bytes()).expect("envelope");
         let subject = topic_to_subject("fedmsg", &envelope.topic);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", envelope.identity().as_str());
         let at = Instant::now();
         let ack = context
-            .publish(subject, line.clone().into())
+            .publish_with_headers(subject, headers, line.clone().into())
             .await
             .expect("publish");
         acks.push_back((at, ack));

@@ -20,6 +20,8 @@
 //!   the spans the services export, for the tracing tests.
 //! - [`corpus`]: the real corpus and references computed from it; [`stack::CorpusStack`]: a
 //!   worker and an api over real servers with a corpus stored, for the API tests.
+//! - [`reference`]: statistics counted independently from envelopes, compared request by
+//!   request with what the api serves.
 //! - [`browser::Browser`]: headless Chromium driven over WebDriver, for the dashboard test.
 //!
 //! Missing servers are installed by `deploy/local/install.sh`. Our binaries must be built first
@@ -34,6 +36,7 @@ pub mod corpus;
 pub mod nats_cluster;
 pub mod otlp;
 pub mod rabbitmq;
+pub mod reference;
 pub mod stack;
 pub mod tcp_proxy;
 

@@ -2,7 +2,7 @@
 """Publishes fedmsg corpus lines to RabbitMQ with the real fedora-messaging library.
 
 usage: amqp_publish.py AMQP_URL [--queue NAME]... [--native] [--names] [--poison] [--rate N]
-                       [--bulk] FILE...
+                       [--bulk] [--sent-at-from-envelope] FILE...
 
 Each line of each FILE (a fedmsg envelope) becomes a fedora-messaging Message: topic = the
 envelope's topic, body = its "msg", headers = its "headers". By default the message id is the
@@ -12,12 +12,16 @@ pkg<k%2> (headers fedora_messaging_user_*/rpm_*), as a schema would. --queue dec
 queue NAME bound to amq.topic "#" first (as the ingestor does), so nothing published before the
 ingestor starts is lost. --poison first sends three unusable deliveries with pika: a body that is
 not JSON, one without message_id, one larger than NATS's payload limit. --rate sends N messages
-a second. A publish that fails (broker restarting) is retried with the same id. --bulk (for
+a second. --sent-at-from-envelope stamps each message's `sent-at` with the envelope's
+`timestamp` instead of the publishing clock, as the zmq->amqp bridge stamps its copies with its
+own clock (the test chooses that clock's delay). A publish that fails (broker restarting) is
+retried with the same id. --bulk (for
 benchmarks) sends the same messages, made by fedora-messaging, over one pika channel without
 waiting for confirms, and prints nothing per message.
 
 Prints one JSON line per published message: id, topic, sent_at, usernames, packages.
 """
+import datetime
 import json
 import os
 import sys
@@ -27,7 +31,7 @@ import time
 args = sys.argv[1:]
 url = args.pop(0)
 queues = []
-native = names = poison = bulk = False
+native = names = poison = bulk = sent_at_from_envelope = False
 rate = 0.0
 files = []
 while args:
@@ -42,6 +46,8 @@ while args:
         names = True
     elif arg == "--poison":
         poison = True
+    elif arg == "--sent-at-from-envelope":
+        sent_at_from_envelope = True
     elif arg == "--rate":
         rate = float(args.pop(0))
     else:
@@ -115,6 +121,9 @@ for path in files:
                 body=envelope.get("msg") or {}, topic=envelope["topic"], headers=headers)
             if not native and envelope.get("msg_id"):
                 outgoing.id = envelope["msg_id"]
+            if sent_at_from_envelope:
+                moment = datetime.datetime.fromtimestamp(envelope["timestamp"], datetime.timezone.utc)
+                outgoing._properties.headers["sent-at"] = moment.isoformat()
             k += 1
             if bulk:
                 channel.basic_publish(

@@ -1,6 +1,8 @@
 //! The fedora-messaging (AMQP) source against a real RabbitMQ and the real fedora-messaging
-//! publisher: what it stores and serves, bridged copies counted once, no loss when the ingestor
-//! is killed or the broker restarts, poison deliveries dead-lettered without blocking the queue.
+//! publisher: what it stores and serves, bridged copies counted once (also when the bridge
+//! stamped them later, across second to day boundaries, and they arrived a duplicate window
+//! after the original, or before it), no loss when the ingestor is killed or the broker
+//! restarts, poison deliveries dead-lettered without blocking the queue.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -9,6 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 use statscache_shared::time::parse_time;
 use statscache_tests::corpus::{real_lines, served_counts};
+use statscache_tests::reference::{assert_history_lists_each_once, assert_served, every_bucket};
 use statscache_tests::{
     free_port, get_json, header_values, publish_amqp, publish_corpus, wait_for, wait_for_messages,
     wait_until_ok, NatsServer, RabbitMq, Servers, Service,
@@ -348,4 +351,140 @@ async fn queue_depth(broker: &RabbitMq) -> u64 {
             String::from_utf8_lossy(&output.stderr)
         )
     })
+}
+
+/// Midnight UTC of 2026-11-23: the days the bridged test's messages cross into.
+const BRIDGE_MIDNIGHT: f64 = 1_795_910_400.0;
+
+/// The ZeroMQ original and the zmq->amqp bridge's copy of message `index` of `original`: the
+/// copy carries the bridge's clock, later than the original by enough to cross a second, a
+/// minute, an hour or a day boundary (`index % 4`), on one of eight days.
+fn original_and_bridged(original: &str, index: usize) -> (String, String) {
+    let day = BRIDGE_MIDNIGHT - (index / 4) as f64 * 86_400.0;
+    let two_hours_before = day - 7_200.0;
+    let (timestamp, delay) = match index % 4 {
+        0 => (two_hours_before - 30.0 + 0.7, 0.5),
+        1 => (two_hours_before - 0.3, 2.0),
+        2 => (two_hours_before - 20.0, 150.0),
+        _ => (day - 20.0, 150.0),
+    };
+    let mut envelope: Value = serde_json::from_str(original).expect("corpus line");
+    envelope["timestamp"] = Value::from(timestamp);
+    let zeromq = envelope.to_string();
+    envelope["timestamp"] = Value::from(timestamp + delay);
+    (zeromq, envelope.to_string())
+}
+
+/// Publishes `zeromq` with a ZeroMQ publisher on `endpoint` and `bridged` with the
+/// fedora-messaging publisher, `sent-at` from their timestamps, at once.
+async fn publish_on_both(endpoint: &str, broker: &RabbitMq, zeromq: &[String], bridged: &[String]) {
+    let (zeromq, bridged) = (corpus_file(zeromq), corpus_file(bridged));
+    let (zeromq, bridged) = (files(&zeromq), files(&bridged));
+    let options = ["--queue", QUEUE, "--sent-at-from-envelope"];
+    tokio::join!(
+        publish_corpus(endpoint, &zeromq, 1, &[]),
+        publish_amqp(&broker.url, &options, &bridged),
+    );
+}
+
+async fn summed_metric(admins: &[u16], name: &str) -> u64 {
+    let mut sum = 0.0;
+    for admin in admins {
+        let text = statscache_tests::admin_metrics(*admin).await;
+        sum += statscache_tests::metric(&text, name);
+    }
+    sum as u64
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bridged_copies_stamped_later_count_once_as_the_copy_that_arrived_first() {
+    let (servers, broker) = tokio::join!(Servers::start(), RabbitMq::start());
+    let api_port = free_port();
+    let admin = free_port();
+    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    let window = Duration::from_secs(2);
+    let mut settings = amqp_settings(&broker, admin);
+    settings.push(("STATSCACHE_API__LISTEN", format!("127.0.0.1:{api_port}")));
+    settings.push((
+        "STATSCACHE_INGESTOR__ZEROMQ__ENDPOINTS",
+        format!("[{endpoint}]"),
+    ));
+    settings.push((
+        "STATSCACHE_NATS__DUPLICATE_WINDOW",
+        format!("{}s", window.as_secs()),
+    ));
+    let env = servers.env(&settings);
+    let worker_admins = [free_port(), free_port()];
+    let mut services = Vec::new();
+    for (worker_admin, batch) in worker_admins.iter().zip([3, 5]) {
+        let mut worker_env = env.clone();
+        worker_env.push((
+            "STATSCACHE_WORKER__ADMIN_LISTEN".into(),
+            format!("127.0.0.1:{worker_admin}"),
+        ));
+        worker_env.push(("STATSCACHE_WORKER__BATCH_SIZE".into(), batch.to_string()));
+        services.push(Service::start("worker", &worker_env, &[]));
+    }
+    services.push(Service::start("api", &env, &[]));
+    services.push(Service::start("ingestor", &env, &[]));
+    let api = format!("http://127.0.0.1:{api_port}");
+    wait_until_ok(&format!("{api}/health/readyz")).await;
+    wait_until_ok(&format!("http://127.0.0.1:{admin}/health/readyz")).await;
+
+    // Half the messages reach ZeroMQ first, the other half the bridge first.
+    let originals = corpus_with_ids(32);
+    let mut counted = Vec::new();
+    let mut arrive_first: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+    let mut arrive_second: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+    for (index, original) in originals.iter().enumerate() {
+        let (zeromq, bridged) = original_and_bridged(original, index);
+        if (index / 4) % 2 == 0 {
+            counted.push(zeromq.clone());
+            arrive_first[0].push(zeromq);
+            arrive_second[1].push(bridged);
+        } else {
+            counted.push(bridged.clone());
+            arrive_first[1].push(bridged);
+            arrive_second[0].push(zeromq);
+        }
+    }
+    let [zeromq_first, amqp_first] = arrive_first;
+    let [zeromq_second, amqp_second] = arrive_second;
+    publish_on_both(&endpoint, &broker, &zeromq_first, &amqp_first).await;
+    wait_for_stream_ids(&servers.nats, &msg_ids(&originals)).await;
+    // Then, the duplicate window past, the other copies: all stored, none counted.
+    tokio::time::sleep(window + Duration::from_secs(1)).await;
+    publish_on_both(&endpoint, &broker, &zeromq_second, &amqp_second).await;
+    wait_for(
+        "the stream to keep both copies",
+        Duration::from_secs(240),
+        || async { (stream_ids(&servers.nats).await.len() == 2 * originals.len()).then_some(()) },
+    )
+    .await;
+    statscache_tests::wait_for_consumer_drained(&servers.nats.url).await;
+
+    assert_served(&api, &every_bucket(&counted)).await;
+    assert_history_lists_each_once(&api, &counted).await;
+    let copies = summed_metric(&worker_admins, "statscache_worker_copies_total").await;
+    assert_eq!(
+        copies,
+        originals.len() as u64,
+        "copies counted by the workers"
+    );
+    let restamped = summed_metric(
+        &worker_admins,
+        r#"statscache_worker_copy_differences_total{field="timestamp"}"#,
+    )
+    .await;
+    assert_eq!(restamped, originals.len() as u64, "re-stamped copies");
+
+    for mode in ["--check", "--rebuild", "--check"] {
+        let output = statscache_tests::run_command("worker", &env, &["rollup", mode]).await;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "rollup {mode}: {stdout}");
+        if mode == "--check" {
+            assert_eq!(stdout, "", "rollup --check found differences");
+        }
+    }
+    assert_served(&api, &every_bucket(&counted)).await;
 }

@@ -816,13 +816,13 @@ async fn downtime_is_backfilled_at_start_up_and_the_overlap_keeps_its_identity()
         assert!(copies.contains_key(id), "{id} missing from the stream");
     }
 
-    // Back up again after the duplicate window has passed (shortened to one second): the
+    // Back up again after the duplicate window has passed (shortened to two seconds): the
     // overlap before the newest message is stored a second time — under the same identities,
     // so the statistics still count every message once.
     let mut late_env = startup_env.clone();
     late_env.push((
         "STATSCACHE_NATS__DUPLICATE_WINDOW".to_string(),
-        "1s".to_string(),
+        "2s".to_string(),
     ));
     let newest = messages.iter().map(timestamp).fold(f64::MIN, f64::max);
     let mut late_overlap = BTreeSet::new();
@@ -831,7 +831,7 @@ async fn downtime_is_backfilled_at_start_up_and_the_overlap_keeps_its_identity()
             late_overlap.insert(message["msg_id"].as_str().expect("id").to_string());
         }
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     run_ingestor_until_backfilled(&late_env).await;
     let copies = identity_copies(&servers.nats.url).await;
     assert_eq!(copies.len(), messages.len(), "no new identity appeared");

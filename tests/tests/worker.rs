@@ -267,17 +267,29 @@ async fn three_replicas_share_the_work_and_agree_with_one() {
             .await,
         by_category
     );
-    wait_for("every message to be acked", Duration::from_secs(60), || {
-        let urls: Vec<String> = workers.iter().map(|(_, url)| url.clone()).collect();
-        async move {
-            let mut stored = 0;
-            for url in &urls {
-                stored += metric(url, "statscache_worker_stored_total").await;
+    // Written without `Nats-Msg-Id`, every copy is published again with it by the replica
+    // that takes it; JetStream then keeps one copy of each within its window.
+    wait_for(
+        "every message to be relayed again",
+        Duration::from_secs(60),
+        || {
+            let urls: Vec<String> = workers.iter().map(|(_, url)| url.clone()).collect();
+            async move {
+                let mut rerelayed = 0;
+                for url in &urls {
+                    rerelayed += metric(url, "statscache_worker_rerelayed_total").await;
+                }
+                (rerelayed == 3 * CORPUS_SIZE).then_some(())
             }
-            (stored == 3 * CORPUS_SIZE).then_some(())
-        }
-    })
+        },
+    )
     .await;
+    wait_for_consumer_drained(&stack.servers.nats.url).await;
+    let mut stored = 0;
+    for (_, url) in &workers {
+        stored += metric(url, "statscache_worker_stored_total").await;
+    }
+    assert!(stored >= CORPUS_SIZE, "{stored} stored");
     for (_, url) in &workers {
         let stored = metric(url, "statscache_worker_stored_total").await;
         assert!(stored > 0, "a replica processed nothing: {url}");

@@ -38,6 +38,7 @@
 //! the consumer). Instead a message that keeps coming back — because processing it crashed a
 //! worker, say — is parked on the dead-letter stream once it reaches `[worker] max-deliver`.
 
+use std::collections::BTreeSet;
 use std::future::ready;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -49,7 +50,9 @@ use futures::channel::oneshot;
 use statscache_shared::admin::Health;
 use statscache_shared::config::Config;
 use statscache_shared::message::Envelope;
-use statscache_shared::nats::{self, DeadLetter, HEADER_SOURCE, HEADER_STREAM_SEQUENCE};
+use statscache_shared::nats::{
+    self, DeadLetter, HEADER_MSG_ID, HEADER_SOURCE, HEADER_STREAM_SEQUENCE,
+};
 use statscache_shared::progress::Progress;
 use statscache_shared::retry::backoff;
 use statscache_shared::trace_context;
@@ -57,14 +60,23 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::fetch::Fetcher;
+use crate::identity::barrier::Barrier;
+use crate::identity::copies::{self, Candidate, StoredCopy, Verdict};
+use crate::identity::fingerprint;
 use crate::key_counts;
 use crate::meta;
 use crate::metrics::Metrics;
 use crate::plugin::{Fact, Message, Plugin};
 use crate::quorum;
 use crate::rollup::{self, Touched};
-use crate::sink::{self, Batch, MessageRow};
+use crate::sink::{self, Batch, CopyRow, MessageRow};
 use crate::WorkerError;
+
+/// How long a run waiting at its barrier waits between two looks (pulling meanwhile).
+const BARRIER_POLL: Duration = Duration::from_millis(250);
+
+/// How many messages a run waiting at its barrier pulls at each look, at most.
+const BARRIER_PULL: usize = 16;
 
 /// How long, beyond twice `batch-timeout`, a fetch under way at shutdown may take to finish.
 const FETCH_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -116,31 +128,129 @@ pub fn consumer_config(config: &Config) -> pull::Config {
 
 impl Consumer {
     /// Runs until `shutdown` is cancelled; the batch in flight is finished first.
-    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+    ///
+    /// What the worker holds is stored one run at a time, oldest first, each once its barrier
+    /// passes (`identity`): a run that waits keeps everything held and pulls a little more, so
+    /// that an older message coming back to this worker is stored first.
+    pub async fn run(
+        &self,
+        shutdown: CancellationToken,
+        mut barrier: Barrier,
+    ) -> Result<(), WorkerError> {
         let mut fetcher = Fetcher::new(self.consumer.clone(), self.jetstream.clone()).await?;
         self.health.set_ready();
-        let mut fetched = None;
+        let batch_size = self.config.worker.batch_size;
+        let mut held: Vec<jetstream::Message> = Vec::new();
         while !shutdown.is_cancelled() {
-            let messages = match fetched.take() {
-                Some(messages) => messages,
-                None => match self.next_batch(&mut fetcher, &shutdown, ready(())).await {
-                    Some(messages) => messages,
+            if held.is_empty() {
+                match self
+                    .next_batch(&mut fetcher, &shutdown, ready(()), batch_size)
+                    .await
+                {
+                    Some(messages) => held = messages,
                     None => continue,
-                },
+                }
+            }
+            let Some(run) = self
+                .settled_run(&mut held, &mut fetcher, &mut barrier, &shutdown)
+                .await
+            else {
+                continue;
             };
-            fetched = self
-                .store_while_fetching(messages, &mut fetcher, &shutdown)
-                .await?;
+            if let Some(next) = self
+                .store_while_fetching(run, &held, &mut fetcher, &shutdown)
+                .await?
+            {
+                held.extend(next);
+            }
         }
-        // Fetched while the last batch was stored: stored too (or given back), not left to
-        // wait out `ack-wait`.
-        if let Some(messages) = fetched {
-            self.handle_batch(messages, &shutdown).await?;
+        // Fetched while the last run was stored: stored too if nothing older is pending, else
+        // given back, not left to wait out `ack-wait`.
+        loop {
+            match barrier.oldest_run(&mut held, batch_size).await {
+                Ok(Some(run)) if run.settled => {
+                    self.handle_batch(run.messages, &shutdown).await?;
+                }
+                Ok(Some(run)) => self.give_back(&run.messages).await,
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot tell whether older messages are stored");
+                    self.give_back(&held).await;
+                    break;
+                }
+            }
         }
         fetcher.give_back_undelivered().await;
         self.flush_acks().await;
         tracing::info!("worker stopped");
         Ok(())
+    }
+
+    /// The oldest run of `held` once its barrier passes, or `None` if shutdown came first.
+    ///
+    /// While the run waits, everything held is kept (its ack deadlines extended) and a few
+    /// messages more are pulled: what the run waits for may be an older message coming back
+    /// after its holder died, delivered to this worker; it then opens the run instead.
+    async fn settled_run(
+        &self,
+        held: &mut Vec<jetstream::Message>,
+        fetcher: &mut Fetcher,
+        barrier: &mut Barrier,
+        shutdown: &CancellationToken,
+    ) -> Option<Vec<jetstream::Message>> {
+        let keep_alive_every = (self.config.worker.ack_wait / 3).max(Duration::from_millis(100));
+        let mut waiting_since: Option<Instant> = None;
+        let mut kept_alive = Instant::now();
+        loop {
+            if kept_alive.elapsed() >= keep_alive_every {
+                self.extend_ack_deadlines(held).await;
+                kept_alive = Instant::now();
+            }
+            if shutdown.is_cancelled() {
+                return None;
+            }
+            let found = barrier
+                .oldest_run(held, self.config.worker.batch_size)
+                .await;
+            let run = match found {
+                Ok(Some(run)) => run,
+                Ok(None) => return None,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot tell whether older messages are stored; waiting");
+                    tokio::time::sleep(BARRIER_POLL).await;
+                    continue;
+                }
+            };
+            if run.settled {
+                if let Some(since) = waiting_since {
+                    let waited = since.elapsed();
+                    self.metrics
+                        .barrier_wait_seconds
+                        .observe(waited.as_secs_f64());
+                    tracing::debug!(?waited, "older messages settled; storing the run");
+                }
+                return Some(run.messages);
+            }
+            if waiting_since.is_none() {
+                waiting_since = Some(Instant::now());
+                self.metrics.barrier_waits.inc();
+                tracing::debug!(
+                    first_sequence = run.bounds.first_sequence,
+                    "waiting for older messages to be stored before looking identities up"
+                );
+            }
+            held.extend(run.messages);
+            let pulled = fetcher
+                .next_batch(BARRIER_PULL, BARRIER_POLL, BARRIER_POLL, ready(()))
+                .await;
+            match pulled {
+                Ok(messages) => held.extend(messages),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot fetch from JetStream; retrying");
+                    tokio::time::sleep(BARRIER_POLL).await;
+                }
+            }
+        }
     }
 
     /// Acks are queued on the NATS connection, not sent at once: before the process exits,
@@ -170,7 +280,15 @@ impl Consumer {
         // The first sequence replayed is known with the first batch; the bar counts from it.
         let mut progress: Option<(u64, Progress)> = None;
         while !shutdown.is_cancelled() {
-            let Some(messages) = self.next_batch(&mut fetcher, &shutdown, ready(())).await else {
+            let Some(messages) = self
+                .next_batch(
+                    &mut fetcher,
+                    &shutdown,
+                    ready(()),
+                    self.config.worker.batch_size,
+                )
+                .await
+            else {
                 continue;
             };
             let batch_size = messages.len() as u64;
@@ -213,6 +331,7 @@ impl Consumer {
         fetcher: &mut Fetcher,
         shutdown: &CancellationToken,
         previous_stored: impl std::future::Future<Output = ()>,
+        max_messages: usize,
     ) -> Option<Vec<jetstream::Message>> {
         let batch_timeout = self.config.worker.batch_timeout;
         let grace = batch_timeout * 2 + FETCH_SHUTDOWN_GRACE;
@@ -221,7 +340,7 @@ impl Consumer {
             tokio::time::sleep(grace).await;
         };
         let fetch = fetcher.next_batch(
-            self.config.worker.batch_size,
+            max_messages,
             batch_timeout,
             batch_timeout / LINGER_DIVISOR,
             previous_stored,
@@ -249,15 +368,21 @@ impl Consumer {
     /// batch clock: the next batch closes once this one is stored) and its own write. A write
     /// that outlasts the collection holds the next batch's messages as it holds its own
     /// (progress acks), so a slow ClickHouse does not get them redelivered.
+    ///
+    /// `waiting` are the messages held for later runs: kept meanwhile, and counted against the
+    /// next batch's size, so that a worker never holds much more than two batches.
     async fn store_while_fetching(
         &self,
         messages: Vec<jetstream::Message>,
+        waiting: &[jetstream::Message],
         fetcher: &mut Fetcher,
         shutdown: &CancellationToken,
     ) -> Result<Option<Vec<jetstream::Message>>, WorkerError> {
         let (stored_sender, stored_receiver) = oneshot::channel::<()>();
         let store = async {
-            let stored = self.handle_batch(messages, shutdown).await;
+            let stored = self
+                .holding(waiting, self.handle_batch(messages, shutdown))
+                .await;
             let _ = stored_sender.send(());
             stored
         };
@@ -265,7 +390,15 @@ impl Consumer {
         let previous_stored = async {
             let _ = stored_receiver.await;
         };
-        let fetch = self.next_batch(fetcher, shutdown, previous_stored);
+        let room = self.config.worker.batch_size.saturating_sub(waiting.len());
+        let fetch = async {
+            if room == 0 {
+                previous_stored.await;
+                return None;
+            }
+            self.next_batch(fetcher, shutdown, previous_stored, room)
+                .await
+        };
         tokio::pin!(fetch);
         let (stored, next) = tokio::select! {
             stored = &mut store => (stored?, fetch.await),
@@ -316,6 +449,7 @@ impl Consumer {
         let mut message_spans = Vec::with_capacity(messages.len());
         let mut facts_per_plugin = vec![0usize; self.plugins.len()];
         let mut highest_sequence = 0;
+        let mut accepted = Vec::with_capacity(messages.len());
         for message in messages {
             self.metrics.received.inc();
             if let Ok(info) = message.info() {
@@ -330,12 +464,33 @@ impl Consumer {
                 Decoded::Rejected => continue,
                 Decoded::Accepted(decoded) => {
                     message_span.record("messaging.message.id", decoded.identity.as_str());
-                    self.add_rows(&decoded, &message, &mut batch, &mut facts_per_plugin)
-                        .await?;
-                    to_ack.push(message);
+                    accepted.push((message, decoded));
                     message_spans.push(message_span);
                 }
             }
+        }
+        accepted.sort_by_key(|(_, decoded)| decoded.stream_sequence);
+        let (deliveries, decoded): (Vec<jetstream::Message>, Vec<Box<Message>>) =
+            accepted.into_iter().unzip();
+
+        let Some(verdicts) = self
+            .verdicts_until_known(&deliveries, &decoded, shutdown)
+            .await
+        else {
+            self.give_back(&deliveries).await;
+            return Ok(None);
+        };
+        for ((message, decoded), verdict) in deliveries.into_iter().zip(decoded).zip(verdicts) {
+            match verdict {
+                Verdict::Counts => {
+                    self.add_rows(&decoded, &message, &mut batch, &mut facts_per_plugin)
+                        .await?;
+                }
+                Verdict::Copy { canonical, differs } => {
+                    self.add_copy(&decoded, &message, &canonical, &differs, &mut batch);
+                }
+            }
+            to_ack.push(message);
         }
 
         let mut stored = self.write_until_stored(&batch, &to_ack, shutdown).await;
@@ -411,14 +566,48 @@ impl Consumer {
                 return Ok(Decoded::Rejected);
             }
         };
-        let meta = meta::extract(&envelope);
         let identity = envelope.identity();
+        if header_value(message, HEADER_MSG_ID) != identity {
+            self.rerelay(message, &identity).await;
+            return Ok(Decoded::Rejected);
+        }
+        let meta = meta::extract(&envelope);
         Ok(Decoded::Accepted(Box::new(Message {
             envelope,
             identity,
             meta,
             stream_sequence,
         })))
+    }
+
+    /// Publishes again, with its identity as `Nats-Msg-Id`, a message that reached the stream
+    /// without it (written by hand, or by another publisher than the relay), then terminates
+    /// the original. Why: two copies of an identity in the stream are a duplicate window apart
+    /// only if JetStream de-duplicated them, which the worker's choice of the copy that counts
+    /// relies on (`identity`). A copy within the window of another is dropped by JetStream; one
+    /// beyond it is stored and treated like any copy. If the publish fails, the message is given
+    /// back and tried again when it comes back.
+    async fn rerelay(&self, message: &jetstream::Message, identity: &str) {
+        let mut headers = message.headers.clone().unwrap_or_default();
+        headers.insert(HEADER_MSG_ID, identity);
+        let published = self
+            .jetstream
+            .publish_with_headers(message.subject.clone(), headers, message.payload.clone())
+            .await;
+        let acked = match published {
+            Ok(ack) => ack.await.map(|_| ()).map_err(|error| error.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        if let Err(error) = acked {
+            tracing::warn!(%error, identity, "cannot publish a message again with its identity; giving it back");
+            self.give_back(std::slice::from_ref(message)).await;
+            return;
+        }
+        self.metrics.rerelayed.inc();
+        tracing::info!(identity, subject = %message.subject, "a message without its identity header was published again with it");
+        if let Err(error) = message.ack_with(AckKind::Term).await {
+            tracing::warn!(%error, "cannot terminate a message published again; it will be de-duplicated when it comes back");
+        }
     }
 
     /// Dead-letters and acks (terminates) a message, so it is kept but never redelivered.
@@ -456,14 +645,13 @@ impl Consumer {
     ) -> Result<(), WorkerError> {
         let envelope = &message.envelope;
         let timestamp = envelope.event_time();
-        let source = delivery
-            .headers
-            .as_ref()
-            .and_then(|headers| headers.get(HEADER_SOURCE))
-            .map(|value| value.as_str().to_string())
-            .unwrap_or_default();
+        let source = header_value(delivery, HEADER_SOURCE);
         let body = String::from_utf8_lossy(&delivery.payload).into_owned();
-        batch.push_message(MessageRow::new(message, body, source, now_seconds()));
+        batch.push_message(
+            MessageRow::new(message, body, source, now_seconds()),
+            fingerprint::of_copy(&delivery.payload),
+            fingerprint::of_content(&envelope.msg),
+        );
 
         let mut facts: Vec<Fact> = Vec::new();
         for (index, plugin) in self.plugins.iter().enumerate() {
@@ -498,6 +686,77 @@ impl Consumer {
             facts_per_plugin[index] += batch.push_facts(&info.table, message, &mut facts);
         }
         Ok(())
+    }
+
+    /// Which of `accepted` (in stream order) is the copy of its identity that counts
+    /// (`identity::copies`), looked up until ClickHouse answers; `None` if shutdown came first.
+    async fn verdicts_until_known(
+        &self,
+        deliveries: &[jetstream::Message],
+        decoded: &[Box<Message>],
+        shutdown: &CancellationToken,
+    ) -> Option<Vec<Verdict>> {
+        let mut candidates = Vec::with_capacity(decoded.len());
+        let mut identities = BTreeSet::new();
+        for (delivery, message) in deliveries.iter().zip(decoded) {
+            identities.insert(message.identity.clone());
+            candidates.push(Candidate {
+                identity: message.identity.clone(),
+                timestamp: message.envelope.event_time(),
+                topic: message.envelope.topic.clone(),
+                fingerprint: fingerprint::of_copy(&delivery.payload),
+                content_fingerprint: fingerprint::of_content(&message.envelope.msg),
+            });
+        }
+        if candidates.is_empty() {
+            return Some(Vec::new());
+        }
+        let stored = self
+            .retry_until_done("identities", deliveries, shutdown, || {
+                copies::stored(&self.clickhouse, &identities)
+            })
+            .await?;
+        Some(copies::decide(&candidates, &stored))
+    }
+
+    /// Keeps a copy of an identity that counts under another copy, and counts it.
+    fn add_copy(
+        &self,
+        message: &Message,
+        delivery: &jetstream::Message,
+        canonical: &StoredCopy,
+        differs: &[&'static str],
+        batch: &mut Batch,
+    ) {
+        let envelope = &message.envelope;
+        self.metrics.copies.inc();
+        for field in differs {
+            self.metrics
+                .copy_differences
+                .with_label_values(&[field])
+                .inc();
+        }
+        tracing::debug!(
+            identity = %message.identity,
+            stream_sequence = message.stream_sequence,
+            ?differs,
+            "a copy of a stored message: kept aside, not counted"
+        );
+        let timestamp = envelope.event_time();
+        batch.push_copy(CopyRow {
+            msg_id: message.identity.clone(),
+            time: timestamp as u32,
+            timestamp,
+            topic: envelope.topic.clone(),
+            fingerprint: fingerprint::of_copy(&delivery.payload),
+            stream_sequence: message.stream_sequence,
+            source: header_value(delivery, HEADER_SOURCE),
+            canonical_timestamp: canonical.timestamp,
+            canonical_topic: canonical.topic.clone(),
+            differs: differs.iter().map(|field| field.to_string()).collect(),
+            body: String::from_utf8_lossy(&delivery.payload).into_owned(),
+            seen_at: now_seconds(),
+        });
     }
 
     /// Writes `batch`, retrying until it is stored. Returns `false` if shutdown came first: a
@@ -610,7 +869,7 @@ impl Consumer {
             };
             let outcome = tokio::select! {
                 _ = abandon => return None,
-                outcome = self.holding(held, attempt())
+                outcome = self.holding(held, self.unready_while_slow(what, attempt()))
                     .instrument(tracing::info_span!("clickhouse", operation = what, tries)) => outcome,
             };
             let wait = match outcome {
@@ -641,6 +900,36 @@ impl Consumer {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
+    }
+
+    /// Runs `work`, one ClickHouse attempt; if it has not returned after half of `ack-wait`,
+    /// the worker reports itself not ready until it does. Why: a frozen server, or quorum
+    /// inserts waiting on a replica that is gone, keep their connection open and answer the
+    /// readiness probe's `SELECT 1` (on a cluster, through a live replica), and an insert may
+    /// wait a minute for its quorum before it fails.
+    async fn unready_while_slow<T>(
+        &self,
+        what: &str,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        let slow_after = self.config.worker.ack_wait / 2;
+        tokio::pin!(work);
+        tokio::select! {
+            outcome = &mut work => return outcome,
+            _ = tokio::time::sleep(slow_after) => {}
+        }
+        tracing::warn!(
+            what,
+            ?slow_after,
+            "a ClickHouse request is slow; not ready until it returns"
+        );
+        self.health.set_not_ready(format!(
+            "clickhouse: a {what} has not returned for {}s",
+            slow_after.as_secs_f64()
+        ));
+        let outcome = work.await;
+        self.health.set_ready();
+        outcome
     }
 
     /// Runs `work` (a write, a rollup, or storing the batch before `held`). While it runs (a
@@ -732,6 +1021,16 @@ fn store_span(message: &jetstream::Message, batch: &tracing::Span) -> tracing::S
     trace_context::continue_trace(&span, trace_context::from_nats(message.headers.as_ref()));
     trace_context::link(&span, batch);
     span
+}
+
+/// The value of header `name` of `delivery`, or `""`.
+fn header_value(delivery: &jetstream::Message, name: &str) -> String {
+    delivery
+        .headers
+        .as_ref()
+        .and_then(|headers| headers.get(name))
+        .map(|value| value.as_str().to_string())
+        .unwrap_or_default()
 }
 
 enum Decoded {

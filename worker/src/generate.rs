@@ -25,6 +25,7 @@ use std::path::Path;
 use statscache_shared::config::Config;
 use statscache_shared::message::Envelope;
 
+use crate::identity::fingerprint;
 use crate::meta::{self, Meta};
 use crate::plugin::{Fact, Message, Plugin};
 use crate::sink::{self, Batch, MessageRow};
@@ -242,12 +243,12 @@ impl Generator {
 fn add_message(batch: &mut Batch, plugins: &[Box<dyn Plugin>], message: &Message, now: f64) {
     let body = serde_json::to_string(&message.envelope).unwrap_or_default();
     let timestamp = message.envelope.event_time();
-    batch.push_message(MessageRow::new(
-        message,
-        body,
-        "generate".to_string(),
-        timestamp as u32,
-    ));
+    let copy_fingerprint = fingerprint::of_copy(body.as_bytes());
+    batch.push_message(
+        MessageRow::new(message, body, "generate".to_string(), timestamp as u32),
+        copy_fingerprint,
+        fingerprint::of_content(&message.envelope.msg),
+    );
     let mut facts: Vec<Fact> = Vec::new();
     for plugin in plugins {
         let info = plugin.info();

@@ -6,6 +6,8 @@
 //! - [`meta`]: usernames and packages a message names (the fedmsg.meta port, in the shared crate).
 //! - [`consumer`]: fetch a batch → rows → write → ack; dead letters and poison messages.
 //! - [`fetch`]: one batch from the durable consumer, closed by size or `batch-timeout`.
+//! - [`identity`]: of the copies of a `msg_id`, the first to arrive is the one stored and
+//!   counted (runs of held messages, the barrier before their lookup, the verdict on each).
 //! - [`sink`]: the batched ClickHouse writes; [`catalog`]: the `plugins` table.
 //! - [`rollup`]: the hourly/daily/monthly/yearly rollups each batch recomputes, their rebuild
 //!   and check (progress drawn by `statscache_shared::progress`); [`key_counts`]: the number of
@@ -18,6 +20,7 @@ pub mod catalog;
 pub mod consumer;
 pub mod fetch;
 pub mod generate;
+pub mod identity;
 pub mod key_counts;
 pub mod metrics;
 /// The fedmsg.meta port lives in the shared crate, where the api computes its text fields too.
@@ -67,6 +70,8 @@ pub enum WorkerError {
     Write(clickhouse::error::Error),
     #[error("cannot set up quorum inserts: {0}")]
     Quorum(clickhouse::error::Error),
+    #[error(transparent)]
+    Barrier(#[from] identity::barrier::BarrierError),
     #[error("generate: {0}")]
     Generate(String),
     #[error("cannot rebuild or check the rollups of {plugin}: {source}")]
@@ -130,6 +135,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
         "worker started"
     );
 
+    let barrier = identity::barrier::Barrier::new(
+        durable.clone(),
+        prepared.stream.clone(),
+        format!("{}.>", config.nats.subject_prefix),
+    )
+    .await
+    .map_err(WorkerError::Barrier)?;
     let worker = consumer::Consumer {
         config,
         jetstream: prepared.jetstream,
@@ -142,7 +154,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
         abort_before_rollup: fault_injection("FAULT_INJECTION_WORKER_ABORT_BEFORE_ROLLUP"),
         batches_written: std::sync::atomic::AtomicU64::new(0),
     };
-    worker.run(shutdown.clone()).await?;
+    worker.run(shutdown.clone(), barrier).await?;
     shutdown.cancel();
     admin_server.finish().await.map_err(WorkerError::Admin)
 }
@@ -165,10 +177,13 @@ pub struct ReplayRequest {
     pub rebuild: bool,
 }
 
-/// Replays the stream from `request.start` up to its head at the time of the call into the
-/// chosen plugins, with an ephemeral consumer beside the durable one. Because statistics are
-/// sets of facts, replaying is always safe: what is already counted is not counted again.
-/// Returns the number of messages stored.
+/// Replays the stream from `request.start` up to what the workers have stored (the durable
+/// consumer's ack floor; the whole stream if no worker ever ran) into the chosen plugins, with
+/// an ephemeral consumer beside the durable one. Because statistics are sets of facts, and the
+/// copy of each identity that counts was chosen when the workers stored it (`identity`),
+/// replaying is always safe: what is already counted is not counted again, and a later copy
+/// of a message stays uncounted. What the workers have not stored yet they store with every
+/// plugin of their configuration. Returns the number of messages stored.
 pub async fn replay(
     config: Config,
     shutdown: CancellationToken,
@@ -192,12 +207,23 @@ pub async fn replay(
         name: "replay".into(),
         detail,
     };
-    let last_sequence = stream
+    let stream_end = stream
         .info()
         .await
         .map_err(|e| consumer_error(e.to_string()))?
         .state
         .last_sequence;
+    let last_sequence = match stored_by_workers(&mut stream, &config.worker.consumer).await {
+        Some(floor) if floor < stream_end => {
+            tracing::info!(
+                floor,
+                stream_end,
+                "the replay stops where the workers are: they store what follows, with every plugin"
+            );
+            floor
+        }
+        _ => stream_end,
+    };
     let deliver_policy = match request.start {
         ReplayStart::Sequence(sequence) => DeliverPolicy::ByStartSequence {
             start_sequence: sequence.max(1),
@@ -233,6 +259,18 @@ pub async fn replay(
         batches_written: std::sync::atomic::AtomicU64::new(0),
     };
     replayer.replay(shutdown, last_sequence).await
+}
+
+/// The last stream sequence below which the workers' durable consumer has settled everything,
+/// or `None` if it does not exist (no worker ever ran).
+async fn stored_by_workers(
+    stream: &mut async_nats::jetstream::stream::Stream,
+    durable: &str,
+) -> Option<u64> {
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+        stream.get_consumer(durable).await.ok()?;
+    let info = consumer.info().await.ok()?;
+    Some(info.ack_floor.stream_sequence)
 }
 
 /// What both `run` and `replay` need: the schema, the plugins' tables and catalog, the streams.

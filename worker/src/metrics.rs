@@ -27,6 +27,17 @@ pub struct Metrics {
     pub rollup_seconds: Histogram,
     /// Rollup periods recomputed, by level (`hourly`, `daily`, `monthly`, `yearly`).
     pub rollup_periods: IntCounterVec,
+    /// Messages whose identity was already stored under another copy: kept, not counted.
+    pub copies: IntCounter,
+    /// Of those, the ones differing from the copy that counts, by field (`timestamp`, `topic`,
+    /// `body`).
+    pub copy_differences: IntCounterVec,
+    /// Runs that waited for older messages to be settled before looking their identities up.
+    pub barrier_waits: IntCounter,
+    /// Seconds those runs waited.
+    pub barrier_wait_seconds: Histogram,
+    /// Messages found in the stream without the relay's identity header, published again with it.
+    pub rerelayed: IntCounter,
 }
 
 impl Metrics {
@@ -92,6 +103,29 @@ impl Metrics {
                 ),
                 &["level"],
             )?,
+            copies: IntCounter::new(
+                "statscache_worker_copies_total",
+                "Messages whose identity was stored under another copy (kept, not counted)",
+            )?,
+            copy_differences: IntCounterVec::new(
+                Opts::new(
+                    "statscache_worker_copy_differences_total",
+                    "Copies differing from the copy that counts, by field",
+                ),
+                &["field"],
+            )?,
+            barrier_waits: IntCounter::new(
+                "statscache_worker_barrier_waits_total",
+                "Runs that waited for older messages to be settled",
+            )?,
+            barrier_wait_seconds: Histogram::with_opts(HistogramOpts::new(
+                "statscache_worker_barrier_wait_seconds",
+                "Time runs waited for older messages to be settled",
+            ))?,
+            rerelayed: IntCounter::new(
+                "statscache_worker_rerelayed_total",
+                "Messages without the identity header, published again with it",
+            )?,
         };
         registry.register(Box::new(metrics.received.clone()))?;
         registry.register(Box::new(metrics.stored.clone()))?;
@@ -105,6 +139,11 @@ impl Metrics {
         registry.register(Box::new(metrics.pending.clone()))?;
         registry.register(Box::new(metrics.rollup_seconds.clone()))?;
         registry.register(Box::new(metrics.rollup_periods.clone()))?;
+        registry.register(Box::new(metrics.copies.clone()))?;
+        registry.register(Box::new(metrics.copy_differences.clone()))?;
+        registry.register(Box::new(metrics.barrier_waits.clone()))?;
+        registry.register(Box::new(metrics.barrier_wait_seconds.clone()))?;
+        registry.register(Box::new(metrics.rerelayed.clone()))?;
         Ok(metrics)
     }
 }

@@ -24,8 +24,14 @@ use statscache_shared::config::ClickHouseConfig;
 const QUORUM_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What ClickHouse answers to a quorum insert while another one into the same table waits for
-/// its replicas (`UNSATISFIED_QUORUM_FOR_PREVIOUS_WRITE`, 18.16 and current releases alike).
-const CONTENTION: &str = "Quorum for previous write has not been satisfied yet";
+/// its replicas (`UNSATISFIED_QUORUM_FOR_PREVIOUS_WRITE`, code 286): "Quorum for previous write
+/// has not been satisfied yet" once the other insert is written locally, "Another quorum insert
+/// has been already started" while it is being written (18.16 says both; current releases the
+/// first).
+const CONTENTION: [&str; 2] = [
+    "Quorum for previous write has not been satisfied yet",
+    "Another quorum insert has been already started",
+];
 
 /// `client` with the quorum its inserts need: unchanged on one server (`clickhouse.cluster`
 /// empty); else `clickhouse.insert-quorum`, or when that is 0 the number of replicas of the
@@ -86,7 +92,10 @@ async fn replicas_of_local_shard(
 
 /// Whether `error` is another insert's quorum still being awaited: a wait, not a failure.
 pub fn is_contention(error: &clickhouse::error::Error) -> bool {
-    error.to_string().contains(CONTENTION)
+    let text = error.to_string();
+    CONTENTION
+        .iter()
+        .any(|contention| text.contains(contention))
 }
 
 #[cfg(test)]
@@ -105,7 +114,13 @@ mod tests {
              than requested quorum (2)."
                 .to_string(),
         );
+        let started = clickhouse::error::Error::BadResponse(
+            "Code: 286, e.displayText() = DB::Exception: Another quorum insert has been already \
+             started, e.what() = DB::Exception"
+                .to_string(),
+        );
         assert!(is_contention(&contention));
+        assert!(is_contention(&started));
         assert!(!is_contention(&replica_down));
     }
 }

@@ -1,10 +1,11 @@
 //! Batched writes to ClickHouse: one INSERT per table per batch, never one per message.
 //!
-//! A batch holds the `messages` rows, their history lookup rows, every plugin's fact rows and
-//! their presence rows (`rollup_keys`, see `key_counts`) for the same set of JetStream
-//! messages. The caller acks those messages only after [`write`] returns `Ok`, so a crash
-//! anywhere in between leads to redelivery and the same rows being written again — which the
-//! fact model makes harmless (see `statscache_shared::schema`).
+//! A batch holds the `messages` rows, their identity rows (`message_identities`) and history
+//! lookup rows, every plugin's fact rows and their presence rows (`rollup_keys`, see
+//! `key_counts`) for the same set of JetStream messages, and the copies of identities counted
+//! elsewhere (`message_copies`, see `identity`). The caller acks those messages only after
+//! [`write`] returns `Ok`, so a crash anywhere in between leads to redelivery and the same rows
+//! being written again — which the fact model makes harmless (see `statscache_shared::schema`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -78,6 +79,36 @@ pub struct IndexRow {
     pub time: u32,
 }
 
+/// A row of `message_identities`: the copy of an identity that counts (`identity`).
+#[derive(Debug, Clone, Row, Serialize)]
+pub struct IdentityRow {
+    pub msg_id: String,
+    pub time: u32,
+    pub timestamp: f64,
+    pub topic: String,
+    pub fingerprint: u64,
+    pub content_fingerprint: u64,
+    pub stream_sequence: u64,
+}
+
+/// A row of `message_copies`: a copy of an identity stored under another copy; not counted.
+#[derive(Debug, Clone, Row, Serialize)]
+pub struct CopyRow {
+    pub msg_id: String,
+    pub time: u32,
+    pub timestamp: f64,
+    pub topic: String,
+    pub fingerprint: u64,
+    pub stream_sequence: u64,
+    pub source: String,
+    pub canonical_timestamp: f64,
+    pub canonical_topic: String,
+    /// `timestamp`, `topic`, `body`: what differs from the copy that counts.
+    pub differs: Vec<String>,
+    pub body: String,
+    pub seen_at: u32,
+}
+
 /// A row of `message_users` or `message_packages` (`name` is the person or the package).
 #[derive(Debug, Clone, Row, Serialize)]
 pub struct LookupRow {
@@ -109,6 +140,8 @@ impl LookupRow {
 #[derive(Debug, Default)]
 pub struct Batch {
     messages: Vec<MessageRow>,
+    identities: Vec<IdentityRow>,
+    copies: Vec<CopyRow>,
     index: Vec<IndexRow>,
     users: Vec<LookupRow>,
     packages: Vec<LookupRow>,
@@ -120,9 +153,24 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// Adds a message with its rows in the history lookup tables, so that they can never be
-    /// written without it (or it without them).
-    pub fn push_message(&mut self, message: MessageRow) {
+    /// Adds a message, the copy of its identity that counts (whose `fingerprint` and
+    /// `content_fingerprint` are given), with its rows in the identity and history lookup
+    /// tables, so that they can never be written without it (or it without them).
+    pub fn push_message(
+        &mut self,
+        message: MessageRow,
+        fingerprint: u64,
+        content_fingerprint: u64,
+    ) {
+        self.identities.push(IdentityRow {
+            msg_id: message.msg_id.clone(),
+            time: message.time,
+            timestamp: message.timestamp,
+            topic: message.topic.clone(),
+            fingerprint,
+            content_fingerprint,
+            stream_sequence: message.stream_sequence,
+        });
         self.index.push(IndexRow {
             msg_id: message.msg_id.clone(),
             time: message.time,
@@ -134,6 +182,11 @@ impl Batch {
             self.packages.push(LookupRow::of(package, &message));
         }
         self.messages.push(message);
+    }
+
+    /// Adds a copy of an identity whose counted copy is another one.
+    pub fn push_copy(&mut self, copy: CopyRow) {
+        self.copies.push(copy);
     }
 
     /// Adds the facts one plugin derived from `message` to its `table`, once each (`facts` is
@@ -168,7 +221,7 @@ impl Batch {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.messages.is_empty() && self.facts.values().all(Vec::is_empty)
+        self.messages.is_empty() && self.copies.is_empty() && self.facts.values().all(Vec::is_empty)
     }
 }
 
@@ -178,8 +231,10 @@ pub async fn write(
     client: &clickhouse::Client,
     batch: &Batch,
 ) -> Result<(), clickhouse::error::Error> {
-    let mut inserts = Vec::with_capacity(batch.facts.len() + 5);
+    let mut inserts = Vec::with_capacity(batch.facts.len() + 7);
     inserts.push(insert_rows(client, "messages", &batch.messages).boxed());
+    inserts.push(insert_rows(client, "message_identities", &batch.identities).boxed());
+    inserts.push(insert_rows(client, "message_copies", &batch.copies).boxed());
     inserts.push(insert_rows(client, "message_index", &batch.index).boxed());
     inserts.push(insert_rows(client, "message_users", &batch.users).boxed());
     inserts.push(insert_rows(client, "message_packages", &batch.packages).boxed());
