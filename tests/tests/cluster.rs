@@ -9,7 +9,8 @@
 //! - Two ClickHouse replicas (ZooKeeper, `clickhouse.cluster`), a worker writing through each
 //!   and an api on each, losing one replica during writes: the api on the other keeps
 //!   answering, the restarted replica catches up, both answer the same statistics, and on
-//!   both `rollup --check` finds the rollups equal to the facts (quorum inserts).
+//!   both `rollup --check` finds the rollups equal to the facts (quorum inserts); the worker
+//!   whose inserts wait for the dead replica reports itself not ready meanwhile.
 
 use std::io::Write;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -250,7 +251,24 @@ async fn killing_a_clickhouse_replica_during_writes_loses_and_doubles_nothing() 
         "the replica must die during writes"
     );
     cluster.replicas[1].stop();
+    let killed = Instant::now();
     eprintln!("replica 2 killed with {stored_at_kill} messages stored");
+    // The worker writing through the live replica answers its probes (`SELECT 1`) but its
+    // quorum inserts wait for the dead one: it must say so, not only once they time out.
+    let live_worker = format!("http://127.0.0.1:{}/health/readyz", apis[0].1);
+    let reason = wait_for(
+        "the live replica's worker to report its writes waiting",
+        Duration::from_secs(45),
+        || async {
+            let answer = reqwest::get(&live_worker).await.ok()?;
+            let unready = answer.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE;
+            let body = answer.text().await.ok()?;
+            unready.then_some(body)
+        },
+    )
+    .await;
+    eprintln!("not ready {:?} after the kill: {reason}", killed.elapsed());
+    assert!(reason.contains("clickhouse"), "{reason}");
     let output = publishing.await.expect("publisher task");
     assert!(
         output.contains(&format!("published {MESSAGES} ")),
@@ -279,6 +297,7 @@ async fn killing_a_clickhouse_replica_during_writes_loses_and_doubles_nothing() 
         .await;
     }
     wait_for_consumer_drained(&nats.url).await;
+    wait_until_ok(&live_worker).await;
     let mut answers = Vec::new();
     for (api_port, _, _) in &apis {
         let mut answer = Vec::new();
