@@ -1,9 +1,11 @@
 //! An installation at schema version 3 (before `/raw` broke ties by arrival) upgrades in place:
 //! `statscache-worker migrate` adds `stream_sequence` to the lookup tables and `datanommer_msg`
 //! to `messages` (ClickHouse 18.16 has no `ADD COLUMN IF NOT EXISTS`), writes the lookup rows
-//! again with their sequence, and running it a second time changes nothing.
+//! again with their sequence, fills `message_identities` from `messages` (version 7), and
+//! running it a second time changes nothing.
 
 use statscache_tests::{run_command, Servers};
+use statscache_worker::identity::fingerprint;
 
 /// The tables as schema version 3 created them, with the ledger saying so.
 const VERSION_3: &[&str] = &[
@@ -52,6 +54,7 @@ async fn version_3_installations_get_the_arrival_order_and_datanommer_text() {
     let added: Vec<(String, String)> = client
         .query(
             "SELECT table, name FROM system.columns WHERE database = 'statscache' \
+             AND table IN ('messages', 'message_users', 'message_packages') \
              AND name IN ('stream_sequence', 'datanommer_msg') ORDER BY table, name",
         )
         .fetch_all()
@@ -87,5 +90,17 @@ async fn version_3_installations_get_the_arrival_order_and_datanommer_text() {
         .fetch_all()
         .await
         .expect("ledger");
-    assert_eq!(versions, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(versions, vec![1, 2, 3, 4, 5, 6, 7]);
+
+    // Version 7: the stored message is its identity's counted copy, fingerprinted in SQL as
+    // the workers fingerprint what they store.
+    let identities: Vec<(String, u32, u64, u64)> = client
+        .query("SELECT msg_id, toUInt32(time), fingerprint, content_fingerprint FROM message_identities")
+        .fetch_all()
+        .await
+        .expect("message_identities");
+    assert_eq!(
+        identities,
+        vec![("m1".to_string(), 1344350850, fingerprint::of_copy(b"{}"), 0)]
+    );
 }
