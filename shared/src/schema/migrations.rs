@@ -1,8 +1,9 @@
 //! Migrations are versioned and idempotent (`IF NOT EXISTS`), so several worker replicas may run
 //! them at once. With `clickhouse.cluster` set every DDL statement goes through [`Placement`]:
 //! `ON CLUSTER`, tables named with their database, and each engine replaced by its `Replicated`
-//! form, so every replica holds every table and ZooKeeper replicates the rows written to any. The SQL sticks to what ClickHouse 18.16 (Debian) and current releases share: no
-//! DateTime64, no LowCardinality, no server-side query parameters.
+//! form, so every replica holds every table and ZooKeeper replicates the rows written to any.
+//! The SQL sticks to what ClickHouse 18.16 (Debian) and current releases share: no DateTime64,
+//! no LowCardinality, no server-side query parameters.
 
 use super::placement::{run_ddl, Placement};
 use super::{client, client_without_database, SchemaError};
