@@ -44,7 +44,8 @@ use statscache_tests::{
 };
 use statscache_worker::identity::fingerprint;
 use statscache_worker::plugin::Message;
-use statscache_worker::sink::{self, Batch, MessageRow};
+use statscache_worker::rows::MessageRow;
+use statscache_worker::sink::{self, Batch};
 
 fn messages(count: usize) -> Vec<String> {
     let corpus = real_lines();

@@ -59,6 +59,7 @@ use statscache_shared::trace_context;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::faults::Faults;
 use crate::fetch::Fetcher;
 use crate::identity::barrier::Barrier;
 use crate::identity::copies::{self, Candidate, StoredCopy, Verdict};
@@ -69,7 +70,8 @@ use crate::metrics::Metrics;
 use crate::plugin::{Fact, Message, Plugin};
 use crate::quorum;
 use crate::rollup::{self, Touched};
-use crate::sink::{self, Batch, CopyRow, MessageRow};
+use crate::rows::{CopyRow, MessageRow};
+use crate::sink::{self, Batch};
 use crate::WorkerError;
 
 /// How long a run waiting at its barrier waits between two looks (pulling meanwhile).
@@ -102,13 +104,8 @@ pub struct Consumer {
     pub plugins: Vec<Box<dyn Plugin>>,
     pub metrics: Arc<Metrics>,
     pub health: Health,
-    /// Fault injection for the crash-consistency tests: abort the process after this many
-    /// batches were written, before acking them. Set only by `FAULT_INJECTION_WORKER_ABORT_AFTER_WRITES`.
-    pub abort_after_writes: Option<u64>,
-    /// The same, but aborting after the facts are written and before the rollups are
-    /// recomputed. Set only by `FAULT_INJECTION_WORKER_ABORT_BEFORE_ROLLUP`.
-    pub abort_before_rollup: Option<u64>,
-    pub batches_written: std::sync::atomic::AtomicU64,
+    /// Faults the crash-consistency tests inject (none in production).
+    pub faults: Faults,
 }
 
 /// The durable consumer's settings, shared by every replica.
@@ -495,7 +492,7 @@ impl Consumer {
 
         let mut stored = self.write_until_stored(&batch, &to_ack, shutdown).await;
         if stored {
-            self.count_write_and_abort_if_injected();
+            self.faults.facts_written();
             stored = self.roll_up_until_done(&batch, &to_ack, shutdown).await;
         }
         if !stored {
@@ -503,7 +500,7 @@ impl Consumer {
             self.give_back(&to_ack).await;
             return Ok(None);
         }
-        self.abort_if_injected();
+        self.faults.before_ack();
         for (index, plugin) in self.plugins.iter().enumerate() {
             if facts_per_plugin[index] > 0 {
                 plugin.on_batch_written(facts_per_plugin[index]);
@@ -955,37 +952,6 @@ impl Consumer {
     async fn extend_ack_deadlines(&self, held: &[jetstream::Message]) {
         for message in held {
             let _ = message.ack_with(AckKind::Progress).await;
-        }
-    }
-
-    /// Counts a stored batch; aborts if `abort_before_rollup` says so.
-    fn count_write_and_abort_if_injected(&self) {
-        let written = self
-            .batches_written
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-            + 1;
-        if self
-            .abort_before_rollup
-            .is_some_and(|limit| written >= limit)
-        {
-            tracing::error!(
-                written,
-                "fault injection: aborting between the facts and the rollups"
-            );
-            std::process::abort();
-        }
-    }
-
-    fn abort_if_injected(&self) {
-        let Some(limit) = self.abort_after_writes else {
-            return;
-        };
-        let written = self
-            .batches_written
-            .load(std::sync::atomic::Ordering::SeqCst);
-        if written >= limit {
-            tracing::error!(written, "fault injection: aborting between write and ack");
-            std::process::abort();
         }
     }
 

@@ -28,7 +28,8 @@ use statscache_shared::message::Envelope;
 use crate::identity::fingerprint;
 use crate::meta::{self, Meta};
 use crate::plugin::{Fact, Message, Plugin};
-use crate::sink::{self, Batch, MessageRow};
+use crate::rows::MessageRow;
+use crate::sink::{self, Batch};
 use crate::WorkerError;
 
 type WriteTask = tokio::task::JoinHandle<Result<(), clickhouse::error::Error>>;
@@ -275,7 +276,7 @@ pub async fn generate(
         WorkerError::Generate(format!("cannot read {}: {error}", templates.display()))
     })?;
     let plugins = crate::plugins::load(&config.worker)?;
-    let clickhouse = crate::prepare_clickhouse(config, &plugins).await?;
+    let clickhouse = crate::service::prepare_clickhouse(config, &plugins).await?;
     let mut generator = Generator::new(&corpus, request.clone());
     if generator.topics.is_empty() {
         return Err(WorkerError::Generate(format!(
@@ -318,7 +319,7 @@ pub async fn generate(
     // Rollups are derived from the facts just written (months from the oldest message on).
     let infos: Vec<&crate::plugin::PluginInfo> = plugins.iter().map(|p| p.info()).collect();
     let oldest = (request.end - request.days * 86_400.0).max(0.0) as u64;
-    crate::rebuild_rollups(&clickhouse, &infos, oldest).await?;
+    crate::tables::rebuild_rollups(&clickhouse, &infos, oldest).await?;
     Ok(request.messages)
 }
 

@@ -13,35 +13,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use clickhouse::Row;
-use serde::Serialize;
 use statscache_shared::period::Level;
 use statscache_shared::schema::{rollup_table, KEY_COUNT_LEVELS, ROLLUP_KEYS, ROLLUP_KEY_COUNTS};
 use statscache_shared::sql::{bind_all, clamp_time, placeholders, Bound};
 
 use crate::rollup::{self, Difference, Subject};
-
-/// A row of `rollup_keys`: `key` has facts of `stat_table` in the `level` period at `period`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Row, Serialize)]
-pub struct KeyRow {
-    pub stat_table: String,
-    /// [`Level::name`] of a level of [`KEY_COUNT_LEVELS`].
-    pub level: String,
-    pub period: u32,
-    pub key: String,
-}
-
-impl KeyRow {
-    /// The presence rows of a fact of `stat_table` at `time` for `key`, one per counted level.
-    pub fn of(stat_table: &str, time: u32, key: &str) -> [KeyRow; KEY_COUNT_LEVELS.len()] {
-        KEY_COUNT_LEVELS.map(|level| KeyRow {
-            stat_table: stat_table.to_string(),
-            level: level.name().to_string(),
-            period: clamp_time(level.start(u64::from(time))),
-            key: key.to_string(),
-        })
-    }
-}
+use crate::rows::KeyRow;
 
 /// Recounts the keys of every (plugin, level, period) that `rows` (one batch's presence rows,
 /// already stored) name, every plugin in one statement. Returns the number of periods.

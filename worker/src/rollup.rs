@@ -28,7 +28,7 @@ use statscache_shared::period::Level;
 use statscache_shared::schema::{rollup_table, rollup_value_columns};
 use statscache_shared::sql::{bind_all, clamp_time, key_filter, placeholders, Bound};
 
-use crate::sink::FactRow;
+use crate::rows::FactRow;
 
 /// Which rows of one level a recomputation covers.
 #[derive(Debug, Clone, PartialEq)]

@@ -36,6 +36,38 @@ pub fn load(config: &WorkerConfig) -> Result<Vec<Box<dyn Plugin>>, DefinitionErr
     Ok(plugins)
 }
 
+/// Why [`choose`] found no plugins.
+#[derive(Debug, thiserror::Error)]
+pub enum ChooseError {
+    #[error(transparent)]
+    Definition(#[from] DefinitionError),
+    #[error("no plugin {0:?} in this configuration (see `statscache-worker plugins`)")]
+    Unknown(String),
+}
+
+/// The plugins of `config` named in `names` (an operator command's `--plugin`), all of them if
+/// it is empty.
+pub fn choose(
+    config: &WorkerConfig,
+    names: &[String],
+) -> Result<Vec<Box<dyn Plugin>>, ChooseError> {
+    let mut chosen = Vec::new();
+    for plugin in load(config)? {
+        if names.is_empty() || names.contains(&plugin.info().identifier) {
+            chosen.push(plugin);
+        }
+    }
+    for wanted in names {
+        let found = chosen
+            .iter()
+            .any(|plugin| &plugin.info().identifier == wanted);
+        if !found {
+            return Err(ChooseError::Unknown(wanted.clone()));
+        }
+    }
+    Ok(chosen)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,127 @@
+//! `statscache-worker replay`: re-run plugins over a range of the stream with an ephemeral
+//! consumer beside the durable one, to fill a plugin added after the fact or re-run one whose
+//! logic changed (`--rebuild`).
+
+use std::sync::Arc;
+
+use async_nats::jetstream::consumer::DeliverPolicy;
+use statscache_shared::admin::Health;
+use statscache_shared::config::Config;
+use statscache_shared::schema;
+use tokio_util::sync::CancellationToken;
+
+use crate::faults::Faults;
+use crate::service::prepare;
+use crate::{consumer, metrics, plugins, WorkerError};
+
+/// Where a replay starts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ReplayStart {
+    /// A stream sequence number (1 is the oldest message the stream ever held).
+    Sequence(u64),
+    /// Messages that arrived in the stream at or after this time (epoch seconds).
+    ArrivedSince(f64),
+}
+
+/// What `statscache-worker replay` does: re-run `plugins` over a range of the stream.
+#[derive(Debug, Clone)]
+pub struct ReplayRequest {
+    pub plugins: Vec<String>,
+    pub start: ReplayStart,
+    /// Drop the plugins' fact tables first: for a plugin whose logic changed.
+    pub rebuild: bool,
+}
+
+/// Replays the stream from `request.start` up to what the workers have stored (the durable
+/// consumer's ack floor; the whole stream if no worker ever ran) into the chosen plugins, with
+/// an ephemeral consumer beside the durable one. Because statistics are sets of facts, and the
+/// copy of each identity that counts was chosen when the workers stored it (`identity`),
+/// replaying is always safe: what is already counted is not counted again, and a later copy
+/// of a message stays uncounted. What the workers have not stored yet they store with every
+/// plugin of their configuration. Returns the number of messages stored.
+pub async fn replay(
+    config: Config,
+    shutdown: CancellationToken,
+    request: ReplayRequest,
+) -> Result<u64, WorkerError> {
+    let chosen = plugins::choose(&config.worker, &request.plugins)?;
+    let clickhouse = schema::client(&config.clickhouse);
+    let placement = schema::Placement::of(&config.clickhouse);
+    if request.rebuild {
+        for plugin in &chosen {
+            let table = &plugin.info().table;
+            tracing::warn!(%table, "rebuild: dropping the plugin's facts and rollups before the replay");
+            schema::drop_stat_table(&clickhouse, placement, table).await?;
+            schema::drop_rollup_tables(&clickhouse, placement, table).await?;
+            schema::drop_key_counts(&clickhouse, placement, table).await?;
+        }
+    }
+    let prepared = prepare(&config, &chosen).await?;
+    let mut stream = prepared.stream;
+    let consumer_error = |detail: String| WorkerError::Consumer {
+        name: "replay".into(),
+        detail,
+    };
+    let stream_end = stream
+        .info()
+        .await
+        .map_err(|e| consumer_error(e.to_string()))?
+        .state
+        .last_sequence;
+    let last_sequence = match stored_by_workers(&mut stream, &config.worker.consumer).await {
+        Some(floor) if floor < stream_end => {
+            tracing::info!(
+                floor,
+                stream_end,
+                "the replay stops where the workers are: they store what follows, with every plugin"
+            );
+            floor
+        }
+        _ => stream_end,
+    };
+    let deliver_policy = match request.start {
+        ReplayStart::Sequence(sequence) => DeliverPolicy::ByStartSequence {
+            start_sequence: sequence.max(1),
+        },
+        ReplayStart::ArrivedSince(seconds) => {
+            let start_time = time::OffsetDateTime::from_unix_timestamp(seconds as i64)
+                .map_err(|e| consumer_error(format!("bad start time: {e}")))?;
+            DeliverPolicy::ByStartTime { start_time }
+        }
+    };
+    let mut consumer_config = consumer::consumer_config(&config);
+    consumer_config.durable_name = None;
+    consumer_config.description = Some(format!("statscache replay into {:?}", request.plugins));
+    consumer_config.deliver_policy = deliver_policy;
+    consumer_config.inactive_threshold = std::time::Duration::from_secs(300);
+    let ephemeral = stream
+        .create_consumer(consumer_config)
+        .await
+        .map_err(|e| consumer_error(e.to_string()))?;
+    tracing::info!(plugins = ?request.plugins, start = ?request.start, last_sequence, "replaying");
+
+    let registry = prometheus::Registry::new();
+    let replayer = consumer::Consumer {
+        config,
+        jetstream: prepared.jetstream,
+        consumer: ephemeral,
+        clickhouse: prepared.clickhouse,
+        plugins: chosen,
+        metrics: Arc::new(metrics::Metrics::new(&registry)?),
+        health: Health::default(),
+        faults: Faults::default(),
+    };
+    replayer.replay(shutdown, last_sequence).await
+}
+
+/// The last stream sequence below which the workers' durable consumer has settled everything,
+/// or `None` if it does not exist (no worker ever ran).
+async fn stored_by_workers(
+    stream: &mut async_nats::jetstream::stream::Stream,
+    durable: &str,
+) -> Option<u64> {
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+        stream.get_consumer(durable).await.ok()?;
+    let info = consumer.info().await.ok()?;
+    Some(info.ack_floor.stream_sequence)
+}
