@@ -64,6 +64,7 @@ use crate::fetch::Fetcher;
 use crate::identity::barrier::Barrier;
 use crate::identity::copies::{self, Candidate, StoredCopy, Verdict};
 use crate::identity::fingerprint;
+use crate::identity::turns::{self, Turns};
 use crate::key_counts;
 use crate::meta;
 use crate::metrics::Metrics;
@@ -106,6 +107,8 @@ pub struct Consumer {
     pub health: Health,
     /// Faults the crash-consistency tests inject (none in production).
     pub faults: Faults,
+    /// Turns with bootstrap batches, which store identities outside the stream.
+    pub turns: Turns,
 }
 
 /// The durable consumer's settings, shared by every replica.
@@ -441,7 +444,6 @@ impl Consumer {
     ) -> Result<Option<u64>, WorkerError> {
         let started = Instant::now();
         let mut batch = Batch::default();
-        let mut to_ack = Vec::with_capacity(messages.len());
         // Each ends when dropped: after the ack, or when its message is parked or given back.
         let mut message_spans = Vec::with_capacity(messages.len());
         let mut facts_per_plugin = vec![0usize; self.plugins.len()];
@@ -467,9 +469,77 @@ impl Consumer {
             }
         }
         accepted.sort_by_key(|(_, decoded)| decoded.stream_sequence);
-        let (deliveries, decoded): (Vec<jetstream::Message>, Vec<Box<Message>>) =
-            accepted.into_iter().unzip();
+        let (deliveries, decoded): (Vec<jetstream::Message>, Vec<Message>) = accepted
+            .into_iter()
+            .map(|(delivery, decoded)| (delivery, *decoded))
+            .unzip();
 
+        let Some(turn) = self.take_turn(&deliveries, shutdown).await else {
+            self.give_back(&deliveries).await;
+            return Ok(None);
+        };
+        let stored = self
+            .store_accepted(
+                deliveries,
+                decoded,
+                &mut batch,
+                &mut facts_per_plugin,
+                shutdown,
+            )
+            .await;
+        turn.give_back().await;
+        let Some(to_ack) = stored? else {
+            return Ok(None);
+        };
+        for (index, plugin) in self.plugins.iter().enumerate() {
+            if facts_per_plugin[index] > 0 {
+                plugin.on_batch_written(facts_per_plugin[index]);
+            }
+        }
+        self.metrics
+            .batch_seconds
+            .observe(started.elapsed().as_secs_f64());
+        tracing::debug!(messages = to_ack, elapsed = ?started.elapsed(), "batch stored");
+        Ok(Some(highest_sequence))
+    }
+
+    /// The run's turn to look its identities up and store them (`identity::turns`): while a
+    /// bootstrap batch goes first, waits, keeping `held`. `None` if shutdown came first.
+    async fn take_turn(
+        &self,
+        held: &[jetstream::Message],
+        shutdown: &CancellationToken,
+    ) -> Option<turns::Held> {
+        let mut waiting = false;
+        loop {
+            match self.holding(held, self.turns.run_turn()).await {
+                Ok(Some(turn)) => return Some(turn),
+                Ok(None) if !waiting => {
+                    tracing::debug!("a bootstrap batch stores its identities first; waiting");
+                    waiting = true;
+                }
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%error, "cannot take a turn; retrying"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = self.holding(held, tokio::time::sleep(BARRIER_POLL)) => {}
+            }
+        }
+    }
+
+    /// Looks up, writes, rolls up and acks the decoded messages of a batch (in stream order),
+    /// during the run's turn. Returns how many were acked, or `None` if shutdown came first
+    /// (they are given back).
+    async fn store_accepted(
+        &self,
+        deliveries: Vec<jetstream::Message>,
+        decoded: Vec<Message>,
+        batch: &mut Batch,
+        facts_per_plugin: &mut [usize],
+        shutdown: &CancellationToken,
+    ) -> Result<Option<usize>, WorkerError> {
+        let mut to_ack = Vec::with_capacity(deliveries.len());
         let Some(verdicts) = self
             .verdicts_until_known(&deliveries, &decoded, shutdown)
             .await
@@ -480,20 +550,20 @@ impl Consumer {
         for ((message, decoded), verdict) in deliveries.into_iter().zip(decoded).zip(verdicts) {
             match verdict {
                 Verdict::Counts => {
-                    self.add_rows(&decoded, &message, &mut batch, &mut facts_per_plugin)
+                    self.add_rows(&decoded, &message, batch, facts_per_plugin)
                         .await?;
                 }
                 Verdict::Copy { canonical, differs } => {
-                    self.add_copy(&decoded, &message, &canonical, &differs, &mut batch);
+                    self.add_copy(&decoded, &message, &canonical, &differs, batch);
                 }
             }
             to_ack.push(message);
         }
 
-        let mut stored = self.write_until_stored(&batch, &to_ack, shutdown).await;
+        let mut stored = self.write_until_stored(batch, &to_ack, shutdown).await;
         if stored {
             self.faults.facts_written();
-            stored = self.roll_up_until_done(&batch, &to_ack, shutdown).await;
+            stored = self.roll_up_until_done(batch, &to_ack, shutdown).await;
         }
         if !stored {
             // Shutting down before the rows were stored and rolled up.
@@ -501,11 +571,6 @@ impl Consumer {
             return Ok(None);
         }
         self.faults.before_ack();
-        for (index, plugin) in self.plugins.iter().enumerate() {
-            if facts_per_plugin[index] > 0 {
-                plugin.on_batch_written(facts_per_plugin[index]);
-            }
-        }
         for message in &to_ack {
             if let Err(error) = message.ack().await {
                 // The rows are stored; a lost ack only means a harmless redelivery.
@@ -518,11 +583,7 @@ impl Consumer {
                 self.metrics.pending.set(info.pending as i64);
             }
         }
-        self.metrics
-            .batch_seconds
-            .observe(started.elapsed().as_secs_f64());
-        tracing::debug!(messages = to_ack.len(), elapsed = ?started.elapsed(), "batch stored");
-        Ok(Some(highest_sequence))
+        Ok(Some(to_ack.len()))
     }
 
     /// Gives `messages` back (nak) so that JetStream redelivers them at once to a replica that
@@ -690,7 +751,7 @@ impl Consumer {
     async fn verdicts_until_known(
         &self,
         deliveries: &[jetstream::Message],
-        decoded: &[Box<Message>],
+        decoded: &[Message],
         shutdown: &CancellationToken,
     ) -> Option<Vec<Verdict>> {
         let mut candidates = Vec::with_capacity(decoded.len());

@@ -81,6 +81,8 @@ pub enum WorkerError {
     Quorum(clickhouse::error::Error),
     #[error(transparent)]
     Barrier(#[from] identity::barrier::BarrierError),
+    #[error(transparent)]
+    Turn(#[from] identity::turns::TurnError),
     #[error("generate: {0}")]
     Generate(String),
     #[error("cannot rebuild or check the rollups of {plugin}: {source}")]

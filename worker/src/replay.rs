@@ -11,7 +11,8 @@ use statscache_shared::schema;
 use tokio_util::sync::CancellationToken;
 
 use crate::faults::Faults;
-use crate::service::prepare;
+use crate::identity::turns::Turns;
+use crate::service::{prepare, process_name};
 use crate::{consumer, metrics, plugins, WorkerError};
 
 /// Where a replay starts.
@@ -100,6 +101,7 @@ pub async fn replay(
         .map_err(|e| consumer_error(e.to_string()))?;
     tracing::info!(plugins = ?request.plugins, start = ?request.start, last_sequence, "replaying");
 
+    let turns = Turns::open(&prepared.jetstream, &config.nats, &process_name("replay")).await?;
     let registry = prometheus::Registry::new();
     let replayer = consumer::Consumer {
         config,
@@ -110,6 +112,7 @@ pub async fn replay(
         metrics: Arc::new(metrics::Metrics::new(&registry)?),
         health: Health::default(),
         faults: Faults::default(),
+        turns,
     };
     replayer.replay(shutdown, last_sequence).await
 }

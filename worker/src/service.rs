@@ -11,6 +11,7 @@ use statscache_shared::nats;
 use tokio_util::sync::CancellationToken;
 
 use crate::faults::Faults;
+use crate::identity::turns::Turns;
 use crate::tables::prepare_tables;
 use crate::{catalog, consumer, identity, metrics, plugin, plugins, quorum, WorkerError};
 
@@ -62,6 +63,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
     )
     .await
     .map_err(WorkerError::Barrier)?;
+    let turns = Turns::open(&prepared.jetstream, &config.nats, &process_name("worker")).await?;
     let worker = consumer::Consumer {
         config,
         jetstream: prepared.jetstream,
@@ -71,6 +73,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
         metrics,
         health,
         faults: Faults::from_env(),
+        turns,
     };
     worker.run(shutdown.clone(), barrier).await?;
     shutdown.cancel();
@@ -132,4 +135,10 @@ pub(crate) async fn prepare(
         jetstream,
         stream,
     })
+}
+
+/// A name no other process shares: `<role>-<host>-<random>`, for the keys it holds.
+pub(crate) fn process_name(role: &str) -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_default();
+    format!("{role}-{host}-{}", uuid::Uuid::new_v4().simple())
 }

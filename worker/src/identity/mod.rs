@@ -27,3 +27,4 @@ pub mod barrier;
 pub mod copies;
 pub mod fingerprint;
 pub mod runs;
+pub mod turns;
