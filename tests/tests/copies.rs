@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::Value;
-use statscache_tests::corpus::{publish_to_stream, real_lines};
+use statscache_tests::corpus::{publish_to_stream, restamped_corpus};
 use statscache_tests::reference::{assert_history_lists_each_once, assert_served, every_bucket};
 use statscache_tests::{
     free_port, run_command, wait_for, wait_for_consumer_drained, wait_until_ok, Servers, Service,
@@ -27,9 +27,6 @@ const WINDOW: Duration = Duration::from_secs(2);
 
 /// Waves of copies; an identity has at most one copy per wave.
 const WAVES: usize = 3;
-
-/// 2026-11-20T12:00:00Z: the scenario's first original.
-const FIRST_TIME: f64 = 1_795_694_400.0;
 
 /// How a copy differs from the original: its time moves by one of these (seconds), crossing a
 /// second, a minute, an hour or a day; its topic or body may change too.
@@ -57,26 +54,6 @@ struct Scenario {
     counted: Vec<String>,
     /// Distinct copies (a copy identical to the one that counts, byte for byte, *is* it).
     copies: BTreeSet<String>,
-}
-
-/// Corpus envelopes that carry a `msg_id` (the identity of one without it is a hash of its
-/// time, so its copies would be other messages), re-stamped close together so that `/raw`
-/// can list them all: `count` of them, about a quarter of an hour apart plus a fraction.
-fn originals(count: usize) -> Vec<Value> {
-    let mut originals = Vec::new();
-    for line in real_lines() {
-        let mut envelope: Value = serde_json::from_str(&line).expect("corpus line");
-        if envelope["msg_id"].as_str().unwrap_or("").is_empty() {
-            continue;
-        }
-        let index = originals.len() as f64;
-        envelope["timestamp"] = Value::from(FIRST_TIME + index * 977.0 + 0.3);
-        originals.push(envelope);
-        if originals.len() == count {
-            break;
-        }
-    }
-    originals
 }
 
 /// `original` as copy number `copy` of kind `draw` picks: re-stamped, re-topicked, edited.
@@ -152,7 +129,10 @@ async fn copies_count_once_at_the_first_copys_time_whatever_workers_crash() {
         .and_then(|seed| seed.parse().ok())
         .unwrap_or(22);
     eprintln!("scenario seed {seed} (STATSCACHE_TEST_SEED replays it)");
-    let originals = originals(60);
+    let originals: Vec<Value> = restamped_corpus(60)
+        .iter()
+        .map(|line| serde_json::from_str(line).expect("envelope"))
+        .collect();
     let scenario = scenario(seed, &originals);
 
     let servers = Servers::start().await;

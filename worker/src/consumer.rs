@@ -1,5 +1,5 @@
-//! The worker's loop: fetch a bounded batch from the durable consumer, turn it into rows,
-//! write them, then ack.
+//! The worker's loop: fetch a bounded batch from the durable consumer, store it run by run
+//! (`identity`: oldest first, each once its barrier passed and in its turn), then ack.
 //!
 //! All worker replicas pull from the *same* durable consumer, so JetStream spreads the messages
 //! between them and a new replica takes a share at once. The order of operations is the
@@ -7,16 +7,13 @@
 //!
 //! 1. rejected messages (undecodable, a plugin error) are first published to the dead-letter
 //!    stream, and only then acked;
-//! 2. the batch's rows are written to ClickHouse, retried until they are stored (while a write
-//!    is slow or retried, the messages' ack deadlines are extended so JetStream does not count
-//!    a redelivery: `ack-wait` is short, so that a dead worker's batch comes back in seconds);
-//! 3. the rollups of the (key, period)s the batch touched — hours, days, months, years — are
-//!    recomputed from the stored facts (`rollup`), and the key counts of its days and months
-//!    from the presence rows written with the facts (`key_counts`, beside the hours'
-//!    recomputation), retried and held the same way:
-//!    a worker that dies before this point gets its messages redelivered, and the redelivery
-//!    recomputes them;
-//! 4. only then are the messages acked.
+//! 2. the run is stored by the [`Writer`]: which copy of each identity counts, then its rows,
+//!    then the rollups and key counts of what it touched, each step retried until done; while a
+//!    step is slow or retried, the messages' ack deadlines are extended so JetStream does not
+//!    count a redelivery (`ack-wait` is short, so that a dead worker's batch comes back in
+//!    seconds). A worker that dies before the end gets its messages redelivered, and the
+//!    redelivery writes and recomputes them again;
+//! 3. only then are the messages acked.
 //!
 //! The other half — redelivered or duplicated messages not being counted twice — is the fact
 //! model of `statscache_shared::schema`.
@@ -38,41 +35,29 @@
 //! the consumer). Instead a message that keeps coming back — because processing it crashed a
 //! worker, say — is parked on the dead-letter stream once it reaches `[worker] max-deliver`.
 
-use std::collections::BTreeSet;
 use std::future::ready;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::pull;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy};
 use async_nats::jetstream::{self, AckKind};
 use futures::channel::oneshot;
-use statscache_shared::admin::Health;
 use statscache_shared::config::Config;
 use statscache_shared::message::Envelope;
 use statscache_shared::nats::{
     self, DeadLetter, HEADER_MSG_ID, HEADER_SOURCE, HEADER_STREAM_SEQUENCE,
 };
 use statscache_shared::progress::Progress;
-use statscache_shared::retry::backoff;
 use statscache_shared::trace_context;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::faults::Faults;
 use crate::fetch::Fetcher;
 use crate::identity::barrier::Barrier;
-use crate::identity::copies::{self, Candidate, StoredCopy, Verdict};
-use crate::identity::fingerprint;
 use crate::identity::turns::{self, Turns};
-use crate::key_counts;
 use crate::meta;
-use crate::metrics::Metrics;
-use crate::plugin::{Fact, Message, Plugin};
-use crate::quorum;
-use crate::rollup::{self, Touched};
-use crate::rows::{CopyRow, MessageRow};
-use crate::sink::{self, Batch};
+use crate::plugin::Message;
+use crate::writer::{Pending, Writer};
 use crate::WorkerError;
 
 /// How long a run waiting at its barrier waits between two looks (pulling meanwhile).
@@ -88,25 +73,11 @@ const FETCH_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// messages makes at most this many batches per `batch-timeout`.
 const LINGER_DIVISOR: u32 = 4;
 
-/// The first wait after another worker's insert held a table's quorum (`quorum`); it doubles
-/// up to a second. Such an insert usually completes within milliseconds on a healthy cluster.
-const CONTENTION_WAIT: Duration = Duration::from_millis(50);
-
-/// Quorum contentions of one write before they are reported as failures: a replica that died
-/// under another insert leaves that insert's quorum unsatisfied until it comes back.
-const CONTENTION_PATIENCE: u32 = 20;
-
 /// Everything the loop needs, built once at start-up.
 pub struct Consumer {
-    pub config: Config,
-    pub jetstream: jetstream::Context,
+    /// Stores what the loop takes.
+    pub writer: Writer,
     pub consumer: jetstream::consumer::Consumer<pull::Config>,
-    pub clickhouse: clickhouse::Client,
-    pub plugins: Vec<Box<dyn Plugin>>,
-    pub metrics: Arc<Metrics>,
-    pub health: Health,
-    /// Faults the crash-consistency tests inject (none in production).
-    pub faults: Faults,
     /// Turns with bootstrap batches, which store identities outside the stream.
     pub turns: Turns,
 }
@@ -137,9 +108,10 @@ impl Consumer {
         shutdown: CancellationToken,
         mut barrier: Barrier,
     ) -> Result<(), WorkerError> {
-        let mut fetcher = Fetcher::new(self.consumer.clone(), self.jetstream.clone()).await?;
-        self.health.set_ready();
-        let batch_size = self.config.worker.batch_size;
+        let mut fetcher =
+            Fetcher::new(self.consumer.clone(), self.writer.jetstream.clone()).await?;
+        self.writer.health.set_ready();
+        let batch_size = self.writer.config.worker.batch_size;
         let mut held: Vec<jetstream::Message> = Vec::new();
         while !shutdown.is_cancelled() {
             if held.is_empty() {
@@ -198,19 +170,20 @@ impl Consumer {
         barrier: &mut Barrier,
         shutdown: &CancellationToken,
     ) -> Option<Vec<jetstream::Message>> {
-        let keep_alive_every = (self.config.worker.ack_wait / 3).max(Duration::from_millis(100));
+        let keep_alive_every =
+            (self.writer.config.worker.ack_wait / 3).max(Duration::from_millis(100));
         let mut waiting_since: Option<Instant> = None;
         let mut kept_alive = Instant::now();
         loop {
             if kept_alive.elapsed() >= keep_alive_every {
-                self.extend_ack_deadlines(held).await;
+                self.writer.extend_ack_deadlines(held).await;
                 kept_alive = Instant::now();
             }
             if shutdown.is_cancelled() {
                 return None;
             }
             let found = barrier
-                .oldest_run(held, self.config.worker.batch_size)
+                .oldest_run(held, self.writer.config.worker.batch_size)
                 .await;
             let run = match found {
                 Ok(Some(run)) => run,
@@ -224,7 +197,8 @@ impl Consumer {
             if run.settled {
                 if let Some(since) = waiting_since {
                     let waited = since.elapsed();
-                    self.metrics
+                    self.writer
+                        .metrics
                         .barrier_wait_seconds
                         .observe(waited.as_secs_f64());
                     tracing::debug!(?waited, "older messages settled; storing the run");
@@ -233,7 +207,7 @@ impl Consumer {
             }
             if waiting_since.is_none() {
                 waiting_since = Some(Instant::now());
-                self.metrics.barrier_waits.inc();
+                self.writer.metrics.barrier_waits.inc();
                 tracing::debug!(
                     first_sequence = run.bounds.first_sequence,
                     "waiting for older messages to be stored before looking identities up"
@@ -256,7 +230,7 @@ impl Consumer {
     /// Acks are queued on the NATS connection, not sent at once: before the process exits,
     /// send what is queued, or the last batch stored would be redelivered for nothing.
     async fn flush_acks(&self) {
-        let client = self.jetstream.client();
+        let client = self.writer.jetstream.client();
         match tokio::time::timeout(FETCH_SHUTDOWN_GRACE, client.flush()).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
@@ -275,7 +249,8 @@ impl Consumer {
         shutdown: CancellationToken,
         last_sequence: u64,
     ) -> Result<u64, WorkerError> {
-        let mut fetcher = Fetcher::new(self.consumer.clone(), self.jetstream.clone()).await?;
+        let mut fetcher =
+            Fetcher::new(self.consumer.clone(), self.writer.jetstream.clone()).await?;
         let mut stored = 0;
         // The first sequence replayed is known with the first batch; the bar counts from it.
         let mut progress: Option<(u64, Progress)> = None;
@@ -285,7 +260,7 @@ impl Consumer {
                     &mut fetcher,
                     &shutdown,
                     ready(()),
-                    self.config.worker.batch_size,
+                    self.writer.config.worker.batch_size,
                 )
                 .await
             else {
@@ -333,7 +308,7 @@ impl Consumer {
         previous_stored: impl std::future::Future<Output = ()>,
         max_messages: usize,
     ) -> Option<Vec<jetstream::Message>> {
-        let batch_timeout = self.config.worker.batch_timeout;
+        let batch_timeout = self.writer.config.worker.batch_timeout;
         let grace = batch_timeout * 2 + FETCH_SHUTDOWN_GRACE;
         let abandon = async {
             shutdown.cancelled().await;
@@ -381,6 +356,7 @@ impl Consumer {
         let (stored_sender, stored_receiver) = oneshot::channel::<()>();
         let store = async {
             let stored = self
+                .writer
                 .holding(waiting, self.handle_batch(messages, shutdown))
                 .await;
             let _ = stored_sender.send(());
@@ -390,7 +366,12 @@ impl Consumer {
         let previous_stored = async {
             let _ = stored_receiver.await;
         };
-        let room = self.config.worker.batch_size.saturating_sub(waiting.len());
+        let room = self
+            .writer
+            .config
+            .worker
+            .batch_size
+            .saturating_sub(waiting.len());
         let fetch = async {
             if room == 0 {
                 previous_stored.await;
@@ -404,7 +385,7 @@ impl Consumer {
             stored = &mut store => (stored?, fetch.await),
             next = &mut fetch => {
                 let held = next.as_deref().unwrap_or_default();
-                (self.holding(held, &mut store).await?, next)
+                (self.writer.holding(held, &mut store).await?, next)
             }
         };
         if stored.is_none() {
@@ -443,14 +424,12 @@ impl Consumer {
         batch_span: &tracing::Span,
     ) -> Result<Option<u64>, WorkerError> {
         let started = Instant::now();
-        let mut batch = Batch::default();
         // Each ends when dropped: after the ack, or when its message is parked or given back.
         let mut message_spans = Vec::with_capacity(messages.len());
-        let mut facts_per_plugin = vec![0usize; self.plugins.len()];
         let mut highest_sequence = 0;
         let mut accepted = Vec::with_capacity(messages.len());
         for message in messages {
-            self.metrics.received.inc();
+            self.writer.metrics.received.inc();
             if let Ok(info) = message.info() {
                 highest_sequence = highest_sequence.max(info.stream_sequence);
             }
@@ -469,37 +448,46 @@ impl Consumer {
             }
         }
         accepted.sort_by_key(|(_, decoded)| decoded.stream_sequence);
-        let (deliveries, decoded): (Vec<jetstream::Message>, Vec<Message>) = accepted
-            .into_iter()
-            .map(|(delivery, decoded)| (delivery, *decoded))
-            .unzip();
+        let mut deliveries = Vec::with_capacity(accepted.len());
+        let mut pending = Vec::with_capacity(accepted.len());
+        for (delivery, decoded) in accepted {
+            pending.push(Pending {
+                message: *decoded,
+                payload: delivery.payload.clone(),
+                source: header_value(&delivery, HEADER_SOURCE),
+            });
+            deliveries.push(delivery);
+        }
 
         let Some(turn) = self.take_turn(&deliveries, shutdown).await else {
             self.give_back(&deliveries).await;
             return Ok(None);
         };
-        let stored = self
-            .store_accepted(
-                deliveries,
-                decoded,
-                &mut batch,
-                &mut facts_per_plugin,
-                shutdown,
-            )
-            .await;
+        let stored = self.writer.store(&pending, &deliveries, shutdown).await;
         turn.give_back().await;
-        let Some(to_ack) = stored? else {
+        if stored?.is_none() {
+            // Shutting down before the rows were stored and rolled up.
+            self.give_back(&deliveries).await;
             return Ok(None);
-        };
-        for (index, plugin) in self.plugins.iter().enumerate() {
-            if facts_per_plugin[index] > 0 {
-                plugin.on_batch_written(facts_per_plugin[index]);
+        }
+        self.writer.faults.before_ack();
+        for message in &deliveries {
+            if let Err(error) = message.ack().await {
+                // The rows are stored; a lost ack only means a harmless redelivery.
+                tracing::warn!(%error, "ack failed; the message will be redelivered and de-duplicated");
+            }
+            self.writer.metrics.stored.inc();
+        }
+        if let Some(last) = deliveries.last() {
+            if let Ok(info) = last.info() {
+                self.writer.metrics.pending.set(info.pending as i64);
             }
         }
-        self.metrics
+        self.writer
+            .metrics
             .batch_seconds
             .observe(started.elapsed().as_secs_f64());
-        tracing::debug!(messages = to_ack, elapsed = ?started.elapsed(), "batch stored");
+        tracing::debug!(messages = deliveries.len(), elapsed = ?started.elapsed(), "batch stored");
         Ok(Some(highest_sequence))
     }
 
@@ -512,7 +500,7 @@ impl Consumer {
     ) -> Option<turns::Held> {
         let mut waiting = false;
         loop {
-            match self.holding(held, self.turns.run_turn()).await {
+            match self.writer.holding(held, self.turns.run_turn()).await {
                 Ok(Some(turn)) => return Some(turn),
                 Ok(None) if !waiting => {
                     tracing::debug!("a bootstrap batch stores its identities first; waiting");
@@ -523,67 +511,9 @@ impl Consumer {
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return None,
-                _ = self.holding(held, tokio::time::sleep(BARRIER_POLL)) => {}
+                _ = self.writer.holding(held, tokio::time::sleep(BARRIER_POLL)) => {}
             }
         }
-    }
-
-    /// Looks up, writes, rolls up and acks the decoded messages of a batch (in stream order),
-    /// during the run's turn. Returns how many were acked, or `None` if shutdown came first
-    /// (they are given back).
-    async fn store_accepted(
-        &self,
-        deliveries: Vec<jetstream::Message>,
-        decoded: Vec<Message>,
-        batch: &mut Batch,
-        facts_per_plugin: &mut [usize],
-        shutdown: &CancellationToken,
-    ) -> Result<Option<usize>, WorkerError> {
-        let mut to_ack = Vec::with_capacity(deliveries.len());
-        let Some(verdicts) = self
-            .verdicts_until_known(&deliveries, &decoded, shutdown)
-            .await
-        else {
-            self.give_back(&deliveries).await;
-            return Ok(None);
-        };
-        for ((message, decoded), verdict) in deliveries.into_iter().zip(decoded).zip(verdicts) {
-            match verdict {
-                Verdict::Counts => {
-                    self.add_rows(&decoded, &message, batch, facts_per_plugin)
-                        .await?;
-                }
-                Verdict::Copy { canonical, differs } => {
-                    self.add_copy(&decoded, &message, &canonical, &differs, batch);
-                }
-            }
-            to_ack.push(message);
-        }
-
-        let mut stored = self.write_until_stored(batch, &to_ack, shutdown).await;
-        if stored {
-            self.faults.facts_written();
-            stored = self.roll_up_until_done(batch, &to_ack, shutdown).await;
-        }
-        if !stored {
-            // Shutting down before the rows were stored and rolled up.
-            self.give_back(&to_ack).await;
-            return Ok(None);
-        }
-        self.faults.before_ack();
-        for message in &to_ack {
-            if let Err(error) = message.ack().await {
-                // The rows are stored; a lost ack only means a harmless redelivery.
-                tracing::warn!(%error, "ack failed; the message will be redelivered and de-duplicated");
-            }
-            self.metrics.stored.inc();
-        }
-        if let Some(last) = to_ack.last() {
-            if let Ok(info) = last.info() {
-                self.metrics.pending.set(info.pending as i64);
-            }
-        }
-        Ok(Some(to_ack.len()))
     }
 
     /// Gives `messages` back (nak) so that JetStream redelivers them at once to a replica that
@@ -603,9 +533,11 @@ impl Consumer {
             Err(_) => (0, 1),
         };
         if delivered > 1 {
-            self.metrics.redelivered.inc();
+            self.writer.metrics.redelivered.inc();
         }
-        if self.config.worker.max_deliver > 0 && delivered > self.config.worker.max_deliver {
+        if self.writer.config.worker.max_deliver > 0
+            && delivered > self.writer.config.worker.max_deliver
+        {
             let detail = format!("delivered {delivered} times without being stored");
             self.park(message, stream_sequence, "poison", detail)
                 .await?;
@@ -649,6 +581,7 @@ impl Consumer {
         let mut headers = message.headers.clone().unwrap_or_default();
         headers.insert(HEADER_MSG_ID, identity);
         let published = self
+            .writer
             .jetstream
             .publish_with_headers(message.subject.clone(), headers, message.payload.clone())
             .await;
@@ -661,7 +594,7 @@ impl Consumer {
             self.give_back(std::slice::from_ref(message)).await;
             return;
         }
-        self.metrics.rerelayed.inc();
+        self.writer.metrics.rerelayed.inc();
         tracing::info!(identity, subject = %message.subject, "a message without its identity header was published again with it");
         if let Err(error) = message.ack_with(AckKind::Term).await {
             tracing::warn!(%error, "cannot terminate a message published again; it will be de-duplicated when it comes back");
@@ -684,347 +617,18 @@ impl Consumer {
             payload: &message.payload,
             headers: vec![(HEADER_STREAM_SEQUENCE, stream_sequence.to_string())],
         };
-        nats::publish_dead_letter(&self.jetstream, &self.config.nats, letter)
+        nats::publish_dead_letter(&self.writer.jetstream, &self.writer.config.nats, letter)
             .await
             .map_err(WorkerError::DeadLetter)?;
-        self.metrics.dead_letters.with_label_values(&[reason]).inc();
+        self.writer
+            .metrics
+            .dead_letters
+            .with_label_values(&[reason])
+            .inc();
         if let Err(error) = message.ack_with(AckKind::Term).await {
             tracing::warn!(%error, "cannot terminate a parked message; it may come back and be parked again");
         }
         Ok(())
-    }
-
-    async fn add_rows(
-        &self,
-        message: &Message,
-        delivery: &jetstream::Message,
-        batch: &mut Batch,
-        facts_per_plugin: &mut [usize],
-    ) -> Result<(), WorkerError> {
-        let envelope = &message.envelope;
-        let timestamp = envelope.event_time();
-        let source = header_value(delivery, HEADER_SOURCE);
-        let body = String::from_utf8_lossy(&delivery.payload).into_owned();
-        batch.push_message(
-            MessageRow::new(message, body, source, now_seconds()),
-            fingerprint::of_copy(&delivery.payload),
-            fingerprint::of_content(&envelope.msg),
-        );
-
-        let mut facts: Vec<Fact> = Vec::new();
-        for (index, plugin) in self.plugins.iter().enumerate() {
-            let info = plugin.info();
-            if !info.takes(&envelope.topic, timestamp, f64::from(now_seconds())) {
-                continue;
-            }
-            facts.clear();
-            self.metrics
-                .processed
-                .with_label_values(&[&info.identifier])
-                .inc();
-            if let Err(error) = plugin.process(message, &mut facts) {
-                // The message still counts for every other plugin; this plugin's failure is kept.
-                let detail = format!("plugin {}: {error}", info.identifier);
-                let letter = DeadLetter {
-                    service: "worker",
-                    reason: "plugin_error",
-                    detail,
-                    payload: &delivery.payload,
-                    headers: vec![(HEADER_STREAM_SEQUENCE, message.stream_sequence.to_string())],
-                };
-                nats::publish_dead_letter(&self.jetstream, &self.config.nats, letter)
-                    .await
-                    .map_err(WorkerError::DeadLetter)?;
-                self.metrics
-                    .dead_letters
-                    .with_label_values(&["plugin_error"])
-                    .inc();
-                continue;
-            }
-            facts_per_plugin[index] += batch.push_facts(&info.table, message, &mut facts);
-        }
-        Ok(())
-    }
-
-    /// Which of `accepted` (in stream order) is the copy of its identity that counts
-    /// (`identity::copies`), looked up until ClickHouse answers; `None` if shutdown came first.
-    async fn verdicts_until_known(
-        &self,
-        deliveries: &[jetstream::Message],
-        decoded: &[Message],
-        shutdown: &CancellationToken,
-    ) -> Option<Vec<Verdict>> {
-        let mut candidates = Vec::with_capacity(decoded.len());
-        let mut identities = BTreeSet::new();
-        for (delivery, message) in deliveries.iter().zip(decoded) {
-            identities.insert(message.identity.clone());
-            candidates.push(Candidate {
-                identity: message.identity.clone(),
-                timestamp: message.envelope.event_time(),
-                topic: message.envelope.topic.clone(),
-                fingerprint: fingerprint::of_copy(&delivery.payload),
-                content_fingerprint: fingerprint::of_content(&message.envelope.msg),
-            });
-        }
-        if candidates.is_empty() {
-            return Some(Vec::new());
-        }
-        let stored = self
-            .retry_until_done("identities", deliveries, shutdown, || {
-                copies::stored(&self.clickhouse, &identities)
-            })
-            .await?;
-        Some(copies::decide(&candidates, &stored))
-    }
-
-    /// Keeps a copy of an identity that counts under another copy, and counts it.
-    fn add_copy(
-        &self,
-        message: &Message,
-        delivery: &jetstream::Message,
-        canonical: &StoredCopy,
-        differs: &[&'static str],
-        batch: &mut Batch,
-    ) {
-        let envelope = &message.envelope;
-        self.metrics.copies.inc();
-        for field in differs {
-            self.metrics
-                .copy_differences
-                .with_label_values(&[field])
-                .inc();
-        }
-        tracing::debug!(
-            identity = %message.identity,
-            stream_sequence = message.stream_sequence,
-            ?differs,
-            "a copy of a stored message: kept aside, not counted"
-        );
-        let timestamp = envelope.event_time();
-        batch.push_copy(CopyRow {
-            msg_id: message.identity.clone(),
-            time: timestamp as u32,
-            timestamp,
-            topic: envelope.topic.clone(),
-            fingerprint: fingerprint::of_copy(&delivery.payload),
-            stream_sequence: message.stream_sequence,
-            source: header_value(delivery, HEADER_SOURCE),
-            canonical_timestamp: canonical.timestamp,
-            canonical_topic: canonical.topic.clone(),
-            differs: differs.iter().map(|field| field.to_string()).collect(),
-            body: String::from_utf8_lossy(&delivery.payload).into_owned(),
-            seen_at: now_seconds(),
-        });
-    }
-
-    /// Writes `batch`, retrying until it is stored. Returns `false` if shutdown came first: a
-    /// write under way at shutdown may still finish within half of `shutdown-timeout`.
-    async fn write_until_stored(
-        &self,
-        batch: &Batch,
-        held: &[jetstream::Message],
-        shutdown: &CancellationToken,
-    ) -> bool {
-        if batch.is_empty() {
-            return true;
-        }
-        let written = self
-            .retry_until_done("write", held, shutdown, || {
-                sink::write(&self.clickhouse, batch)
-            })
-            .await
-            .is_some();
-        if written {
-            for (table, rows) in &batch.facts {
-                self.count_facts(table, rows.len());
-            }
-        }
-        written
-    }
-
-    /// Recomputes the rollups and the key counts of what `batch` touched, retrying until done.
-    /// Returns `false` if shutdown came first. The key counts read only presence rows, stored
-    /// with the facts, so their one statement runs beside the rollups' rounds.
-    async fn roll_up_until_done(
-        &self,
-        batch: &Batch,
-        held: &[jetstream::Message],
-        shutdown: &CancellationToken,
-    ) -> bool {
-        let started = Instant::now();
-        let mut touched_plugins = Vec::new();
-        for plugin in &self.plugins {
-            let info = plugin.info();
-            let Some(rows) = batch.facts.get(&info.table) else {
-                continue;
-            };
-            if !rows.is_empty() {
-                touched_plugins.push((info, Touched::of(rows)));
-            }
-        }
-        if touched_plugins.is_empty() {
-            return true;
-        }
-        let recompute_all = || async {
-            let mut recomputes = Vec::with_capacity(touched_plugins.len());
-            for (info, touched) in &touched_plugins {
-                recomputes.push(rollup::recompute_touched(
-                    &self.clickhouse,
-                    &info.table,
-                    info.kind,
-                    touched,
-                ));
-            }
-            let recount = key_counts::recount_touched(&self.clickhouse, batch.key_rows());
-            let (recomputed, _) =
-                futures::future::try_join(futures::future::try_join_all(recomputes), recount)
-                    .await?;
-            Ok(recomputed)
-        };
-        let Some(recomputed) = self
-            .retry_until_done("rollup", held, shutdown, recompute_all)
-            .await
-        else {
-            return false;
-        };
-        for per_plugin in recomputed {
-            for (level, periods) in per_plugin {
-                self.metrics
-                    .rollup_periods
-                    .with_label_values(&[level.name()])
-                    .inc_by(periods as u64);
-            }
-        }
-        self.metrics
-            .rollup_seconds
-            .observe(started.elapsed().as_secs_f64());
-        true
-    }
-
-    /// Runs `attempt` until it succeeds, extending the ack deadlines of `held` between tries.
-    /// Returns `None` if shutdown came first. Another worker's insert awaiting its quorum is a
-    /// short wait, counted but not reported, unless it lasts (a replica died under that insert).
-    async fn retry_until_done<T, F, Fut>(
-        &self,
-        what: &str,
-        held: &[jetstream::Message],
-        shutdown: &CancellationToken,
-        mut attempt: F,
-    ) -> Option<T>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, clickhouse::error::Error>>,
-    {
-        let max_wait = self.config.worker.ack_wait / 3;
-        let abandon_after = self.config.service.shutdown_timeout / 2;
-        let mut failures = 0;
-        let mut contended = 0;
-        loop {
-            let tries = failures + contended;
-            let abandon = async {
-                shutdown.cancelled().await;
-                tokio::time::sleep(abandon_after).await;
-            };
-            let outcome = tokio::select! {
-                _ = abandon => return None,
-                outcome = self.holding(held, self.unready_while_slow(what, attempt()))
-                    .instrument(tracing::info_span!("clickhouse", operation = what, tries)) => outcome,
-            };
-            let wait = match outcome {
-                Ok(done) => {
-                    if failures > 0 {
-                        tracing::info!(what, tries, "ClickHouse succeeded after retries");
-                        self.health.set_ready();
-                    }
-                    return Some(done);
-                }
-                Err(error) if quorum::is_contention(&error) && contended < CONTENTION_PATIENCE => {
-                    self.metrics.quorum_waits.inc();
-                    tracing::debug!(%error, what, tries, "another insert awaits its replicas; retrying");
-                    contended += 1;
-                    backoff(contended - 1, CONTENTION_WAIT, CONTENTION_WAIT * 20)
-                }
-                Err(error) => {
-                    self.metrics.write_errors.inc();
-                    self.health.set_not_ready(format!("clickhouse: {error}"));
-                    tracing::warn!(%error, what, tries, "ClickHouse failed; retrying");
-                    failures += 1;
-                    backoff(failures - 1, Duration::from_millis(200), max_wait)
-                }
-            };
-            self.extend_ack_deadlines(held).await;
-            tokio::select! {
-                _ = shutdown.cancelled() => return None,
-                _ = tokio::time::sleep(wait) => {}
-            }
-        }
-    }
-
-    /// Runs `work`, one ClickHouse attempt; if it has not returned after half of `ack-wait`,
-    /// the worker reports itself not ready until it does. Why: a frozen server, or quorum
-    /// inserts waiting on a replica that is gone, keep their connection open and answer the
-    /// readiness probe's `SELECT 1` (on a cluster, through a live replica), and an insert may
-    /// wait a minute for its quorum before it fails.
-    async fn unready_while_slow<T>(
-        &self,
-        what: &str,
-        work: impl std::future::Future<Output = T>,
-    ) -> T {
-        let slow_after = self.config.worker.ack_wait / 2;
-        tokio::pin!(work);
-        tokio::select! {
-            outcome = &mut work => return outcome,
-            _ = tokio::time::sleep(slow_after) => {}
-        }
-        tracing::warn!(
-            what,
-            ?slow_after,
-            "a ClickHouse request is slow; not ready until it returns"
-        );
-        self.health.set_not_ready(format!(
-            "clickhouse: a {what} has not returned for {}s",
-            slow_after.as_secs_f64()
-        ));
-        let outcome = work.await;
-        self.health.set_ready();
-        outcome
-    }
-
-    /// Runs `work` (a write, a rollup, or storing the batch before `held`). While it runs (a
-    /// frozen ClickHouse can hold it for long), the held messages' ack deadlines are extended
-    /// every third of `ack-wait`, so that JetStream does not redeliver them.
-    async fn holding<T>(
-        &self,
-        held: &[jetstream::Message],
-        work: impl std::future::Future<Output = T>,
-    ) -> T {
-        let period = (self.config.worker.ack_wait / 3).max(Duration::from_millis(100));
-        let mut keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        tokio::pin!(work);
-        loop {
-            tokio::select! {
-                outcome = &mut work => return outcome,
-                _ = keep_alive.tick() => self.extend_ack_deadlines(held).await,
-            }
-        }
-    }
-
-    /// Keeps the messages ours: no redelivery, no delivery counted.
-    async fn extend_ack_deadlines(&self, held: &[jetstream::Message]) {
-        for message in held {
-            let _ = message.ack_with(AckKind::Progress).await;
-        }
-    }
-
-    fn count_facts(&self, table: &str, rows: usize) {
-        for plugin in &self.plugins {
-            if plugin.info().table == table {
-                self.metrics
-                    .facts_stored
-                    .with_label_values(&[&plugin.info().identifier])
-                    .inc_by(rows as u64);
-            }
-        }
     }
 }
 
@@ -1063,11 +667,4 @@ fn header_value(delivery: &jetstream::Message, name: &str) -> String {
 enum Decoded {
     Accepted(Box<Message>),
     Rejected,
-}
-
-fn now_seconds() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as u32)
-        .unwrap_or_default()
 }

@@ -21,10 +21,11 @@
 //! - [`plugins`]: the built-in plugins and the declarative ones from the config file.
 //! - [`meta`]: usernames and packages a message names (the fedmsg.meta port, in the shared crate).
 //!
-//! Operator commands, each in a file of its own: [`replay()`] (`replay`), the rollups'
-//! `--rebuild` and `--check` ([`rollup_command`]), synthetic history for the scale benchmark
-//! ([`generate`]).
+//! Operator commands, each in a file (or folder) of its own: [`replay()`] (`replay`), the
+//! rollups' `--rebuild` and `--check` ([`rollup_command`]), all of datanommer's history
+//! ([`bootstrap`]), synthetic history for the scale benchmark ([`generate`]).
 
+pub mod bootstrap;
 pub mod catalog;
 pub mod consumer;
 pub mod faults;
@@ -46,6 +47,7 @@ mod service;
 pub mod sink;
 pub mod tables;
 pub mod topic_filter;
+pub mod writer;
 
 pub use replay::{replay, ReplayRequest, ReplayStart};
 pub use rollup_command::{rollup_check, rollup_rebuild, RollupDifference, RollupRequest};
@@ -83,6 +85,8 @@ pub enum WorkerError {
     Barrier(#[from] identity::barrier::BarrierError),
     #[error(transparent)]
     Turn(#[from] identity::turns::TurnError),
+    #[error(transparent)]
+    Bootstrap(#[from] bootstrap::BootstrapError),
     #[error("generate: {0}")]
     Generate(String),
     #[error("cannot rebuild or check the rollups of {plugin}: {source}")]

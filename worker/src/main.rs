@@ -59,6 +59,25 @@ enum Command {
         #[arg(long, default_value = "tests/fixtures/fedmsg-real.jsonl")]
         templates: std::path::PathBuf,
     },
+    /// Store all of datanommer's history, from its PostgreSQL or from a dump of it, in time
+    /// order (resumable by name; safe while workers run: a message also in the stream counts once).
+    Bootstrap {
+        /// A datanommer database (libpq URL: postgresql://user:password@host/datanommer).
+        #[arg(long, conflicts_with = "dump", required_unless_present = "dump")]
+        postgres: Option<String>,
+        /// A pg_dump custom-format archive of one (read with pg_restore, no server needed).
+        #[arg(long)]
+        dump: Option<std::path::PathBuf>,
+        /// Where a dump's rows are sorted (temporary files about the size of its messages).
+        #[arg(long, default_value = ".", requires = "dump")]
+        scratch: std::path::PathBuf,
+        /// The name the progress is recorded under: run again with it to resume.
+        #[arg(long, default_value = "datanommer")]
+        name: String,
+        /// Rows per batch.
+        #[arg(long, default_value_t = 10_000)]
+        batch_size: usize,
+    },
     /// Rebuild the rollups from the facts (`--rebuild`), or compare them (`--check`: prints
     /// every difference, exits 1 if there is any).
     Rollup {
@@ -118,6 +137,40 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .context("replay failed")?;
             eprintln!("replayed {stored} messages");
+        }
+        Command::Bootstrap {
+            postgres,
+            dump,
+            scratch,
+            name,
+            batch_size,
+        } => {
+            let source = match (postgres, dump) {
+                (Some(url), _) => statscache_worker::bootstrap::Source::Postgres(url),
+                (None, Some(archive)) => {
+                    statscache_worker::bootstrap::Source::Dump { archive, scratch }
+                }
+                (None, None) => anyhow::bail!("--postgres or --dump is needed"),
+            };
+            let request = statscache_worker::bootstrap::BootstrapRequest {
+                source,
+                batch_size: batch_size.max(1),
+                name,
+            };
+            let shutdown = shutdown::on_signals(config.service.shutdown_timeout);
+            let report = statscache_worker::bootstrap::bootstrap(config, shutdown, request)
+                .await
+                .context("bootstrap failed")?;
+            eprintln!(
+                "bootstrap {}: {} rows read, {} not messages (dead-lettered)",
+                if report.finished {
+                    "finished"
+                } else {
+                    "stopped"
+                },
+                report.read,
+                report.rejected
+            );
         }
         Command::Generate {
             messages,

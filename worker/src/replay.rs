@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::faults::Faults;
 use crate::identity::turns::Turns;
 use crate::service::{prepare, process_name};
+use crate::writer::Writer;
 use crate::{consumer, metrics, plugins, WorkerError};
 
 /// Where a replay starts.
@@ -103,15 +104,18 @@ pub async fn replay(
 
     let turns = Turns::open(&prepared.jetstream, &config.nats, &process_name("replay")).await?;
     let registry = prometheus::Registry::new();
-    let replayer = consumer::Consumer {
+    let writer = Writer {
         config,
         jetstream: prepared.jetstream,
-        consumer: ephemeral,
         clickhouse: prepared.clickhouse,
         plugins: chosen,
         metrics: Arc::new(metrics::Metrics::new(&registry)?),
         health: Health::default(),
         faults: Faults::default(),
+    };
+    let replayer = consumer::Consumer {
+        writer,
+        consumer: ephemeral,
         turns,
     };
     replayer.replay(shutdown, last_sequence).await

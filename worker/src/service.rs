@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::faults::Faults;
 use crate::identity::turns::Turns;
 use crate::tables::prepare_tables;
+use crate::writer::Writer;
 use crate::{catalog, consumer, identity, metrics, plugin, plugins, quorum, WorkerError};
 
 /// Runs the worker until `shutdown` is cancelled.
@@ -64,15 +65,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Work
     .await
     .map_err(WorkerError::Barrier)?;
     let turns = Turns::open(&prepared.jetstream, &config.nats, &process_name("worker")).await?;
-    let worker = consumer::Consumer {
+    let writer = Writer {
         config,
         jetstream: prepared.jetstream,
-        consumer: durable,
         clickhouse: prepared.clickhouse,
         plugins,
         metrics,
         health,
         faults: Faults::from_env(),
+    };
+    let worker = consumer::Consumer {
+        writer,
+        consumer: durable,
         turns,
     };
     worker.run(shutdown.clone(), barrier).await?;

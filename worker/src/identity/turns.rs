@@ -18,11 +18,14 @@
 //! looks up after its identity rows are stored. Markers and the lease are refreshed while held
 //! and expire after [`TURN_EXPIRY`] when their holder died.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv, stream};
+use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 use statscache_shared::config::NatsConfig;
+use statscache_shared::nats::{open_bucket, Bucket, NatsError};
 use tokio::task::JoinHandle;
 
 /// The bucket's name.
@@ -39,11 +42,10 @@ const POLL: Duration = Duration::from_millis(100);
 
 const LEASE_PREFIX: &str = "bootstrap.";
 const MARKER_PREFIX: &str = "run.";
+const WAITING_PREFIX: &str = "wait.";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TurnError {
-    #[error("cannot open the key-value bucket {BUCKET}: {0}")]
-    Open(String),
     #[error("cannot write {key} in {BUCKET}: {detail}")]
     Put { key: String, detail: String },
     #[error("cannot read {key} in {BUCKET}: {detail}")]
@@ -57,6 +59,9 @@ pub struct Turns {
     store: kv::Store,
     marker: String,
     lease: String,
+    waiting: String,
+    /// Whether this process's `waiting` key is up.
+    announced_waiting: Arc<AtomicBool>,
 }
 
 /// A held marker or lease: refreshed until given back.
@@ -69,59 +74,53 @@ pub struct Held {
 impl Turns {
     /// Opens the bucket (created on first use) for a process named `process` (unique: a
     /// worker's or a bootstrap's random name).
-    ///
-    /// The bucket's stream is declared with the settings async-nats gives key-value buckets,
-    /// rather than with `create_key_value`, which first reads the account information that
-    /// async-nats 0.51 cannot parse from nats-server 2.9 (Debian's).
     pub async fn open(
         jetstream: &jetstream::Context,
         nats: &NatsConfig,
         process: &str,
-    ) -> Result<Turns, TurnError> {
-        let stream_config = stream::Config {
-            name: format!("KV_{BUCKET}"),
-            description: Some("statscache: turns of workers' runs and bootstrap batches".into()),
-            subjects: vec![format!("$KV.{BUCKET}.>")],
-            max_messages_per_subject: 1,
+    ) -> Result<Turns, NatsError> {
+        let bucket = Bucket {
+            name: BUCKET,
+            description: "statscache: turns of workers' runs and bootstrap batches",
             max_age: TURN_EXPIRY,
-            storage: stream::StorageType::File,
-            num_replicas: nats.replicas,
-            discard: stream::DiscardPolicy::New,
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            ..Default::default()
         };
-        jetstream
-            .create_or_update_stream(stream_config)
-            .await
-            .map_err(|error| TurnError::Open(error.to_string()))?;
-        let store = jetstream
-            .get_key_value(BUCKET)
-            .await
-            .map_err(|error| TurnError::Open(error.to_string()))?;
+        let store = open_bucket(jetstream, nats, bucket).await?;
         Ok(Turns {
             store,
             marker: format!("{MARKER_PREFIX}{process}"),
             lease: format!("{LEASE_PREFIX}{process}"),
+            waiting: format!("{WAITING_PREFIX}{process}"),
+            announced_waiting: Arc::new(AtomicBool::new(false)),
         })
     }
 
     /// A run's turn: `Some` once no bootstrap batch goes first (the marker is held until the
     /// returned guard is given back), `None` while one does (nothing held: wait and ask again).
+    ///
+    /// A run that waits says so (`wait.<worker>`, put again at every try), and a bootstrap
+    /// lets waiting runs go before its next batch: runs are not starved by a bootstrap that
+    /// takes turn after turn.
     pub async fn run_turn(&self) -> Result<Option<Held>, TurnError> {
         let taken = self.take(&self.marker).await?;
         let first_lease = self.oldest_turn(LEASE_PREFIX, u64::MAX).await?;
         if first_lease.is_some() && first_lease < Some(taken) {
             self.remove(&self.marker).await;
+            self.take(&self.waiting).await?;
+            self.announced_waiting.store(true, Ordering::SeqCst);
             return Ok(None);
+        }
+        if self.announced_waiting.swap(false, Ordering::SeqCst) {
+            self.remove(&self.waiting).await;
         }
         Ok(Some(self.hold(self.marker.clone(), taken)))
     }
 
-    /// A bootstrap batch's turn: returns once the lease is held and every run that took its
-    /// turn before has given it back.
+    /// A bootstrap batch's turn: returns once no run waits, the lease is held and every run
+    /// that took its turn before has given it back.
     pub async fn bootstrap_turn(&self) -> Result<Held, TurnError> {
+        while self.oldest_turn(WAITING_PREFIX, u64::MAX).await?.is_some() {
+            tokio::time::sleep(POLL).await;
+        }
         let lease = self.lease.clone();
         let taken = self.take(&lease).await?;
         let held = self.hold(lease, taken);

@@ -1,0 +1,301 @@
+//! `statscache-worker bootstrap`: all of datanommer's history into a deployment, from its
+//! PostgreSQL ([`postgres`]) or from a dump of it without any server ([`dump`]).
+//!
+//! Why not through the stream: Fedora's history is ~200 M messages, which would sit in the
+//! stream's retention for a year, and pass one by one through NATS and the workers' batches.
+//! Instead the bootstrap reads datanommer in time order and hands large, time-ordered batches
+//! straight to the workers' write path ([`Writer`]): the same validation ([`row`]), identities,
+//! copies, plugins, rollups and key counts as any message; a batch spanning hours of history
+//! touches few rollup periods.
+//!
+//! Safe while the workers run: a batch looks its identities up and stores them in its turn
+//! (`identity::turns`), never while a run does, so a message the live stream also carries is
+//! counted once, as whichever copy was stored first. Copies datanommer itself holds (its unique
+//! key is `(msg_id, timestamp)`) are decided in reading order, the first counting.
+//!
+//! Resumable: after each stored batch the position of its last row is recorded in the
+//! `statscache_bootstrap` bucket under the bootstrap's name; a bootstrap started again with
+//! that name reads from there. A batch stored but not recorded (killed in between) is read
+//! again and changes nothing: its copies are the stored ones, byte for byte.
+
+pub mod dump;
+pub mod postgres;
+pub mod row;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use statscache_shared::admin::Health;
+use statscache_shared::config::Config;
+use statscache_shared::nats::{self, open_bucket, Bucket, DeadLetter};
+use statscache_shared::progress::Progress;
+use tokio_util::sync::CancellationToken;
+
+use crate::faults::Faults;
+use crate::identity::turns::Turns;
+use crate::plugin::Message;
+use crate::service::{prepare, process_name};
+use crate::writer::{Pending, Writer};
+use crate::{meta, metrics, plugins, WorkerError};
+use dump::Dump;
+use postgres::Postgres;
+use row::{Position, Row};
+
+/// The bucket recording each bootstrap's position.
+pub const PROGRESS_BUCKET: &str = "statscache_bootstrap";
+
+/// How long a failed read or turn waits before it is tried again.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Where the history comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A datanommer database: a libpq URL.
+    Postgres(String),
+    /// A `pg_dump` custom-format archive of one, read with `pg_restore`, sorted in `scratch`.
+    Dump { archive: PathBuf, scratch: PathBuf },
+}
+
+/// What `statscache-worker bootstrap` does.
+#[derive(Debug, Clone)]
+pub struct BootstrapRequest {
+    pub source: Source,
+    /// Rows per batch.
+    pub batch_size: usize,
+    /// The progress record's name: the same name resumes.
+    pub name: String,
+}
+
+/// What a bootstrap did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BootstrapReport {
+    /// Rows read (this run, after the recorded position).
+    pub read: u64,
+    /// Rows that could not be a message, dead-lettered.
+    pub rejected: u64,
+    /// Whether it read to the end (rather than being stopped).
+    pub finished: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error(transparent)]
+    Postgres(#[from] postgres::PostgresError),
+    #[error(transparent)]
+    Dump(#[from] dump::DumpError),
+    #[error("cannot read or record the progress of bootstrap {name}: {detail}")]
+    Progress { name: String, detail: String },
+    #[error("the bootstrap's name {0:?} must be letters, digits, '-' and '_'")]
+    BadName(String),
+}
+
+/// The rows, from either source.
+enum Reader {
+    Postgres(Postgres),
+    /// In an `Option` while a blocking read has it.
+    Dump(Option<Dump>),
+}
+
+impl Reader {
+    async fn open(source: &Source) -> Result<Reader, BootstrapError> {
+        match source {
+            Source::Postgres(url) => Ok(Reader::Postgres(Postgres::connect(url).await?)),
+            Source::Dump { archive, scratch } => {
+                let (archive, scratch) = (archive.clone(), scratch.clone());
+                tracing::info!(archive = %archive.display(), "restoring and sorting the dump's messages");
+                let sorted = tokio::task::spawn_blocking(move || Dump::sort(&archive, &scratch))
+                    .await
+                    .map_err(|error| dump::DumpError::Runs(std::io::Error::other(error)))??;
+                Ok(Reader::Dump(Some(sorted)))
+            }
+        }
+    }
+
+    /// Rows after `position`, for the progress bar.
+    async fn remaining(&self, position: &Position) -> Result<u64, BootstrapError> {
+        match self {
+            Reader::Postgres(postgres) => Ok(postgres.count_after(position).await?),
+            Reader::Dump(dump) => Ok(dump.as_ref().map_or(0, |dump| dump.rows)),
+        }
+    }
+
+    async fn rows_after(
+        &mut self,
+        after: &Position,
+        limit: usize,
+    ) -> Result<Vec<Row>, BootstrapError> {
+        match self {
+            Reader::Postgres(postgres) => Ok(postgres.rows_after(after, limit).await?),
+            Reader::Dump(slot) => {
+                let Some(mut dump) = slot.take() else {
+                    return Ok(Vec::new());
+                };
+                let after = after.clone();
+                let (dump, rows) = tokio::task::spawn_blocking(move || {
+                    let rows = dump.rows_after(&after, limit);
+                    (dump, rows)
+                })
+                .await
+                .map_err(|error| dump::DumpError::Runs(std::io::Error::other(error)))?;
+                *slot = Some(dump);
+                Ok(rows?)
+            }
+        }
+    }
+}
+
+/// Runs a bootstrap to the end of the source, or until `shutdown`.
+pub async fn bootstrap(
+    config: Config,
+    shutdown: CancellationToken,
+    request: BootstrapRequest,
+) -> Result<BootstrapReport, WorkerError> {
+    let valid_name = !request.name.is_empty()
+        && request
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !valid_name {
+        return Err(BootstrapError::BadName(request.name.clone()).into());
+    }
+    let plugins = plugins::load(&config.worker)?;
+    let prepared = prepare(&config, &plugins).await?;
+    let turns = Turns::open(
+        &prepared.jetstream,
+        &config.nats,
+        &process_name("bootstrap"),
+    )
+    .await?;
+    let progress_store = open_bucket(
+        &prepared.jetstream,
+        &config.nats,
+        Bucket {
+            name: PROGRESS_BUCKET,
+            description: "statscache-worker bootstrap: the position each bootstrap reached",
+            max_age: Duration::ZERO,
+        },
+    )
+    .await?;
+    let progress_error = |detail: String| BootstrapError::Progress {
+        name: request.name.clone(),
+        detail,
+    };
+    let mut position = match progress_store.get(&request.name).await {
+        Ok(Some(value)) => std::str::from_utf8(&value)
+            .ok()
+            .and_then(Position::decode)
+            .ok_or_else(|| progress_error("the recorded position is unreadable".into()))?,
+        Ok(None) => Position::start(),
+        Err(error) => return Err(progress_error(error.to_string()).into()),
+    };
+    if position != Position::start() {
+        tracing::info!(name = %request.name, from = %position.encode(), "resuming");
+    }
+
+    let registry = prometheus::Registry::new();
+    let writer = Writer {
+        jetstream: prepared.jetstream.clone(),
+        clickhouse: prepared.clickhouse,
+        plugins,
+        metrics: Arc::new(metrics::Metrics::new(&registry)?),
+        health: Health::default(),
+        faults: Faults::from_env(),
+        config,
+    };
+    let mut reader = Reader::open(&request.source).await?;
+    let remaining = reader.remaining(&position).await?;
+    let mut bar = Progress::new("bootstrapping", "messages", remaining);
+    let mut report = BootstrapReport::default();
+    while !shutdown.is_cancelled() {
+        let rows = match reader.rows_after(&position, request.batch_size).await {
+            Ok(rows) => rows,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read datanommer; retrying");
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        let Some(last) = rows.last().map(|row| row.position.clone()) else {
+            report.finished = true;
+            break;
+        };
+        let (pending, rejected) = pending_messages(&writer, rows).await?;
+        report.rejected += rejected;
+        let turn = loop {
+            match turns.bootstrap_turn().await {
+                Ok(turn) => break turn,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot take a turn; retrying");
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        };
+        let stored = writer.store(&pending, &[], &shutdown).await;
+        turn.give_back().await;
+        if stored?.is_none() {
+            break;
+        }
+        let batch = pending.len() as u64 + rejected;
+        progress_store
+            .put(&request.name, Bytes::from(last.encode()))
+            .await
+            .map_err(|error| progress_error(error.to_string()))?;
+        position = last;
+        report.read += batch;
+        bar.advance_to(report.read, &position.timestamp);
+    }
+    bar.finish();
+    Ok(report)
+}
+
+/// The messages of `rows`, in reading order; a row that cannot be a message is dead-lettered
+/// (service `bootstrap`, its reason and the row's id) and counted.
+async fn pending_messages(
+    writer: &Writer,
+    rows: Vec<Row>,
+) -> Result<(Vec<Pending>, u64), WorkerError> {
+    let mut pending = Vec::with_capacity(rows.len());
+    let mut rejected = 0;
+    for row in rows {
+        let envelope = match row.envelope() {
+            Ok(envelope) => envelope,
+            Err(error) => {
+                rejected += 1;
+                tracing::warn!(%error, "a datanommer row is not a message; dead-lettered");
+                let payload = format!("{}\t{}\t{}", row.position.encode(), row.topic, row.msg);
+                let letter = DeadLetter {
+                    service: "bootstrap",
+                    reason: "bad_row",
+                    detail: error.to_string(),
+                    payload: payload.as_bytes(),
+                    headers: Vec::new(),
+                };
+                nats::publish_dead_letter(&writer.jetstream, &writer.config.nats, letter)
+                    .await
+                    .map_err(WorkerError::DeadLetter)?;
+                writer
+                    .metrics
+                    .dead_letters
+                    .with_label_values(&["bad_row"])
+                    .inc();
+                continue;
+            }
+        };
+        let payload = Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default());
+        let identity = envelope.identity();
+        let meta = meta::extract(&envelope);
+        pending.push(Pending {
+            message: Message {
+                envelope,
+                identity,
+                meta,
+                stream_sequence: 0,
+            },
+            payload,
+            source: "bootstrap".to_string(),
+        });
+    }
+    Ok((pending, rejected))
+}
