@@ -197,9 +197,56 @@ pub fn schedule(seconds: u32) -> String {
     printed
 }
 
+/// `value` as Python's `json.dumps` writes it by default, as statscache answered: `", "` and
+/// `": "` between items, every non-ASCII character escaped (`\u00e9`, surrogate pairs beyond
+/// the BMP). Object members keep `value`'s order (sorted: serde_json's maps are).
+pub fn python_json(value: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match value {
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(python_json).collect();
+            format!("[{}]", items.join(", "))
+        }
+        Value::Object(members) => {
+            let mut items = Vec::with_capacity(members.len());
+            for (name, member) in members {
+                items.push(format!(
+                    "{}: {}",
+                    python_json(&Value::String(name.clone())),
+                    python_json(member)
+                ));
+            }
+            format!("{{{}}}", items.join(", "))
+        }
+        scalar => {
+            let mut escaped = String::new();
+            for character in scalar.to_string().chars() {
+                if character.is_ascii() {
+                    escaped.push(character);
+                    continue;
+                }
+                let mut units = [0u16; 2];
+                for unit in character.encode_utf16(&mut units) {
+                    escaped.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+            escaped
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_is_written_as_python_wrote_it() {
+        let value = serde_json::json!([{"b": "\u{e9}\u{1f600}", "a": null}, 1.0, 2, []]);
+        assert_eq!(
+            python_json(&value),
+            r#"[{"a": null, "b": "\u00e9\ud83d\ude00"}, 1.0, 2, []]"#
+        );
+    }
 
     #[test]
     fn schedules_print_as_statscache_printed_them() {

@@ -21,6 +21,7 @@
 
 use serde_json::Value;
 use statscache_shared::config::StatisticKind;
+use statscache_shared::statscache;
 
 use crate::plugin::{Fact, Message, Plugin, PluginError, PluginInfo};
 use crate::topic_filter::TopicFilter;
@@ -86,36 +87,13 @@ fn printed(value: &Value) -> String {
     }
 }
 
-/// `json.dumps` of a flat object with Python's defaults: `", "` and `": "` between items,
-/// non-ASCII escaped; keys sorted.
-pub fn python_json(entries: &[(&str, Value)]) -> String {
-    let mut sorted: Vec<&(&str, Value)> = entries.iter().collect();
-    sorted.sort_by_key(|(name, _)| *name);
-    let mut items = Vec::with_capacity(sorted.len());
-    for (name, value) in sorted {
-        items.push(format!(
-            "{}: {}",
-            ascii_json(&Value::String(name.to_string())),
-            ascii_json(value)
-        ));
+/// The `message` text: `entries` as an object, as Python's `json.dumps` writes it (keys sorted).
+fn python_json(entries: &[(&str, Value)]) -> String {
+    let mut object = serde_json::Map::new();
+    for (name, value) in entries {
+        object.insert(name.to_string(), value.clone());
     }
-    format!("{{{}}}", items.join(", "))
-}
-
-/// Compact JSON with every non-ASCII character escaped as `\uXXXX` (UTF-16), as Python writes.
-fn ascii_json(value: &Value) -> String {
-    let mut escaped = String::new();
-    for character in value.to_string().chars() {
-        if character.is_ascii() {
-            escaped.push(character);
-            continue;
-        }
-        let mut units = [0u16; 2];
-        for unit in character.encode_utf16(&mut units) {
-            escaped.push_str(&format!("\\u{unit:04x}"));
-        }
-    }
-    escaped
+    statscache::python_json(&Value::Object(object))
 }
 
 /// Python's `str.title()` of a lower-case word.
