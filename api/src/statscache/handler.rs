@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use poem::http::{header, HeaderMap, StatusCode, Uri};
 use poem::web::{Data, Path};
-use poem::{handler, IntoResponse, Response};
+use poem::{handler, IntoResponse, Request, Response};
 use statscache_shared::schema::PluginCatalogRow;
 use statscache_shared::statscache::{self, Identifier, Model, ROWS_PLUGIN};
 
@@ -104,9 +104,11 @@ fn no_model(ident: &str) -> Response {
 pub async fn model(
     state: Data<&AppState>,
     Path(ident): Path<String>,
-    uri: &Uri,
-    headers: &HeaderMap,
+    request: &Request,
 ) -> Response {
+    // The whole path (`/statscache/api/...`), not the one inside this nest: links repeat it.
+    let uri = request.original_uri();
+    let headers = request.headers();
     let answer = async {
         let Some(identifier) = statscache::find(&ident) else {
             return Ok(no_model(&ident));
