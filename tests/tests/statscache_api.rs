@@ -460,6 +460,21 @@ async fn refusals(api: &str) {
         assert_eq!(error["error"], "bad_parameter", "{query}");
     }
 
+    // statscache's home was its web pages; ours is the dashboard.
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    for home in ["/statscache", "/statscache/"] {
+        let response = no_redirects
+            .get(format!("{api}{home}"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::FOUND, "{home}");
+        assert_eq!(response.headers()["location"], "/");
+    }
+
     // A page of another origin gets the headers echoed for its origin.
     let response = reqwest::Client::new()
         .get(format!("{api}/statscache/api/volume-1m"))
