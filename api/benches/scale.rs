@@ -20,7 +20,11 @@ use common::{
 };
 use statscache_tests::{fixture, free_port, get_json, run_command, wait_for, Servers, Service};
 
-/// One request of issue 9's table and the statements it replaces.
+/// statscache's windows of a minute and a second, as the replaced SQL groups facts by them.
+const MINUTE_WINDOW: &str = "toUInt32(intDiv(toUInt32(time), 60) * 60)";
+const SECOND_WINDOW: &str = "toUInt32(time)";
+
+/// One request of issue 9's (and issue 23's) table and the statements it replaces.
 struct Case {
     name: &'static str,
     path: String,
@@ -79,6 +83,21 @@ fn cases(end: u64, msg_id: &str) -> Vec<Case> {
                 end,
             )
             .into(),
+        },
+        Case {
+            name: "/statscache/api/volume-by-category-1d",
+            path: "/statscache/api/volume-by-category-1d".into(),
+            replaced: fact_statements("stat_volume_by_category", DAY_BUCKET, "", end).into(),
+        },
+        Case {
+            name: "/statscache/api/volume-1m",
+            path: "/statscache/api/volume-1m".into(),
+            replaced: fact_statements("stat_volume", MINUTE_WINDOW, "", end).into(),
+        },
+        Case {
+            name: "/statscache/api/volume-1s",
+            path: "/statscache/api/volume-1s".into(),
+            replaced: fact_statements("stat_volume", SECOND_WINDOW, "", end).into(),
         },
         Case {
             name: "/raw (31 days) &user=user42",

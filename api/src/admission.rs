@@ -49,7 +49,11 @@ impl Admission {
     /// Whether a request to `path` queries ClickHouse, and so needs a turn. Probes, metrics
     /// and the documents do not: they must answer even when the queue is full.
     pub fn needs_turn(path: &str) -> bool {
-        path == "/raw" || path == "/id" || path == "/api" || path.starts_with("/api/")
+        path == "/raw"
+            || path == "/id"
+            || path == "/api"
+            || path.starts_with("/api/")
+            || path.starts_with("/statscache/api")
     }
 }
 

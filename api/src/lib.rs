@@ -7,6 +7,7 @@
 //!   buckets one page of a statistic falls in, so a page reads those alone.
 //! - [`history`]: datagrepper-compatible message history (`/raw`, `/id`) over `messages`, with
 //!   [`timerange`] porting datagrepper's time-window rules and [`message_meta`] its `meta=`.
+//! - [`statscache`]: Fedora's statscache API at `/statscache/api/`, unchanged for its clients.
 //! - [`dashboard`]: the web page at `/` and its embedded scripts; [`svg`]: a statistic drawn
 //!   as an SVG chart (`format=svg`).
 //! - [`params`]: parsing and bounds of query parameters; [`error`]: JSON errors.
@@ -28,6 +29,7 @@ pub mod request_trace;
 pub mod routes;
 pub mod segments;
 pub mod statistics;
+pub mod statscache;
 pub mod svg;
 pub mod timerange;
 
@@ -106,6 +108,7 @@ pub fn app(state: AppState, health: Health) -> Result<impl Endpoint, prometheus:
         .at("/health/readyz", get(readyz))
         .at("/metrics", get(metrics))
         .at("/assets/:version/:name", get(dashboard::serve_asset))
+        .nest("/statscache", statscache::routes())
         .nest("/", with_dashboard_page(service))
         .data(state)
         .data(health)
@@ -189,6 +192,10 @@ fn cors() -> Cors {
 pub(crate) fn route_label(path: &str) -> &'static str {
     if path == "/api/" || path == "/api" {
         "/api/"
+    } else if path == "/statscache/api" || path == "/statscache/api/" {
+        "/statscache/api/"
+    } else if path.starts_with("/statscache/api/") {
+        "/statscache/api/:ident"
     } else if path.starts_with("/api/") {
         "/api/:plugin"
     } else if path == "/raw" {

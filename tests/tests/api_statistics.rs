@@ -16,8 +16,13 @@ use statscache_tests::get_json;
 use statscache_tests::stack::CorpusStack;
 
 const CORPUS_SIZE: u64 = 324;
-const BUILTIN_PLUGINS: [&str; 6] = [
+const BUILTIN_PLUGINS: [&str; 11] = [
+    "pagure-contributions",
+    "pagure-contributions-by-project",
+    "pagure-contributions-by-user",
+    "release-engineering-event-logs",
     "releng-dashboard",
+    "statscache-rows",
     "volume",
     "volume-by-category",
     "volume-by-package",
@@ -221,7 +226,8 @@ async fn plugin_list(api: &str) {
             plugin["buckets"],
             serde_json::json!(["minute", "hour", "day", "week", "month", "all"])
         );
-        let expected_kind = if identifier == "releng-dashboard" {
+        let latest = ["releng-dashboard", "release-engineering-event-logs"];
+        let expected_kind = if latest.contains(&identifier) {
             "latest"
         } else {
             "count"

@@ -3,7 +3,8 @@
 //! A real worker stores the real corpus in a ClickHouse 18.16 that logs every query; then every
 //! route of the api is asked with representative parameters (every plugin the catalog lists, in
 //! every bucket, with key filters, pages, orders and windows; `/raw` with each filter; `/id`;
-//! `/api/` and the layouts), so that every query shape the worker and the api send has run.
+//! `/api/` and the layouts; every statscache identifier of `/statscache/api/`), so that every
+//! query shape the worker and the api send has run.
 //! `tests/support/clickhouse_compat.py` then takes those statements from `system.query_log`
 //! (never from a list kept here, so new SQL is covered as soon as it is sent) and replays them in
 //! chdb-core, the current engine embedded in Python: the schema from the captured DDL, the same
@@ -115,6 +116,24 @@ async fn ask_every_statistic(api: &str) {
     }
 }
 
+/// statscache's API: every identifier's first page both ways and a window, a deep page of small
+/// ones (its spans cut from years to hours), and the layout.
+async fn ask_every_statscache_identifier(api: &str) {
+    let identifiers = get(api, "/statscache/api/", &[], StatusCode::OK).await;
+    for ident in identifiers.as_array().expect("identifiers") {
+        let path = format!("/statscache/api/{}", ident.as_str().expect("identifier"));
+        get(api, &path, &[], StatusCode::OK).await;
+        let oldest = [("order", "asc"), ("rows_per_page", "3")];
+        get(api, &path, &oldest, StatusCode::OK).await;
+        let windowed = [WINDOW[0], ("stop", WINDOW[1].1), ("limit", "4")];
+        get(api, &path, &windowed, StatusCode::OK).await;
+    }
+    let deep = [("rows_per_page", "2"), ("page", "60")];
+    get(api, "/statscache/api/volume-1s", &deep, StatusCode::OK).await;
+    let layout = "/statscache/api/release-engineering-event-logs/layout";
+    get(api, layout, &[], StatusCode::OK).await;
+}
+
 /// The first value of `field` (a list of texts) among `messages`' meta.
 fn first_meta(messages: &Value, field: &str) -> String {
     for message in messages.as_array().into_iter().flatten() {
@@ -206,6 +225,7 @@ async fn every_statement_the_services_send_runs_alike_on_clickhouse_18_16_and_cu
     wait_for_consumer_drained(&stack.servers.nats.url).await;
 
     ask_every_statistic(&stack.api).await;
+    ask_every_statscache_identifier(&stack.api).await;
     ask_every_history_query(&stack.api).await;
     get(&stack.api, "/health/readyz", &[], StatusCode::OK).await;
 

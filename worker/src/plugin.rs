@@ -31,6 +31,19 @@ pub struct Message {
 pub struct Fact {
     pub key: String,
     pub value: String,
+    /// What the fact counts when it is not the message itself; `None` for almost every plugin.
+    pub counted: Option<Counted>,
+}
+
+/// Something other than its message that a fact stands for: a count counts distinct
+/// identities, so a plugin counting, say, statscache's (window, key) rows gives each fact the
+/// row's identity and the row's time instead of the message's. The time must lie in the hour
+/// of the message's, so that every rollup period holding the message holds the fact too.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Counted {
+    pub identity: String,
+    /// Epoch seconds.
+    pub time: u32,
 }
 
 impl Fact {
@@ -38,6 +51,7 @@ impl Fact {
         Fact {
             key: key.into(),
             value: String::new(),
+            counted: None,
         }
     }
 
@@ -45,6 +59,16 @@ impl Fact {
         Fact {
             key: key.into(),
             value: value.into(),
+            counted: None,
+        }
+    }
+
+    /// A fact counting `counted` (see [`Counted`]) rather than its message.
+    pub fn counting(key: impl Into<String>, value: impl Into<String>, counted: Counted) -> Fact {
+        Fact {
+            key: key.into(),
+            value: value.into(),
+            counted: Some(counted),
         }
     }
 }

@@ -79,12 +79,15 @@ impl Batch {
         let rows = self.facts.entry(table.to_string()).or_default();
         let added = facts.len();
         for fact in facts.drain(..) {
-            self.keys
-                .extend(KeyRow::of(table, timestamp as u32, &fact.key));
+            let (time, timestamp, msg_id) = match fact.counted {
+                None => (timestamp as u32, timestamp, message.identity.clone()),
+                Some(counted) => (counted.time, f64::from(counted.time), counted.identity),
+            };
+            self.keys.extend(KeyRow::of(table, time, &fact.key));
             rows.push(FactRow {
-                time: timestamp as u32,
+                time,
                 timestamp,
-                msg_id: message.identity.clone(),
+                msg_id,
                 key: fact.key,
                 value: fact.value,
             });

@@ -51,7 +51,7 @@ impl Field {
     }
 
     /// Appends every value of this field in `message` (none when the field is absent).
-    fn values(&self, message: &Message, out: &mut Vec<String>) {
+    pub(crate) fn values(&self, message: &Message, out: &mut Vec<String>) {
         match self {
             Field::Constant(constant) => out.push(constant.clone()),
             Field::Topic => out.push(message.envelope.topic.clone()),

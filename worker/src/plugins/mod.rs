@@ -3,7 +3,10 @@
 
 mod builtin;
 pub mod declarative;
+mod pagure;
 mod releng;
+mod releng_logs;
+mod statscache_rows;
 
 use std::collections::HashSet;
 
@@ -14,12 +17,7 @@ use declarative::{DeclarativePlugin, DefinitionError};
 
 /// The built-in plugins not disabled, then the declarative ones, checked for clashing identifiers.
 pub fn load(config: &WorkerConfig) -> Result<Vec<Box<dyn Plugin>>, DefinitionError> {
-    let mut plugins = Vec::new();
-    for plugin in builtin::builtin_plugins() {
-        if !config.disabled_plugins.contains(&plugin.info().identifier) {
-            plugins.push(plugin);
-        }
-    }
+    let mut plugins = builtin::builtin_plugins(&config.disabled_plugins);
     for definition in &config.plugins {
         plugins.push(Box::new(DeclarativePlugin::from_config(definition)?));
     }
@@ -88,7 +86,12 @@ mod tests {
                 "volume-by-topic",
                 "volume-by-user",
                 "volume-by-package",
-                "releng-dashboard"
+                "pagure-contributions",
+                "pagure-contributions-by-user",
+                "pagure-contributions-by-project",
+                "releng-dashboard",
+                "release-engineering-event-logs",
+                "statscache-rows"
             ]
         );
     }
