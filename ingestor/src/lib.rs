@@ -26,6 +26,7 @@ use statscache_shared::admin::{self, Dependency, Health};
 use statscache_shared::config::Config;
 use statscache_shared::nats;
 use statscache_shared::shutdown::Abandoned;
+use statscache_shared::topic::MAX_TOPIC_BYTES;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -113,12 +114,12 @@ pub async fn run(
     health.set_not_ready("connecting to NATS");
     let jetstream = connect_jetstream(&config).await?;
     health.watch(vec![Dependency::Nats(jetstream.client())], shutdown.clone());
-    let relay = Arc::new(relay::Relay {
-        config: config.clone(),
-        jetstream: jetstream.clone(),
-        metrics: metrics.clone(),
-        health: health.clone(),
-    });
+    let relay = Arc::new(relay::Relay::new(
+        config.clone(),
+        jetstream.clone(),
+        metrics.clone(),
+        health.clone(),
+    ));
 
     downtime::report_startup_downtime(&jetstream, &config, &metrics, &health).await;
 
@@ -154,10 +155,16 @@ pub async fn run(
     describe_abandoned(&abandoned, &metrics, sender.downgrade());
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
     if !config.ingestor.zeromq.endpoints.is_empty() {
+        let restored = restore_publisher_sequences(&jetstream, &config).await;
+        // A message can be stored only if its envelope fits NATS' `max_payload` (the topic
+        // frame comes beside it): anything bigger ends its connection before it is buffered.
+        let max_message_bytes = jetstream.client().max_payload() + MAX_TOPIC_BYTES;
         sources.push(Box::new(sources::zeromq::ZeroMqSource::new(
             config.ingestor.zeromq.clone(),
+            max_message_bytes,
             metrics.clone(),
             lost_spans,
+            restored,
         )));
     }
     // AMQP deliveries carry their acks, so they have a relay loop of their own that settles
@@ -168,6 +175,7 @@ pub async fn run(
             config.ingestor.amqp.clone(),
             config.ingestor.max_in_flight,
             metrics.clone(),
+            health.clone(),
         )?;
         let (amqp_sender, amqp_receiver) = mpsc::channel(CHANNEL_CAPACITY);
         tracing::info!(source = source.name(), "starting source");
@@ -201,6 +209,25 @@ pub async fn run(
     tracing::info!("ingestor stopped");
     shutdown.cancel();
     admin_server.finish().await.map_err(IngestorError::Admin)
+}
+
+/// What the stream's tail says the fedmsg endpoints carried, so that what was missed while the
+/// ingestor was down is counted; empty (with a warning) if it cannot be read.
+async fn restore_publisher_sequences(
+    jetstream: &async_nats::jetstream::Context,
+    config: &Config,
+) -> sources::zeromq::publisher::Restored {
+    let started = std::time::Instant::now();
+    match sources::zeromq::publisher::restore(jetstream, &config.nats).await {
+        Ok(restored) => {
+            tracing::info!(messages = restored.len(), elapsed = ?started.elapsed(), "read fedmsg publishers' sequences back from the stream");
+            restored
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot read publishers' sequences back: losses while the ingestor was down are counted only as downtime");
+            sources::zeromq::publisher::Restored::default()
+        }
+    }
 }
 
 /// What exiting abandons: the publishes awaiting JetStream's ack and the messages queued for
@@ -253,12 +280,12 @@ pub async fn backfill(
     let registry = prometheus::Registry::new();
     let metrics = Arc::new(metrics::Metrics::new(&registry)?);
     let jetstream = connect_jetstream(&config).await?;
-    let relay = Arc::new(relay::Relay {
-        config: config.clone(),
-        jetstream: jetstream.clone(),
+    let relay = Arc::new(relay::Relay::new(
+        config.clone(),
+        jetstream.clone(),
         metrics,
-        health: Health::default(),
-    });
+        Health::default(),
+    ));
     let progress_store = open_progress_store(&jetstream, &config).await;
     let filters = match request.filters {
         Some(filters) => filters,

@@ -39,11 +39,17 @@ pub struct Metrics {
     /// Dead letters that could not be stored either (logged), by reason: nothing else keeps
     /// that input.
     pub dead_letters_lost: IntCounterVec,
-    /// Jumps of fedmsg's `i` on an endpoint (messages lost between two received ones), by
-    /// endpoint.
+    /// Gaps in a publishing process's `i` on an endpoint (messages lost between two received
+    /// ones, or before a new process's first), by endpoint.
     pub sequence_gaps: IntCounterVec,
     /// Messages those jumps say were lost, by endpoint.
     pub missing_messages: IntCounterVec,
+    /// Publishes (messages and dead letters) JetStream refused to store for lack of room, by
+    /// stream: the service is not ready until one is stored again.
+    pub store_refusals: IntCounterVec,
+    /// ZeroMQ connections dropped because the peer broke ZMTP or our bounds (a frame over the
+    /// message limit, a foreign greeting), by endpoint and reason.
+    pub zeromq_protocol_errors: IntCounterVec,
     /// At start-up, seconds since the event time of the stream's newest message: nothing
     /// published in that time was received live.
     pub startup_downtime_seconds: IntGauge,
@@ -129,13 +135,23 @@ impl Metrics {
             )?,
             sequence_gaps: counter(
                 "statscache_ingestor_sequence_gaps_total",
-                "Jumps of fedmsg's i counter on an endpoint (messages lost)",
+                "Gaps in fedmsg's i counter of a publishing process on an endpoint (messages lost)",
                 &["endpoint"],
             )?,
             missing_messages: counter(
                 "statscache_ingestor_missing_messages_total",
                 "Messages fedmsg's i counter says were lost on an endpoint",
                 &["endpoint"],
+            )?,
+            store_refusals: counter(
+                "statscache_ingestor_store_refusals_total",
+                "Publishes JetStream refused to store for lack of room (store full, stream limit)",
+                &["stream"],
+            )?,
+            zeromq_protocol_errors: counter(
+                "statscache_ingestor_zeromq_protocol_errors_total",
+                "ZeroMQ connections dropped because the peer broke ZMTP or the message limit",
+                &["endpoint", "reason"],
             )?,
             startup_downtime_seconds: IntGauge::new(
                 "statscache_ingestor_startup_downtime_seconds",
@@ -153,6 +169,8 @@ impl Metrics {
         }
         registry.register(Box::new(metrics.sequence_gaps.clone()))?;
         registry.register(Box::new(metrics.missing_messages.clone()))?;
+        registry.register(Box::new(metrics.zeromq_protocol_errors.clone()))?;
+        registry.register(Box::new(metrics.store_refusals.clone()))?;
         registry.register(Box::new(metrics.startup_downtime_seconds.clone()))?;
         registry.register(Box::new(metrics.downtime_not_backfilled_seconds.clone()))?;
         registry.register(Box::new(metrics.received.clone()))?;

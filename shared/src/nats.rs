@@ -32,6 +32,9 @@ pub const HEADER_DETAIL: &str = "Statscache-Detail";
 pub const HEADER_ORIGINAL_SIZE: &str = "Statscache-Original-Size";
 /// On a dead letter from the worker: the stream sequence of the rejected message.
 pub const HEADER_STREAM_SEQUENCE: &str = "Statscache-Stream-Sequence";
+/// On a message from a fedmsg endpoint: `<publisher key> <i> <endpoint>`, fedmsg's counter of
+/// the process that sent it, read back at the ingestor's start-up to count what it missed.
+pub const HEADER_PUBLISHER: &str = "Statscache-Publisher";
 
 #[derive(Debug, thiserror::Error)]
 pub enum NatsError {
@@ -58,6 +61,14 @@ impl NatsError {
         match self {
             NatsError::DeadLetter { source, .. } => is_permanent(source),
             NatsError::Connect { .. } | NatsError::Stream { .. } => false,
+        }
+    }
+
+    /// What JetStream said, if it refused to store a dead letter (see [`store_refusal`]).
+    pub fn store_refusal(&self) -> Option<String> {
+        match self {
+            NatsError::DeadLetter { source, .. } => store_refusal(source),
+            NatsError::Connect { .. } | NatsError::Stream { .. } => None,
         }
     }
 }
@@ -242,6 +253,21 @@ pub fn header_map(values: &[(&str, String)]) -> HeaderMap {
     headers
 }
 
+/// JetStream's errors saying it refused to store a message: its store is full (10023
+/// "insufficient resources", 10047 "insufficient storage resources available"), or storing
+/// failed, e.g. at a stream limit that discards new messages (10077).
+const STORE_REFUSALS: [u64; 3] = [10023, 10047, 10077];
+
+/// What JetStream said if it refused to store a publish for lack of room (see
+/// [`STORE_REFUSALS`]); such a refusal may pass once room is made, so it is not permanent.
+pub fn store_refusal(error: &PublishError) -> Option<String> {
+    let refusal = error
+        .source()
+        .and_then(|source| source.downcast_ref::<jetstream::Error>())?;
+    let code = refusal.error_code().0;
+    STORE_REFUSALS.contains(&code).then(|| refusal.to_string())
+}
+
 /// Whether a publish was refused for good, so sending it again cannot succeed: too large for the
 /// server, or refused by JetStream with a 4xx error. Timeouts, a broken connection and server
 /// errors (5xx) may pass.
@@ -314,6 +340,13 @@ mod tests {
         assert!(is_permanent(&PublishError::new(
             PublishErrorKind::MaxPayloadExceeded
         )));
+        let full = r#"{"code": 503, "err_code": 10023, "description": "insufficient resources"}"#;
+        assert!(!is_permanent(&refusal(full)));
+        assert_eq!(
+            store_refusal(&refusal(full)).as_deref(),
+            Some("insufficient resources (code 503, error code 10023)")
+        );
+        assert_eq!(store_refusal(&refusal(unavailable)), None);
         for passing in [PublishErrorKind::TimedOut, PublishErrorKind::StreamNotFound] {
             assert!(!is_permanent(&PublishError::new(passing)));
         }

@@ -306,12 +306,7 @@ impl Backfill {
                 .with_label_values(&[SOURCE_NAME])
                 .inc();
             self.metrics.backfill_messages.inc();
-            let incoming = Incoming {
-                source: SOURCE_NAME,
-                transport_topic: None,
-                body: message.body,
-                framing_error: None,
-            };
+            let incoming = Incoming::new(SOURCE_NAME, None, message.body);
             if sender.send(incoming).await.is_err() {
                 break; // the relay run ended early; its join error says why
             }
