@@ -8,10 +8,11 @@
 //!   fedora-messaging over AMQP, datagrepper history).
 //! - [`relay`]: validation, dead letters, ordered publishing with bounded in-flight acks.
 //! - [`metrics`]: Prometheus metrics; [`downtime`]: what start-up says about the time nothing
-//!   was received.
+//!   was received; [`dead_letters`]: the bounded dead-letter stream's size and drops.
 //! - [`run`]: the service; [`backfill`]: the one-off `backfill` command.
 //! - [`publish`] and [`tail`]: the operator's `fedmsg-logger` and `fedmsg-tail`.
 
+pub mod dead_letters;
 pub mod downtime;
 pub mod metrics;
 pub mod publish;
@@ -122,6 +123,12 @@ pub async fn run(
     ));
 
     downtime::report_startup_downtime(&jetstream, &config, &metrics, &health).await;
+    let dead_letter_watch = tokio::spawn(dead_letters::watch(
+        jetstream.clone(),
+        config.nats.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
 
     let datagrepper_config = &config.ingestor.datagrepper;
     let mut backfill_tasks = Vec::new();
@@ -208,6 +215,7 @@ pub async fn run(
     }
     tracing::info!("ingestor stopped");
     shutdown.cancel();
+    let _ = dead_letter_watch.await;
     admin_server.finish().await.map_err(IngestorError::Admin)
 }
 

@@ -113,15 +113,20 @@ pub fn message_stream_config(config: &NatsConfig) -> stream::Config {
     }
 }
 
-/// The dead-letter stream: rejected input of every service, kept for inspection.
+/// The dead-letter stream: rejected input of every service, kept for inspection, bounded in
+/// messages, bytes and age; past a bound the oldest letters go, so storing a new one never
+/// fails for lack of room in the stream.
 pub fn dead_letter_stream_config(config: &NatsConfig) -> stream::Config {
     stream::Config {
         name: config.dead_letter_stream.clone(),
         description: Some("input statscache rejected, with the reason in headers".to_string()),
         subjects: vec![format!("{}.>", config.dead_letter_prefix)],
         retention: stream::RetentionPolicy::Limits,
+        discard: stream::DiscardPolicy::Old,
         storage: storage_type(config.storage),
-        max_age: config.max_age,
+        max_messages: config.dead_letter_max_messages,
+        max_bytes: config.dead_letter_max_bytes,
+        max_age: config.dead_letter_max_age,
         num_replicas: config.replicas,
         ..Default::default()
     }
@@ -169,9 +174,11 @@ pub struct DeadLetter<'a> {
 
 /// Publishes `letter` on the dead-letter stream and waits for its ack.
 ///
-/// Every header value is passed through [`header_value`], and a payload that does not fit
-/// beside the headers under the server's `max_payload` is cut, its original size recorded: a
-/// dead letter cannot be refused for what it carries, and even a giant payload leaves a trace.
+/// Every header value is passed through [`header_value`], and a payload longer than
+/// `dead-letter-max-body`, or that does not fit beside the headers under the server's
+/// `max_payload`, is cut, its original size recorded: a dead letter cannot be refused for what it
+/// carries, even a giant payload leaves a trace, and a flood of them is bounded by the stream's
+/// limits, not by what each carries.
 pub async fn publish_dead_letter(
     jetstream: &jetstream::Context,
     config: &NatsConfig,
@@ -186,7 +193,9 @@ pub async fn publish_dead_letter(
         values.push((*name, header_value(value)));
     }
     let max_payload = jetstream.client().max_payload();
-    let room = max_payload.saturating_sub(header_block_len(&values) + ORIGINAL_SIZE_ROOM);
+    let room = max_payload
+        .saturating_sub(header_block_len(&values) + ORIGINAL_SIZE_ROOM)
+        .min(config.dead_letter_max_body);
     let payload = if letter.payload.len() > room {
         values.push((HEADER_ORIGINAL_SIZE, letter.payload.len().to_string()));
         Bytes::copy_from_slice(&letter.payload[..room])
@@ -304,6 +313,16 @@ mod tests {
             dead_letter_stream_config(&config).subjects,
             vec!["statscache.dead-letter.>"]
         );
+    }
+
+    #[test]
+    fn dead_letters_are_bounded_and_drop_the_oldest() {
+        let config = crate::config::Config::defaults().nats;
+        let dead_letters = dead_letter_stream_config(&config);
+        assert_eq!(dead_letters.discard, stream::DiscardPolicy::Old);
+        assert!(dead_letters.max_messages > 0);
+        assert!(dead_letters.max_bytes > 0);
+        assert!(dead_letters.max_age < config.max_age);
     }
 
     #[test]

@@ -53,7 +53,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use client::Filters;
 pub use error::{BackfillError, FailedWindow, FailedWindows};
-pub use progress::{newest_event_time, ProgressStore};
+pub use progress::{newest_in_stream, Newest, ProgressStore};
 pub use window::Window;
 
 use crate::metrics::Metrics;
@@ -474,8 +474,8 @@ pub async fn backfill_downtime(
         tracing::info!("start-up backfill disabled (startup-max-backfill = 0s)");
         return;
     }
-    let newest = match progress::newest_event_time(jetstream, nats).await {
-        Ok(newest) => newest,
+    let newest = match progress::newest_in_stream(jetstream, nats).await {
+        Ok(newest) => newest.map(|newest| newest.event_time),
         Err(error) => {
             tracing::warn!(%error, "backfilling the longest allowed range");
             None

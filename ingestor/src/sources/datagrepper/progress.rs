@@ -206,15 +206,27 @@ pub fn scope(filters: &Filters) -> String {
     scope
 }
 
-/// The event time of the message that arrived last in the stream, `None` when it is empty.
+/// The message that arrived last in the stream: when it arrived (the server's clock) and its
+/// event time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Newest {
+    /// Epoch seconds the stream stored it at.
+    pub arrival: f64,
+    /// Its envelope's time, epoch seconds.
+    pub event_time: f64,
+}
+
+/// The message that arrived last in the stream, `None` when it is empty.
 ///
-/// The last arrival, not the greatest event time: the stream is ordered by arrival. If the last
-/// arrival was itself old (the end of a backfill), the start-up backfill reaches further back
-/// than needed, which costs requests, not correctness.
-pub async fn newest_event_time(
+/// The last arrival, not the greatest event time: the stream is ordered by arrival. Its arrival
+/// says since when nothing was received (a backfilled or late copy of old history can be the
+/// last to arrive: its event time is no measure of downtime); its event time is where the
+/// start-up backfill begins (if it was itself old, the backfill reaches further back than
+/// needed, which costs requests, not correctness).
+pub async fn newest_in_stream(
     jetstream: &jetstream::Context,
     nats: &NatsConfig,
-) -> Result<Option<f64>, BackfillError> {
+) -> Result<Option<Newest>, BackfillError> {
     let failed = |detail: String| BackfillError::NewestInStream {
         stream: nats.stream.clone(),
         detail,
@@ -229,14 +241,21 @@ pub async fn newest_event_time(
         Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
         Err(error) => return Err(failed(error.to_string())),
     };
+    let arrival = last.time.unix_timestamp_nanos() as f64 / 1e9;
     if let Some(header) = last.headers.get(HEADER_EVENT_TIME) {
         if let Ok(event_time) = header.as_str().parse::<f64>() {
-            return Ok(Some(event_time));
+            return Ok(Some(Newest {
+                arrival,
+                event_time,
+            }));
         }
     }
     // Published by something other than the relay: the envelope has the time too.
     match Envelope::parse(&last.payload) {
-        Ok(envelope) => Ok(Some(envelope.event_time())),
+        Ok(envelope) => Ok(Some(Newest {
+            arrival,
+            event_time: envelope.event_time(),
+        })),
         Err(invalid) => Err(failed(format!(
             "message {} has no event time: {invalid}",
             last.sequence
