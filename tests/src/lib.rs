@@ -10,7 +10,8 @@
 //! - [`Service`]: one of our binaries (`statscache-ingestor`, `-worker`, `-api`) as a process,
 //!   configured through `STATSCACHE_*` variables exactly as in production; killed when dropped.
 //! - [`publish_corpus`]: a real ZeroMQ publisher (Python pyzmq) sending fedmsg frames;
-//!   [`publish_frames`]: the same sending multipart messages of any shape (hostile input).
+//!   [`publish_frames`]: the same sending multipart messages of any shape (hostile input);
+//!   [`zmtp_peer::HostilePeer`]: a ZMTP peer declaring frames of any size (up to 2^64 − 1).
 //! - [`RabbitMq`]: `rabbitmq-server` as its own Erlang node, stopped when dropped; it can be
 //!   stopped and started again on the same ports and data. [`publish_amqp`]: the real
 //!   fedora-messaging publisher (Python) sending messages to it.
@@ -36,6 +37,7 @@ pub mod otlp;
 pub mod rabbitmq;
 pub mod stack;
 pub mod tcp_proxy;
+pub mod zmtp_peer;
 
 pub use amqp::publish_amqp;
 pub use clickhouse_cluster::{ClickHouseReplicas, ZooKeeper};
@@ -214,12 +216,39 @@ impl NatsServer {
     }
 
     pub async fn start_binary(binary: &Path) -> NatsServer {
+        NatsServer::start_with(binary, None).await
+    }
+
+    /// The default release, its JetStream store limited to `max_file_store` bytes: once full,
+    /// it refuses every write ("insufficient resources").
+    pub async fn start_with_store_limit(max_file_store: u64) -> NatsServer {
+        NatsServer::start_with(&nats_server_binary(), Some(max_file_store)).await
+    }
+
+    async fn start_with(binary: &Path, max_file_store: Option<u64>) -> NatsServer {
         ensure_installed();
         let data = TempDir::new().expect("nats data dir");
         let port = free_port();
-        let child = Command::new(binary)
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(data.path())
+        let mut command = Command::new(binary);
+        match max_file_store {
+            None => {
+                command
+                    .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+                    .arg(data.path());
+            }
+            Some(limit) => {
+                // Limits have no command-line flag: a config file.
+                let store = data.path().join("store");
+                let config = data.path().join("nats.conf");
+                let text = format!(
+                    "listen: \"127.0.0.1:{port}\"\njetstream {{\n  store_dir: \"{}\"\n  max_file_store: {limit}\n}}\n",
+                    store.display()
+                );
+                std::fs::write(&config, text).expect("write nats.conf");
+                command.arg("-c").arg(&config);
+            }
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -605,6 +634,14 @@ impl Service {
 
     pub fn pid(&self) -> u32 {
         self.process.0.id()
+    }
+
+    /// The most memory the process has held (`VmHWM`, bytes), if it still runs.
+    pub fn peak_memory(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+        let kilobytes: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kilobytes * 1024)
     }
 
     /// Whether the process has exited (crashed or aborted, say) and been reaped.

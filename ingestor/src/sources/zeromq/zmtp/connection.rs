@@ -145,14 +145,23 @@ impl Connection {
         }
     }
 
-    /// Sends our greeting, READY and subscriptions; reads the peer's greeting and READY.
+    /// Sends our greeting and READY, reads the peer's greeting and READY, then queues the
+    /// subscriptions (written as soon as [`Connection::recv`] runs).
     async fn handshake(&mut self, prefixes: &[String]) -> Result<(), ZmtpError> {
         self.write_buffer.extend_from_slice(&codec::greeting());
         codec::put_ready(&mut self.write_buffer);
-        // Sent right after READY, as libzmq does: the publisher learns them with the handshake.
+        self.read_peer_handshake().await?;
+        // Only now: libzmq drops a connection whose first message arrives before it has sent
+        // its own READY (it decodes what it has read in one go), as libzmq's own subscribers
+        // never do.
         for prefix in prefixes {
             codec::put_subscription(&mut self.write_buffer, prefix.as_bytes());
         }
+        Ok(())
+    }
+
+    /// The peer's greeting and READY (or ERROR).
+    async fn read_peer_handshake(&mut self) -> Result<(), ZmtpError> {
         while self.read_buffer.len() < GREETING_LEN {
             self.read_buffer.reserve(GREETING_LEN);
             self.transfer().await?;
