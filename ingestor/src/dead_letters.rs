@@ -42,8 +42,8 @@ pub async fn watch(
         };
         metrics.dead_letter_messages.set(gauge(state.messages));
         metrics.dead_letter_bytes.set(gauge(state.bytes));
-        // An empty stream's first sequence is the next one to come: nothing dropped.
-        let first = state.first_sequence;
+        // A stream never written to says 0; one emptied says the next sequence to come.
+        let first = state.first_sequence.max(1);
         if let Some(previous) = first_seen {
             let dropped = first.saturating_sub(previous);
             if dropped > 0 {

@@ -113,9 +113,13 @@ impl Rejection {
     }
 }
 
-/// What a run of the relay could not store for a reason other than the input itself.
+/// How a run of the relay ended for the valid messages it took.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RelaySummary {
+    /// Stored, new to the stream.
+    pub stored: usize,
+    /// Already in the stream (JetStream recognised the identity).
+    pub duplicates: usize,
     /// Valid messages given up after [`MAX_CONNECTED_FAILURES`] failed tries (dead-lettered as
     /// `publish_failed`): worth fetching again later.
     pub given_up: usize,
@@ -367,6 +371,9 @@ impl Relay {
                     self.count_stored(&outgoing, &ack, started);
                     self.restore_readiness(&tries);
                     self.store_accepts();
+                    if ack.duplicate {
+                        return Outcome::Duplicate;
+                    }
                     return Outcome::Stored;
                 }
                 Err(error) => error,
@@ -461,7 +468,9 @@ impl Relay {
 impl RelaySummary {
     fn count(&mut self, ended: Result<Outcome, tokio::task::JoinError>) {
         match ended {
-            Ok(Outcome::Stored) | Ok(Outcome::DeadLettered) => {}
+            Ok(Outcome::Stored) => self.stored += 1,
+            Ok(Outcome::Duplicate) => self.duplicates += 1,
+            Ok(Outcome::DeadLettered) => {}
             Ok(Outcome::GivenUp) => self.given_up += 1,
             Err(join_error) => {
                 tracing::error!(%join_error, "a publish task failed");

@@ -83,8 +83,10 @@ pub struct Refusal {
 /// How the relay finished with one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// JetStream acked the publish (or recognised it as a duplicate).
+    /// JetStream acked the publish: a message new to the stream.
     Stored,
+    /// JetStream recognised it as a copy of a message it holds (same identity).
+    Duplicate,
     /// Invalid, or refused for good by JetStream: its dead letter is written.
     DeadLettered,
     /// Valid but failing too often while NATS was connected; dead-lettered as `publish_failed`,

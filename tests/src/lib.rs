@@ -958,7 +958,8 @@ fn datagrepper_log(work: &Path) -> String {
     std::fs::read_to_string(work.join("serve.log")).unwrap_or_default()
 }
 
-/// Every message of `stream` (headers and payload), in stream order; none if it does not exist.
+/// Every message `stream` holds (headers and payload), in stream order; none if it does not
+/// exist.
 pub async fn stream_contents(nats_url: &str, stream: &str) -> Vec<StreamMessage> {
     let client = async_nats::connect(nats_url)
         .await
@@ -967,14 +968,10 @@ pub async fn stream_contents(nats_url: &str, stream: &str) -> Vec<StreamMessage>
     let Ok(mut stream) = jetstream.get_stream(stream).await else {
         return Vec::new();
     };
-    let last_sequence = stream
-        .info()
-        .await
-        .expect("stream info")
-        .state
-        .last_sequence;
+    let state = stream.info().await.expect("stream info").state.clone();
     let mut messages = Vec::new();
-    for sequence in 1..=last_sequence {
+    // From the first message kept: a bounded stream drops its oldest.
+    for sequence in state.first_sequence.max(1)..=state.last_sequence {
         let message = stream
             .get_raw_message(sequence)
             .await

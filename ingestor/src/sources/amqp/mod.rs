@@ -57,7 +57,7 @@ impl Handoff for AmqpDelivery {
     /// forever); one the relay gave up on is given back to the queue.
     async fn settle(self, outcome: Outcome) {
         let settled = match outcome {
-            Outcome::Stored | Outcome::DeadLettered => {
+            Outcome::Stored | Outcome::Duplicate | Outcome::DeadLettered => {
                 self.acker.ack(BasicAckOptions::default()).await
             }
             Outcome::GivenUp => {
