@@ -112,6 +112,10 @@ pub async fn run(
     .await
     .map_err(IngestorError::Admin)?;
 
+    // Exported from the start, so "none" reads 0 rather than nothing.
+    for stream in [&config.nats.stream, &config.nats.dead_letter_stream] {
+        metrics.store_refusals.with_label_values(&[stream.as_str()]);
+    }
     health.set_not_ready("connecting to NATS");
     let jetstream = connect_jetstream(&config).await?;
     health.watch(vec![Dependency::Nats(jetstream.client())], shutdown.clone());

@@ -69,6 +69,10 @@ impl Subscriber {
             }
         };
         let started = Instant::now();
+        // Exported from the start, so "none" reads 0 rather than nothing.
+        self.metrics
+            .zeromq_protocol_errors
+            .with_label_values(&[self.endpoint.as_str(), "frame_too_large"]);
         let mut sequence = self.sequence_tracker(&known);
         let mut attempt = 0;
         // Replacing a silent connection is routine: logged at debug level only.
