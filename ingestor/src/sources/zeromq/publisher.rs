@@ -60,43 +60,60 @@ pub struct Sequenced {
     pub header: String,
 }
 
-/// The sequence of a message received on `endpoint`, if the envelope has a counter, an event
-/// time and a topic equal to the transport's (anything else is not tracked: it is rejected by
-/// the relay, or is no fedmsg publisher's).
-pub fn sequenced(endpoint: &str, transport_topic: &[u8], body: &[u8]) -> Option<Sequenced> {
-    let sender: Sender = serde_json::from_slice(body).ok()?;
-    let i = sender.i?;
-    let event_time = sender.timestamp.filter(|time| time.is_finite())?;
-    let topic = sender.topic?;
-    if topic.as_bytes() != transport_topic {
-        return None;
+/// Reads the sequences of the messages received on one endpoint.
+#[derive(Debug, Clone)]
+pub struct Sequencer {
+    endpoint: String,
+    /// The endpoint as the header writes it, made once.
+    written_endpoint: String,
+}
+
+impl Sequencer {
+    pub fn new(endpoint: &str) -> Sequencer {
+        Sequencer {
+            endpoint: endpoint.to_string(),
+            written_endpoint: header_value(endpoint),
+        }
     }
-    let key = publisher_key(
-        endpoint,
-        sender.certificate.as_deref().unwrap_or_default(),
-        sender.username.as_deref().unwrap_or_default(),
-        &topic,
-    );
-    // The message identity when it has a `msg_id` (as `Nats-Msg-Id` holds it); otherwise what
-    // makes a copy the same message to the tracker.
-    let id = match sender.msg_id.as_deref().map(str::trim) {
-        Some(msg_id) if !msg_id.is_empty() => fnv1a(&[msg_id.as_bytes()]),
-        _ => fnv1a(&[
-            &key.to_be_bytes(),
-            &i.to_be_bytes(),
-            &event_time.to_bits().to_be_bytes(),
-        ]),
-    };
-    let observation = Observation {
-        key,
-        i,
-        event_time,
-        id,
-    };
-    Some(Sequenced {
-        observation,
-        header: header(key, i, endpoint),
-    })
+
+    /// The sequence of a message, if the envelope has a counter, an event time and a topic
+    /// equal to the transport's (anything else is not tracked: it is rejected by the relay, or
+    /// is no fedmsg publisher's).
+    pub fn sequenced(&self, transport_topic: &[u8], body: &[u8]) -> Option<Sequenced> {
+        let sender: Sender = serde_json::from_slice(body).ok()?;
+        let i = sender.i?;
+        let event_time = sender.timestamp.filter(|time| time.is_finite())?;
+        let topic = sender.topic?;
+        if topic.as_bytes() != transport_topic {
+            return None;
+        }
+        let key = publisher_key(
+            &self.endpoint,
+            sender.certificate.as_deref().unwrap_or_default(),
+            sender.username.as_deref().unwrap_or_default(),
+            &topic,
+        );
+        // The message identity when it has a `msg_id` (as `Nats-Msg-Id` holds it); otherwise
+        // what makes a copy the same message to the tracker.
+        let id = match sender.msg_id.as_deref().map(str::trim) {
+            Some(msg_id) if !msg_id.is_empty() => fnv1a(&[msg_id.as_bytes()]),
+            _ => fnv1a(&[
+                &key.to_be_bytes(),
+                &i.to_be_bytes(),
+                &event_time.to_bits().to_be_bytes(),
+            ]),
+        };
+        let observation = Observation {
+            key,
+            i,
+            event_time,
+            id,
+        };
+        Some(Sequenced {
+            observation,
+            header: format!("{key:016x} {i} {}", self.written_endpoint),
+        })
+    }
 }
 
 /// The identity key: endpoint, signer certificate, user, topic prefix and environment.
@@ -119,11 +136,6 @@ pub fn publisher_key(endpoint: &str, certificate: &str, username: &str, topic: &
         username.as_bytes(),
         root.as_bytes(),
     ])
-}
-
-/// `Statscache-Publisher`'s value.
-fn header(key: u64, i: u64, endpoint: &str) -> String {
-    format!("{key:016x} {i} {}", header_value(endpoint))
 }
 
 /// Parses a `Statscache-Publisher` value: key, `i`, endpoint (as written).
@@ -305,7 +317,10 @@ mod tests {
         let body = format!(
             r#"{{"i": 7, "timestamp": 1600000000, "topic": "{TOPIC}", "msg_id": " 2026-x ", "msg": {{"i": "x"}}}}"#
         );
-        let tracked = sequenced("tcp://h:1", TOPIC.as_bytes(), body.as_bytes()).expect("tracked");
+        let sequencer = Sequencer::new("tcp://h:1");
+        let tracked = sequencer
+            .sequenced(TOPIC.as_bytes(), body.as_bytes())
+            .expect("tracked");
         assert_eq!(tracked.observation.i, 7);
         assert_eq!(tracked.observation.event_time, 1600000000.0);
         assert_eq!(tracked.observation.id, fnv1a(&[b"2026-x"]));
@@ -316,7 +331,7 @@ mod tests {
         );
 
         // A topic frame that is not the envelope's, no counter, no time, not JSON: untracked.
-        assert_eq!(sequenced("e", b"other", body.as_bytes()), None);
+        assert_eq!(sequencer.sequenced(b"other", body.as_bytes()), None);
         let untracked = [
             format!(r#"{{"timestamp": 1, "topic": "{TOPIC}"}}"#),
             format!(r#"{{"i": -1, "timestamp": 1, "topic": "{TOPIC}"}}"#),
@@ -325,7 +340,7 @@ mod tests {
         ];
         for body in untracked {
             assert_eq!(
-                sequenced("e", TOPIC.as_bytes(), body.as_bytes()),
+                sequencer.sequenced(TOPIC.as_bytes(), body.as_bytes()),
                 None,
                 "{body}"
             );

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::publisher;
+use super::publisher::Sequencer;
 use super::sequence::{Finding, GapKind, Observation, SequenceTracker};
 use super::to_incoming;
 use super::zmtp::{Connection, Endpoint, Event, ZmtpError};
@@ -74,6 +74,7 @@ impl Subscriber {
             .zeromq_protocol_errors
             .with_label_values(&[self.endpoint.as_str(), "frame_too_large"]);
         let mut sequence = self.sequence_tracker(&known);
+        let sequencer = Sequencer::new(&self.endpoint);
         let mut attempt = 0;
         // Replacing a silent connection is routine: logged at debug level only.
         let mut replacing_idle = false;
@@ -108,7 +109,13 @@ impl Subscriber {
                 tracker.connected();
             }
             let ended = self
-                .receive(connection, sequence.as_mut(), started, &shutdown)
+                .receive(
+                    connection,
+                    sequence.as_mut(),
+                    &sequencer,
+                    started,
+                    &shutdown,
+                )
                 .await;
             replacing_idle = matches!(ended, Ended::Idle);
             match ended {
@@ -206,6 +213,7 @@ impl Subscriber {
         &self,
         mut connection: Connection,
         mut sequence: Option<&mut SequenceTracker>,
+        sequencer: &Sequencer,
         started: Instant,
         shutdown: &CancellationToken,
     ) -> Ended {
@@ -265,7 +273,7 @@ impl Subscriber {
             self.metrics.received.with_label_values(&["zeromq"]).inc();
             let mut incoming = to_incoming(frames);
             if let Some(tracker) = sequence.as_deref_mut() {
-                self.track(tracker, &mut incoming, started);
+                self.track(tracker, sequencer, &mut incoming, started);
             }
             if self.relay.send(incoming).await.is_err() {
                 return Ended::RelayClosed;
@@ -274,12 +282,18 @@ impl Subscriber {
     }
 
     /// Takes the message's sequence, and adds it to the message as a header.
-    fn track(&self, tracker: &mut SequenceTracker, incoming: &mut Incoming, started: Instant) {
+    fn track(
+        &self,
+        tracker: &mut SequenceTracker,
+        sequencer: &Sequencer,
+        incoming: &mut Incoming,
+        started: Instant,
+    ) {
         if incoming.refusal.is_some() {
             return;
         }
         let topic = incoming.transport_topic.clone().unwrap_or_default();
-        let Some(sequenced) = publisher::sequenced(&self.endpoint, &topic, &incoming.body) else {
+        let Some(sequenced) = sequencer.sequenced(&topic, &incoming.body) else {
             return;
         };
         incoming.headers.push((HEADER_PUBLISHER, sequenced.header));

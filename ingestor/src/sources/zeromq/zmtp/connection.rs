@@ -12,8 +12,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, Wr
 use super::codec::{self, Decoded, Decoder, FrameError, Greeting, GREETING_LEN};
 use super::Endpoint;
 
-/// Bytes read at a time when the next item's size is not known yet.
-const READ_CHUNK: usize = 16 * 1024;
+/// Bytes read at a time when the next item's size is not known yet (or is smaller).
+const READ_CHUNK: usize = 64 * 1024;
 
 /// Why a connection could not be made, or ended.
 #[derive(Debug, thiserror::Error)]
