@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 /// How often the stream's state is read.
 const INTERVAL: Duration = Duration::from_secs(2);
 
-/// Reads the dead-letter stream's state every [`INTERVAL`] until `shutdown`.
+/// Reads the dead-letter stream's state every two seconds until `shutdown`.
 pub async fn watch(
     jetstream: jetstream::Context,
     config: NatsConfig,

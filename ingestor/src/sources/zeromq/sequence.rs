@@ -7,9 +7,9 @@
 //! (one-shot `fedmsg-logger` and cron runs at `i` = 1 among long-running services), and
 //! processes of one service share everything an envelope says about its sender. So:
 //!
-//! - **Per identity** ([`super::publisher::PublisherKey`]): the signer's certificate, the
-//!   process's user and the topic's prefix and environment; never the topic's module name,
-//!   since one process may publish under several and would then look like jumps.
+//! - **Per identity** ([`super::publisher::publisher_key`]): the endpoint, the signer's
+//!   certificate, the process's user and the topic's prefix and environment; never the topic's
+//!   module name, since one process may publish under several and would then look like jumps.
 //! - **Per process within an identity: chains.** Each process's numbers, seen in order, form a
 //!   chain; a number continues the chain ending just below it. A number that continues none is
 //!   held ([`HELD`] per identity) until a later number close above it (within
@@ -18,10 +18,10 @@
 //!   way that loses the fewest messages: a jump from the nearest chain below it, or a new
 //!   process whose first numbers were missed; numbers held between the two were received and
 //!   are not counted. Numbers seen again with the same identity (`msg_id`) are duplicates.
-//! - **Reported only when sure.** The fewest-loss explanation never exceeds the truth if every
-//!   process of an identity is known from its first message on, or from the stream's tail (the
-//!   chain sums argument in the property test below). What breaks that is a process the tracker
-//!   never heard of, so:
+//! - **Reported only when sure.** The fewest-loss explanation should never exceed the truth if
+//!   every process of an identity is known from its first message on, or from the stream's tail
+//!   (the argument is in `docs/ingest-edge.md`; the property tests below check it). What breaks
+//!   that is a process the tracker never heard of, so:
 //!   - a new process's missed first messages (a *head*) count only on an endpoint that carries
 //!     one process at a time (a publisher's own endpoint) and whose publisher was seen to go
 //!     away, or be absent, or is known from the stream: then the new one started while we
@@ -33,8 +33,8 @@
 //!     [`YOUTH`] (or known from the stream): the processes of a service that were running
 //!     before we started show up one by one, and until they have, a jump may be one of them.
 //! - **Bounded**: identities, chains per identity, held numbers and remembered `msg_id`s are
-//!   capped; what is evicted can only make reports smaller (an identity that lost a chain waits
-//!   [`YOUTH`] again before its jumps count). `i` = 0 (fedmsg starts at 1) and numbers beyond
+//!   capped; what is evicted can only make reports smaller (an identity that lost a chain or an
+//!   unconfirmed number counts nothing for [`YOUTH`]). `i` = 0 (fedmsg starts at 1) and numbers beyond
 //!   [`MAX_COUNTER`] are not a process's and are ignored; jumps over [`MAX_GAP`] are logged,
 //!   not counted. No input turns tracking off: each identity's state stands alone.
 //! - **Across restarts**: every message relayed carries its identity and `i` in a header
