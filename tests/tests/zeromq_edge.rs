@@ -647,3 +647,152 @@ async fn an_ingestor_killed_at_800_a_second_counts_what_it_missed_from_i() {
         "{text}"
     );
 }
+
+/// One envelope of a publishing process behind a relay: `username`, `certificate` (empty: an
+/// unsigned message) and `topic` make its identity; `i` its number.
+fn relayed_envelope(
+    (username, certificate, topic): (&str, &str, &str),
+    i: u64,
+    msg_id: &str,
+    timestamp: i64,
+) -> Value {
+    let mut envelope = json!({
+        "topic": topic,
+        "msg": {"relayed": msg_id},
+        "msg_id": msg_id,
+        "i": i,
+        "timestamp": timestamp,
+        "username": username,
+    });
+    if !certificate.is_empty() {
+        envelope["crypto"] = json!("x509");
+        envelope["certificate"] = json!(certificate);
+    }
+    envelope
+}
+
+/// Behind a relay, processes interleave: a long-running service, three worker processes of one
+/// signed service (one identity), fedmsg-logger one-shots (`i` = 1 each), and odd numbers (`i`
+/// = 0, `u64::MAX`). None of it is a loss. Restarted, the ingestor reads their numbers back
+/// from the stream, and the long-running service's real gap of 7 is counted exactly.
+#[tokio::test(flavor = "multi_thread")]
+async fn behind_a_relay_interleaved_publishers_show_no_false_loss_and_a_real_one_is_counted() {
+    const SERVICE: (&str, &str, &str) =
+        ("apache", "", "org.fedoraproject.prod.bodhi.update.comment");
+    const WORKERS: (&str, &str, &str) = (
+        "apache",
+        "CERT-koji-koji01",
+        "org.fedoraproject.prod.buildsys.tag",
+    );
+    const ONE_SHOT: (&str, &str, &str) = ("threebean", "", "org.fedoraproject.prod.logger.log");
+    let nats = NatsServer::start().await;
+    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    let (ingestor, admin) = start_ingestor(&nats, std::slice::from_ref(&endpoint), &[]).await;
+    let jetstream = jetstream_of(&nats).await;
+    let work = tempfile::TempDir::new().expect("temp dir");
+    let now = epoch_now();
+
+    // Round one: the service at 1..60, each worker at 1..20, 30 one-shots, two odd numbers.
+    let mut first = Vec::new();
+    let mut workers = [0u64; 3];
+    for step in 1..=60u64 {
+        first.push(relayed_envelope(
+            SERVICE,
+            step,
+            &format!("2026-service-{step}"),
+            now,
+        ));
+        let worker = (step % 3) as usize;
+        if workers[worker] < 20 {
+            workers[worker] += 1;
+            let i = workers[worker];
+            first.push(relayed_envelope(
+                WORKERS,
+                i,
+                &format!("2026-worker{worker}-{i}"),
+                now,
+            ));
+        }
+        if step % 2 == 0 {
+            first.push(relayed_envelope(
+                ONE_SHOT,
+                1,
+                &format!("2026-one-shot-a{step}"),
+                now,
+            ));
+        }
+    }
+    first.push(relayed_envelope(SERVICE, 0, "2026-odd-zero", now));
+    first.push(relayed_envelope(SERVICE, u64::MAX, "2026-odd-max", now));
+    let file = write_lines(&work.path().join("first.jsonl"), &first);
+    let output = run_publisher(&endpoint, &file, &["--subscribers", "1"]).await;
+    assert!(
+        output.contains(&format!("sent {} messages", first.len())),
+        "{output}"
+    );
+    wait_for_stream(&jetstream, first.len() as u64).await;
+    let text = admin_metrics(admin).await;
+    assert_eq!(
+        endpoint_metric(&text, "missing_messages_total", &endpoint),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(
+        endpoint_metric(&text, "sequence_gaps_total", &endpoint),
+        0.0,
+        "{text}"
+    );
+
+    // Restarted, the relay too: the service goes on from 61 but 66..=72 are lost; the workers go
+    // on without loss; more one-shots.
+    assert!(ingestor.terminate(), "the ingestor exits cleanly");
+    let (_restarted, admin) = start_ingestor(&nats, std::slice::from_ref(&endpoint), &[]).await;
+    let mut second = Vec::new();
+    for i in 61..=80u64 {
+        if !(66..=72).contains(&i) {
+            second.push(relayed_envelope(
+                SERVICE,
+                i,
+                &format!("2026-service-{i}"),
+                now,
+            ));
+        }
+        let worker = (i % 3) as usize;
+        workers[worker] += 1;
+        let next = workers[worker];
+        second.push(relayed_envelope(
+            WORKERS,
+            next,
+            &format!("2026-worker{worker}-{next}"),
+            now,
+        ));
+        second.push(relayed_envelope(
+            ONE_SHOT,
+            1,
+            &format!("2026-one-shot-b{i}"),
+            now,
+        ));
+    }
+    let file = write_lines(&work.path().join("second.jsonl"), &second);
+    let output = run_publisher(&endpoint, &file, &["--subscribers", "1"]).await;
+    assert!(
+        output.contains(&format!("sent {} messages", second.len())),
+        "{output}"
+    );
+    wait_for_stream(&jetstream, (first.len() + second.len()) as u64).await;
+    let text = wait_for("the gap to be counted", Duration::from_secs(60), || async {
+        let text = admin_metrics(admin).await;
+        (endpoint_metric(&text, "sequence_gaps_total", &endpoint) >= 1.0).then_some(text)
+    })
+    .await;
+    assert_eq!(
+        endpoint_metric(&text, "missing_messages_total", &endpoint),
+        7.0,
+        "{text}"
+    );
+    assert_eq!(
+        endpoint_metric(&text, "sequence_gaps_total", &endpoint),
+        1.0,
+        "{text}"
+    );
+}
