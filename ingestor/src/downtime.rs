@@ -3,8 +3,11 @@
 //! Why: a SUB socket receives nothing while the ingestor is down, and fedmsg does not resend.
 //! With datagrepper configured the start-up backfill recovers the downtime; without it those
 //! messages are lost, and an operator must be told rather than find out from short statistics.
-//! The downtime is measured from the event time of the stream's newest message, so it is an
-//! upper bound: the bus may simply have been quiet.
+//! The downtime is measured from when the stream's newest message *arrived* (the server's
+//! clock), not from its event time: a backfill or a late copy of old history may be the last
+//! to arrive, and would read as hours of downtime. It is an upper bound: the bus may simply
+//! have been quiet. What fedmsg's `i` says was lost meanwhile is counted apart, from each
+//! publisher's first message after the start (`sources::zeromq::sequence`).
 
 use std::time::Duration;
 
@@ -25,8 +28,8 @@ pub async fn report_startup_downtime(
     metrics: &Metrics,
     health: &Health,
 ) {
-    let newest = match datagrepper::newest_event_time(jetstream, &config.nats).await {
-        Ok(Some(newest)) => newest,
+    let newest = match datagrepper::newest_in_stream(jetstream, &config.nats).await {
+        Ok(Some(newest)) => newest.arrival,
         Ok(None) => {
             health.set_detail(DETAIL, "none known (the stream is empty)");
             return;
@@ -55,11 +58,11 @@ pub async fn report_startup_downtime(
         };
         tracing::info!(
             downtime_seconds = downtime,
-            "the stream's newest message is this old: {recovery}"
+            "the stream's newest message arrived this long ago: {recovery}"
         );
         health.set_detail(
             DETAIL,
-            format!("{downtime} s since the stream's newest message, {recovery}"),
+            format!("{downtime} s since the stream's newest message arrived, {recovery}"),
         );
         return;
     }
@@ -71,11 +74,11 @@ pub async fn report_startup_downtime(
     tracing::warn!(
         downtime_seconds = downtime,
         not_backfilled_seconds = not_backfilled,
-        "messages published since the stream's newest message were not received, and {not_backfilled} s of that will not be backfilled: {why}"
+        "messages published since the stream's newest message arrived were not received, and {not_backfilled} s of that will not be backfilled: {why}"
     );
     health.set_detail(
         DETAIL,
-        format!("{downtime} s since the stream's newest message, {not_backfilled} s of it not backfilled ({why})"),
+        format!("{downtime} s since the stream's newest message arrived, {not_backfilled} s of it not backfilled ({why})"),
     );
 }
 

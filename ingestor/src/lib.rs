@@ -8,10 +8,11 @@
 //!   fedora-messaging over AMQP, datagrepper history).
 //! - [`relay`]: validation, dead letters, ordered publishing with bounded in-flight acks.
 //! - [`metrics`]: Prometheus metrics; [`downtime`]: what start-up says about the time nothing
-//!   was received.
+//!   was received; [`dead_letters`]: the bounded dead-letter stream's size and drops.
 //! - [`run`]: the service; [`backfill`]: the one-off `backfill` command.
 //! - [`publish`] and [`tail`]: the operator's `fedmsg-logger` and `fedmsg-tail`.
 
+pub mod dead_letters;
 pub mod downtime;
 pub mod metrics;
 pub mod publish;
@@ -26,6 +27,7 @@ use statscache_shared::admin::{self, Dependency, Health};
 use statscache_shared::config::Config;
 use statscache_shared::nats;
 use statscache_shared::shutdown::Abandoned;
+use statscache_shared::topic::MAX_TOPIC_BYTES;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -110,17 +112,27 @@ pub async fn run(
     .await
     .map_err(IngestorError::Admin)?;
 
+    // Exported from the start, so "none" reads 0 rather than nothing.
+    for stream in [&config.nats.stream, &config.nats.dead_letter_stream] {
+        metrics.store_refusals.with_label_values(&[stream.as_str()]);
+    }
     health.set_not_ready("connecting to NATS");
     let jetstream = connect_jetstream(&config).await?;
     health.watch(vec![Dependency::Nats(jetstream.client())], shutdown.clone());
-    let relay = Arc::new(relay::Relay {
-        config: config.clone(),
-        jetstream: jetstream.clone(),
-        metrics: metrics.clone(),
-        health: health.clone(),
-    });
+    let relay = Arc::new(relay::Relay::new(
+        config.clone(),
+        jetstream.clone(),
+        metrics.clone(),
+        health.clone(),
+    ));
 
     downtime::report_startup_downtime(&jetstream, &config, &metrics, &health).await;
+    let dead_letter_watch = tokio::spawn(dead_letters::watch(
+        jetstream.clone(),
+        config.nats.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
 
     let datagrepper_config = &config.ingestor.datagrepper;
     let mut backfill_tasks = Vec::new();
@@ -154,10 +166,16 @@ pub async fn run(
     describe_abandoned(&abandoned, &metrics, sender.downgrade());
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
     if !config.ingestor.zeromq.endpoints.is_empty() {
+        let restored = restore_publisher_sequences(&jetstream, &config).await;
+        // A message can be stored only if its envelope fits NATS' `max_payload` (the topic
+        // frame comes beside it): anything bigger ends its connection before it is buffered.
+        let max_message_bytes = jetstream.client().max_payload() + MAX_TOPIC_BYTES;
         sources.push(Box::new(sources::zeromq::ZeroMqSource::new(
             config.ingestor.zeromq.clone(),
+            max_message_bytes,
             metrics.clone(),
             lost_spans,
+            restored,
         )));
     }
     // AMQP deliveries carry their acks, so they have a relay loop of their own that settles
@@ -168,6 +186,7 @@ pub async fn run(
             config.ingestor.amqp.clone(),
             config.ingestor.max_in_flight,
             metrics.clone(),
+            health.clone(),
         )?;
         let (amqp_sender, amqp_receiver) = mpsc::channel(CHANNEL_CAPACITY);
         tracing::info!(source = source.name(), "starting source");
@@ -200,7 +219,27 @@ pub async fn run(
     }
     tracing::info!("ingestor stopped");
     shutdown.cancel();
+    let _ = dead_letter_watch.await;
     admin_server.finish().await.map_err(IngestorError::Admin)
+}
+
+/// What the stream's tail says the fedmsg endpoints carried, so that what was missed while the
+/// ingestor was down is counted; empty (with a warning) if it cannot be read.
+async fn restore_publisher_sequences(
+    jetstream: &async_nats::jetstream::Context,
+    config: &Config,
+) -> sources::zeromq::publisher::Restored {
+    let started = std::time::Instant::now();
+    match sources::zeromq::publisher::restore(jetstream, &config.nats).await {
+        Ok(restored) => {
+            tracing::info!(messages = restored.len(), elapsed = ?started.elapsed(), "read fedmsg publishers' sequences back from the stream");
+            restored
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot read publishers' sequences back: losses while the ingestor was down are counted only as downtime");
+            sources::zeromq::publisher::Restored::default()
+        }
+    }
 }
 
 /// What exiting abandons: the publishes awaiting JetStream's ack and the messages queued for
@@ -253,12 +292,12 @@ pub async fn backfill(
     let registry = prometheus::Registry::new();
     let metrics = Arc::new(metrics::Metrics::new(&registry)?);
     let jetstream = connect_jetstream(&config).await?;
-    let relay = Arc::new(relay::Relay {
-        config: config.clone(),
-        jetstream: jetstream.clone(),
+    let relay = Arc::new(relay::Relay::new(
+        config.clone(),
+        jetstream.clone(),
         metrics,
-        health: Health::default(),
-    });
+        Health::default(),
+    ));
     let progress_store = open_progress_store(&jetstream, &config).await;
     let filters = match request.filters {
         Some(filters) => filters,

@@ -165,8 +165,8 @@ async fn main() -> anyhow::Result<()> {
             let _ = printer.await;
             let report = outcome.context("backfill failed")?;
             eprintln!(
-                "backfill complete: {}/{} windows ({} fetched, {} already complete), {} messages relayed, {} failed requests retried",
-                report.finished(), report.windows, report.complete, report.skipped, report.messages, report.failed_requests
+                "backfill complete: {}/{} windows ({} fetched, {} already complete), {} messages relayed ({} new to the stream), {} failed requests retried",
+                report.finished(), report.windows, report.complete, report.skipped, report.messages, report.new_messages, report.failed_requests
             );
         }
     }
@@ -194,8 +194,8 @@ async fn print_progress(mut updates: watch::Receiver<Progress>) {
 
 fn progress_detail(progress: &Progress) -> String {
     format!(
-        "{} failed, {} messages, {} requests retried",
-        progress.failed, progress.messages, progress.failed_requests
+        "{} failed, {} messages ({} new to the stream), {} requests retried",
+        progress.failed, progress.messages, progress.new_messages, progress.failed_requests
     )
 }
 
@@ -217,11 +217,12 @@ mod tests {
             skipped: 1,
             failed: 0,
             messages: 120,
+            new_messages: 100,
             failed_requests: 3,
         };
         assert_eq!(
             progress_detail(&progress),
-            "0 failed, 120 messages, 3 requests retried"
+            "0 failed, 120 messages (100 new to the stream), 3 requests retried"
         );
     }
 }

@@ -39,13 +39,24 @@ pub struct Metrics {
     /// Dead letters that could not be stored either (logged), by reason: nothing else keeps
     /// that input.
     pub dead_letters_lost: IntCounterVec,
-    /// Jumps of fedmsg's `i` on an endpoint (messages lost between two received ones), by
-    /// endpoint.
+    /// Gaps in a publishing process's `i` on an endpoint (messages lost between two received
+    /// ones, or before a new process's first), by endpoint.
     pub sequence_gaps: IntCounterVec,
     /// Messages those jumps say were lost, by endpoint.
     pub missing_messages: IntCounterVec,
-    /// At start-up, seconds since the event time of the stream's newest message: nothing
-    /// published in that time was received live.
+    /// Dead letters the dead-letter stream's bounds dropped (its oldest), or an operator deleted.
+    pub dead_letters_dropped: IntCounter,
+    /// Letters and bytes in the dead-letter stream.
+    pub dead_letter_messages: IntGauge,
+    pub dead_letter_bytes: IntGauge,
+    /// Publishes (messages and dead letters) JetStream refused to store for lack of room, by
+    /// stream: the service is not ready until one is stored again.
+    pub store_refusals: IntCounterVec,
+    /// ZeroMQ connections dropped because the peer broke ZMTP or our bounds (a frame over the
+    /// message limit, a foreign greeting), by endpoint and reason.
+    pub zeromq_protocol_errors: IntCounterVec,
+    /// At start-up, seconds since the stream's newest message arrived: nothing published in
+    /// that time was received live.
     pub startup_downtime_seconds: IntGauge,
     /// The part of that downtime no start-up backfill recovers (no datagrepper configured, or
     /// beyond `startup-max-backfill`).
@@ -129,7 +140,7 @@ impl Metrics {
             )?,
             sequence_gaps: counter(
                 "statscache_ingestor_sequence_gaps_total",
-                "Jumps of fedmsg's i counter on an endpoint (messages lost)",
+                "Gaps in fedmsg's i counter of a publishing process on an endpoint (messages lost)",
                 &["endpoint"],
             )?,
             missing_messages: counter(
@@ -137,9 +148,31 @@ impl Metrics {
                 "Messages fedmsg's i counter says were lost on an endpoint",
                 &["endpoint"],
             )?,
+            dead_letters_dropped: IntCounter::new(
+                "statscache_ingestor_dead_letters_dropped_total",
+                "Dead letters dropped by the dead-letter stream's bounds (its oldest), or deleted",
+            )?,
+            dead_letter_messages: IntGauge::new(
+                "statscache_ingestor_dead_letter_stream_messages",
+                "Letters in the dead-letter stream",
+            )?,
+            dead_letter_bytes: IntGauge::new(
+                "statscache_ingestor_dead_letter_stream_bytes",
+                "Bytes of the dead-letter stream",
+            )?,
+            store_refusals: counter(
+                "statscache_ingestor_store_refusals_total",
+                "Publishes JetStream refused to store for lack of room (store full, stream limit)",
+                &["stream"],
+            )?,
+            zeromq_protocol_errors: counter(
+                "statscache_ingestor_zeromq_protocol_errors_total",
+                "ZeroMQ connections dropped because the peer broke ZMTP or the message limit",
+                &["endpoint", "reason"],
+            )?,
             startup_downtime_seconds: IntGauge::new(
                 "statscache_ingestor_startup_downtime_seconds",
-                "At start-up, seconds since the event time of the stream's newest message",
+                "At start-up, seconds since the stream's newest message arrived",
             )?,
             downtime_not_backfilled_seconds: IntGauge::new(
                 "statscache_ingestor_downtime_not_backfilled_seconds",
@@ -153,6 +186,11 @@ impl Metrics {
         }
         registry.register(Box::new(metrics.sequence_gaps.clone()))?;
         registry.register(Box::new(metrics.missing_messages.clone()))?;
+        registry.register(Box::new(metrics.zeromq_protocol_errors.clone()))?;
+        registry.register(Box::new(metrics.store_refusals.clone()))?;
+        registry.register(Box::new(metrics.dead_letters_dropped.clone()))?;
+        registry.register(Box::new(metrics.dead_letter_messages.clone()))?;
+        registry.register(Box::new(metrics.dead_letter_bytes.clone()))?;
         registry.register(Box::new(metrics.startup_downtime_seconds.clone()))?;
         registry.register(Box::new(metrics.downtime_not_backfilled_seconds.clone()))?;
         registry.register(Box::new(metrics.received.clone()))?;

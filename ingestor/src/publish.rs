@@ -60,20 +60,15 @@ pub async fn publish(config: Config, bodies: Vec<Bytes>) -> Result<PublishReport
     let registry = prometheus::Registry::new();
     let metrics = Arc::new(Metrics::new(&registry)?);
     let jetstream = connect_jetstream(&config).await?;
-    let relay = Arc::new(Relay {
+    let relay = Arc::new(Relay::new(
         config,
         jetstream,
-        metrics: metrics.clone(),
-        health: Health::default(),
-    });
+        metrics.clone(),
+        Health::default(),
+    ));
     let (sender, receiver) = mpsc::channel(bodies.len().max(1));
     for body in bodies {
-        let incoming = Incoming {
-            source: SOURCE,
-            transport_topic: None,
-            body,
-            framing_error: None,
-        };
+        let incoming = Incoming::new(SOURCE, None, body);
         if sender.send(incoming).await.is_err() {
             break;
         }

@@ -26,6 +26,7 @@
 //!   ([`nats::publish_dead_letter`]); one that still cannot be stored is counted
 //!   (`statscache_ingestor_dead_letters_lost_total`) and logged, and the relay moves on.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,11 +59,19 @@ const MAX_CONNECTED_DEAD_LETTER_FAILURES: u32 = 5;
 /// The dead-letter header carrying the transport's topic frame.
 const HEADER_TRANSPORT_TOPIC: &str = "Statscache-Transport-Topic";
 
+/// The readiness condition set while JetStream refuses to store what the relay publishes.
+const STORE_CONDITION: &str = "jetstream";
+
+/// The readiness condition set while one publish keeps failing.
+const PUBLISH_CONDITION: &str = "publishes";
+
 pub struct Relay {
-    pub config: Arc<Config>,
-    pub jetstream: jetstream::Context,
-    pub metrics: Arc<Metrics>,
-    pub health: Health,
+    pub(crate) config: Arc<Config>,
+    pub(crate) jetstream: jetstream::Context,
+    pub(crate) metrics: Arc<Metrics>,
+    health: Health,
+    /// Whether [`STORE_CONDITION`] is set: cleared by the next stored message.
+    store_refusing: AtomicBool,
 }
 
 /// A message that passed validation, ready to publish.
@@ -80,7 +89,6 @@ struct Outgoing {
 
 /// Why an incoming message was rejected, beyond what [`Envelope::parse`] checks.
 enum Rejection {
-    Framing(String),
     /// The source found it unusable: a reason code and what is wrong.
     Refused(&'static str, String),
     Invalid(InvalidMessage),
@@ -91,7 +99,6 @@ enum Rejection {
 impl Rejection {
     fn reason(&self) -> &'static str {
         match self {
-            Rejection::Framing(_) => "bad_frames",
             Rejection::Refused(reason, _) => reason,
             Rejection::Invalid(invalid) => invalid.reason(),
             Rejection::Unstored(reason, _) => reason,
@@ -100,17 +107,19 @@ impl Rejection {
 
     fn detail(&self) -> String {
         match self {
-            Rejection::Framing(detail)
-            | Rejection::Refused(_, detail)
-            | Rejection::Unstored(_, detail) => detail.clone(),
+            Rejection::Refused(_, detail) | Rejection::Unstored(_, detail) => detail.clone(),
             Rejection::Invalid(invalid) => invalid.to_string(),
         }
     }
 }
 
-/// What a run of the relay could not store for a reason other than the input itself.
+/// How a run of the relay ended for the valid messages it took.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RelaySummary {
+    /// Stored, new to the stream.
+    pub stored: usize,
+    /// Already in the stream (JetStream recognised the identity).
+    pub duplicates: usize,
     /// Valid messages given up after [`MAX_CONNECTED_FAILURES`] failed tries (dead-lettered as
     /// `publish_failed`): worth fetching again later.
     pub given_up: usize,
@@ -154,6 +163,21 @@ impl Tries {
 }
 
 impl Relay {
+    pub fn new(
+        config: Arc<Config>,
+        jetstream: jetstream::Context,
+        metrics: Arc<Metrics>,
+        health: Health,
+    ) -> Relay {
+        Relay {
+            config,
+            jetstream,
+            metrics,
+            health,
+            store_refusing: AtomicBool::new(false),
+        }
+    }
+
     /// Relays until every source has dropped its sender, then waits for the acks in flight.
     /// Each message is told its [`Outcome`] once it is stored or dead-lettered.
     pub async fn run<H: Handoff>(self: Arc<Self>, mut incoming: mpsc::Receiver<H>) -> RelaySummary {
@@ -164,7 +188,7 @@ impl Relay {
             while let Some(ended) = in_flight.try_join_next() {
                 summary.count(ended);
             }
-            let validated = match message.refusal() {
+            let validated = match &message.incoming().refusal {
                 Some(refusal) => Err(Rejection::Refused(refusal.reason, refusal.detail.clone())),
                 None => self.validate(message.incoming()),
             };
@@ -203,9 +227,6 @@ impl Relay {
     }
 
     fn validate(&self, message: &Incoming) -> Result<Outgoing, Rejection> {
-        if let Some(problem) = &message.framing_error {
-            return Err(Rejection::Framing(problem.clone()));
-        }
         let max_payload = self.jetstream.client().max_payload();
         if message.body.len() > max_payload {
             let too_large = InvalidMessage::TooLarge {
@@ -245,6 +266,7 @@ impl Relay {
             (HEADER_EVENT_TIME, envelope.event_time().to_string()),
         ];
         headers.extend(trace_context::headers_of(&span));
+        headers.extend(message.headers.iter().cloned());
         let room = max_payload.saturating_sub(nats::header_block_len(&headers));
         if message.body.len() > room {
             let too_large = InvalidMessage::TooLarge {
@@ -303,6 +325,9 @@ impl Relay {
                     Ok(()) => return,
                     Err(error) => error,
                 };
+            if let Some(refusal) = error.store_refusal() {
+                self.store_refused(&self.config.nats.dead_letter_stream, &refusal);
+            }
             if error.is_permanent() || !tries.failed(&client) {
                 self.metrics
                     .dead_letters_lost
@@ -345,10 +370,17 @@ impl Relay {
                 Ok(ack) => {
                     self.count_stored(&outgoing, &ack, started);
                     self.restore_readiness(&tries);
+                    self.store_accepts();
+                    if ack.duplicate {
+                        return Outcome::Duplicate;
+                    }
                     return Outcome::Stored;
                 }
                 Err(error) => error,
             };
+            if let Some(refusal) = nats::store_refusal(&error) {
+                self.store_refused(&self.config.nats.stream, &refusal);
+            }
             if nats::is_permanent(&error) {
                 let reason = match error.kind() {
                     PublishErrorKind::MaxPayloadExceeded => "too_large",
@@ -371,8 +403,10 @@ impl Relay {
                 return Outcome::GivenUp;
             }
             if tries.failures == 3 {
-                self.health
-                    .set_not_ready(format!("JetStream publishes failing: {error}"));
+                self.health.set_condition(
+                    PUBLISH_CONDITION,
+                    Some(format!("JetStream publishes failing: {error}")),
+                );
             }
             tracing::warn!(%error, identity = %outgoing.identity, failures = tries.failures, "publish not acked; sending again");
             tries.pause().await;
@@ -398,18 +432,35 @@ impl Relay {
     /// A message whose failures made the service not ready has ended, one way or the other.
     fn restore_readiness(&self, tries: &Tries) {
         if tries.failures >= 3 {
-            self.health.set_ready();
+            self.health.set_condition(PUBLISH_CONDITION, None);
+        }
+    }
+
+    /// JetStream refused to store a message on `stream` (its store is full, or the stream at a
+    /// limit that refuses new messages): the service is not ready until a message is stored
+    /// again, however each message ends (retried, given up, dead-lettered).
+    fn store_refused(&self, stream: &str, refusal: &str) {
+        self.metrics
+            .store_refusals
+            .with_label_values(&[stream])
+            .inc();
+        self.store_refusing.store(true, Ordering::Relaxed);
+        self.health.set_condition(
+            STORE_CONDITION,
+            Some(format!("refusing writes to stream {stream}: {refusal}")),
+        );
+    }
+
+    /// A message was stored: JetStream takes writes.
+    fn store_accepts(&self) {
+        if self.store_refusing.swap(false, Ordering::Relaxed) {
+            self.health.set_condition(STORE_CONDITION, None);
         }
     }
 
     /// Dead-letters a valid message that could not be stored, with why.
     async fn give_up(&self, outgoing: &Outgoing, rejection: Rejection) {
-        let incoming = Incoming {
-            source: outgoing.source,
-            transport_topic: None,
-            body: outgoing.body.clone(),
-            framing_error: None,
-        };
+        let incoming = Incoming::new(outgoing.source, None, outgoing.body.clone());
         self.reject(&incoming, rejection).await;
     }
 }
@@ -417,7 +468,9 @@ impl Relay {
 impl RelaySummary {
     fn count(&mut self, ended: Result<Outcome, tokio::task::JoinError>) {
         match ended {
-            Ok(Outcome::Stored) | Ok(Outcome::DeadLettered) => {}
+            Ok(Outcome::Stored) => self.stored += 1,
+            Ok(Outcome::Duplicate) => self.duplicates += 1,
+            Ok(Outcome::DeadLettered) => {}
             Ok(Outcome::GivenUp) => self.given_up += 1,
             Err(join_error) => {
                 tracing::error!(%join_error, "a publish task failed");

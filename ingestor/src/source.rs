@@ -23,8 +23,39 @@ pub struct Incoming {
     pub transport_topic: Option<Bytes>,
     /// The envelope bytes exactly as received.
     pub body: Bytes,
-    /// Set when the transport itself saw something wrong (e.g. a wrong number of frames).
-    pub framing_error: Option<String>,
+    /// Set when the source already knows the message cannot be stored (a wrong number of
+    /// frames, an AMQP delivery without an id): the relay dead-letters it under this reason.
+    pub refusal: Option<Refusal>,
+    /// Headers the source adds to the published message, beside the relay's own (the ZeroMQ
+    /// source's publisher sequence). Names are constants; values are single lines the source
+    /// made itself, never input.
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Incoming {
+    /// A message from `source` with nothing known against it yet.
+    pub fn new(source: &'static str, transport_topic: Option<Bytes>, body: Bytes) -> Incoming {
+        Incoming {
+            source,
+            transport_topic,
+            body,
+            refusal: None,
+            headers: Vec::new(),
+        }
+    }
+
+    /// A message `source` already refuses, kept with its bytes for the dead letter.
+    pub fn refused(
+        source: &'static str,
+        transport_topic: Option<Bytes>,
+        body: Bytes,
+        refusal: Refusal,
+    ) -> Incoming {
+        Incoming {
+            refusal: Some(refusal),
+            ..Incoming::new(source, transport_topic, body)
+        }
+    }
 }
 
 /// Messages a source knows it missed (fedmsg's `i` jumped), sent between two event times.
@@ -39,8 +70,9 @@ pub struct LostSpan {
     pub before: f64,
 }
 
-/// Why a source already knows a message cannot be stored (an AMQP delivery without an id, say):
-/// the relay dead-letters it under this reason.
+/// Why a source already knows a message cannot be stored (an AMQP delivery without an id, a
+/// multipart message that is not fedmsg's two frames): the relay dead-letters it under this
+/// reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     /// A short stable name: a metric label and the dead letter's reason.
@@ -51,8 +83,10 @@ pub struct Refusal {
 /// How the relay finished with one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// JetStream acked the publish (or recognised it as a duplicate).
+    /// JetStream acked the publish: a message new to the stream.
     Stored,
+    /// JetStream recognised it as a copy of a message it holds (same identity).
+    Duplicate,
     /// Invalid, or refused for good by JetStream: its dead letter is written.
     DeadLettered,
     /// Valid but failing too often while NATS was connected; dead-lettered as `publish_failed`,
@@ -64,11 +98,6 @@ pub enum Outcome {
 #[async_trait]
 pub trait Handoff: Send + 'static {
     fn incoming(&self) -> &Incoming;
-
-    /// Set when the source found the message unusable before the relay looked at it.
-    fn refusal(&self) -> Option<&Refusal> {
-        None
-    }
 
     /// Called once, when the message's outcome is known. Sources without acks ignore it.
     async fn settle(self, _outcome: Outcome)

@@ -85,6 +85,9 @@ struct State {
     /// Facts the readiness body reports under the verdict without changing it (e.g. a downtime
     /// that was not backfilled), by name.
     details: BTreeMap<&'static str, String>,
+    /// Parts of the role that are down, by name (a source's connection, a store refusing
+    /// writes): each makes the role not ready until cleared.
+    conditions: BTreeMap<&'static str, String>,
 }
 
 impl Default for Health {
@@ -94,6 +97,7 @@ impl Default for Health {
                 not_ready_reason: Some("starting".to_string()),
                 dependencies: Vec::new(),
                 details: BTreeMap::new(),
+                conditions: BTreeMap::new(),
             })),
         }
     }
@@ -116,6 +120,9 @@ impl Health {
             if let Some(reason) = down {
                 reasons.push(format!("{name}: down: {reason}"));
             }
+        }
+        for (name, reason) in &state.conditions {
+            reasons.push(format!("{name}: {reason}"));
         }
         if let Some(reason) = &state.not_ready_reason {
             reasons.push(reason.clone());
@@ -177,6 +184,26 @@ impl Health {
         match self.state.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Makes the role not ready because its part `name` is down (`Some(why)`), or clears that
+    /// (`None`): for what the role's own state says and no probe sees (a source's connection,
+    /// JetStream refusing the role's writes). Logs each change.
+    pub fn set_condition(&self, name: &'static str, down: Option<String>) {
+        let mut state = self.lock();
+        match down {
+            Some(reason) => {
+                if !state.conditions.contains_key(name) {
+                    tracing::warn!(part = name, %reason, "not ready");
+                }
+                state.conditions.insert(name, reason);
+            }
+            None => {
+                if state.conditions.remove(name).is_some() {
+                    tracing::info!(part = name, "up again");
+                }
+            }
         }
     }
 
@@ -306,6 +333,16 @@ mod tests {
         );
         health.record("clickhouse", None);
         health.set_ready();
+        assert_eq!(health.readiness(), Ok(()));
+
+        health.set_condition("amqp", Some("connection refused".into()));
+        health.set_condition("jetstream", Some("refusing writes".into()));
+        assert_eq!(
+            health.readiness(),
+            Err("amqp: connection refused\njetstream: refusing writes".to_string())
+        );
+        health.set_condition("amqp", None);
+        health.set_condition("jetstream", None);
         assert_eq!(health.readiness(), Ok(()));
     }
 }

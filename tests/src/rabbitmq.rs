@@ -105,6 +105,11 @@ impl RabbitMq {
         self.stop().await;
         self.launch().await;
     }
+
+    /// Starts a stopped broker again on the same ports and data.
+    pub async fn start_again(&mut self) {
+        self.launch().await;
+    }
 }
 
 /// Kills what is left of a process group (the VM outlives its script when the script is killed).

@@ -11,11 +11,15 @@ big-endian u32 frame count, then per frame a u32 length and the bytes.
 
 Or, as a publisher in production behaves (it knows nothing of its subscribers), it binds at a
 random moment (--bind-after-random MAX seconds), sends a fixed time after binding
-(--send-after SECONDS) whoever listens, paced (--interval SECONDS), and stays bound for
---linger seconds (a test may kill it then, as a crash would).
+(--send-after SECONDS) whoever listens, paced (--interval SECONDS, or --rate messages a
+second on a fixed schedule), and stays bound for --linger seconds (a test may kill it then, as
+a crash would). --heartbeat-ivl MS sets libzmq's ZMTP heartbeats (ZMQ_HEARTBEAT_IVL, and
+ZMQ_HEARTBEAT_TIMEOUT with --heartbeat-timeout MS): the publisher PINGs its subscribers and
+drops one that does not answer.
 
     fedmsg_publish.py ENDPOINT [FILE...] [--subscribers N] [--single-frame TEXT] [--frames BIN]
                       [--bind-after-random MAX] [--send-after SECONDS] [--interval SECONDS]
+                      [--rate PER_SECOND] [--heartbeat-ivl MS] [--heartbeat-timeout MS]
 """
 import argparse
 import json
@@ -39,6 +43,9 @@ def main():
     parser.add_argument("--bind-after-random", type=float, default=0.0, help="bind after a random delay of up to this many seconds")
     parser.add_argument("--send-after", type=float, default=None, help="send this many seconds after binding, without waiting for subscribers")
     parser.add_argument("--interval", type=float, default=0.0, help="seconds between messages")
+    parser.add_argument("--rate", type=float, default=0.0, help="messages a second, on a fixed schedule")
+    parser.add_argument("--heartbeat-ivl", type=int, default=0, help="ZMTP heartbeat interval, milliseconds")
+    parser.add_argument("--heartbeat-timeout", type=int, default=-1, help="ZMTP heartbeat timeout, milliseconds")
     args = parser.parse_intermixed_args()
 
     bind_delay = random.uniform(0, args.bind_after_random)
@@ -49,6 +56,10 @@ def main():
     socket.setsockopt(zmq.SNDHWM, 0)
     # Pass every subscription up, not only the first per topic: each subscriber is counted.
     socket.setsockopt(zmq.XPUB_VERBOSE, 1)
+    if args.heartbeat_ivl:
+        socket.setsockopt(zmq.HEARTBEAT_IVL, args.heartbeat_ivl)
+        if args.heartbeat_timeout >= 0:
+            socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, args.heartbeat_timeout)
     socket.bind(args.endpoint)
     subscribed = 0
     if args.send_after is not None:
@@ -63,6 +74,7 @@ def main():
             if event[:1] == b"\x01":
                 subscribed += 1
     sent = 0
+    started = time.monotonic()
     for text in args.single_frame:
         socket.send(text.encode())
         sent += 1
@@ -80,6 +92,11 @@ def main():
                 sent += 1
                 if args.interval:
                     time.sleep(args.interval)
+                if args.rate:
+                    # On schedule, whatever each send and sleep took.
+                    late_by = time.monotonic() - (started + sent / args.rate)
+                    if late_by < 0:
+                        time.sleep(-late_by)
     for path in args.frames:
         for frames in read_frames(path):
             socket.send_multipart(frames)

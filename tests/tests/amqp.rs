@@ -283,10 +283,32 @@ async fn a_restarted_broker_is_reconnected_and_nothing_is_lost() {
         || async { (stream_ids(&nats).await.len() >= 40).then_some(()) },
     )
     .await;
-    broker.restart().await;
+    // While the broker is down the ingestor says it is not ready, naming the source; it is
+    // ready again once it consumes.
+    broker.stop().await;
+    let stopped = std::time::Instant::now();
+    let readyz = format!("http://127.0.0.1:{admin}/health/readyz");
+    let verdict = wait_for(
+        "readiness to name the AMQP source down",
+        Duration::from_secs(60),
+        || async {
+            let response = reqwest::get(&readyz).await.ok()?;
+            let status = response.status();
+            let body = response.text().await.ok()?;
+            (status == reqwest::StatusCode::SERVICE_UNAVAILABLE && body.contains("amqp: down"))
+                .then_some(body)
+        },
+    )
+    .await;
+    eprintln!(
+        "not ready {:?} after the broker stopped: {verdict}",
+        stopped.elapsed()
+    );
+    broker.start_again().await;
     let published = publishing.await.expect("publisher task");
     assert_eq!(published.len(), lines.len());
     wait_for_stream_ids(&nats, &expected).await;
+    wait_until_ok(&readyz).await;
     let metrics = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
         .await
         .expect("metrics")

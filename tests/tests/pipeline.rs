@@ -1,6 +1,6 @@
 //! End to end: a real ZeroMQ publisher → ingestor → nats-server (JetStream) → worker →
-//! clickhouse-server → api, on the real fedmsg corpus; on the current nats-server and on the
-//! oldest release supported.
+//! clickhouse-server → api, on the real fedmsg corpus; on the current nats-server and, for
+//! correctness only, on Debian's 2.9.10 (not supported for its latency under load).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -10,7 +10,7 @@ use serde_json::Value;
 use statscache_tests::stack::Pipeline;
 use statscache_tests::{
     fixture, get_json, publish_corpus, wait_for, wait_for_consumer_drained, Servers,
-    OLDEST_NATS_SERVER,
+    DEBIAN_NATS_SERVER,
 };
 
 const CORPUS_SIZE: u64 = 324;
@@ -33,11 +33,12 @@ async fn the_real_corpus_flows_from_zeromq_to_the_api() {
     the_real_corpus_flows(Servers::start().await).await;
 }
 
-/// The same on Debian's nats-server 2.9.10, the oldest release supported.
+/// The same on Debian's nats-server 2.9.10: not supported (its pull consumers can trickle
+/// under load, README), but nothing may be lost or doubled on it either.
 #[tokio::test(flavor = "multi_thread")]
-async fn the_real_corpus_flows_on_the_oldest_supported_nats_server() {
-    let oldest = Path::new(OLDEST_NATS_SERVER);
-    the_real_corpus_flows(Servers::start_with_nats(oldest).await).await;
+async fn the_real_corpus_flows_on_debians_nats_server() {
+    let debian = Path::new(DEBIAN_NATS_SERVER);
+    the_real_corpus_flows(Servers::start_with_nats(debian).await).await;
 }
 
 async fn the_real_corpus_flows(servers: Servers) {

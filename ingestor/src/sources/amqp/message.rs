@@ -23,26 +23,15 @@ pub(super) fn to_incoming(
     routing_key: &str,
     properties: &BasicProperties,
     data: &[u8],
-) -> (Incoming, Option<Refusal>) {
+) -> Incoming {
     match envelope(routing_key, properties, data) {
-        Ok(envelope) => {
-            let incoming = Incoming {
-                source: SOURCE,
-                transport_topic: None,
-                body: envelope.to_string().into(),
-                framing_error: None,
-            };
-            (incoming, None)
-        }
-        Err(refusal) => {
-            let incoming = Incoming {
-                source: SOURCE,
-                transport_topic: Some(routing_key.to_string().into()),
-                body: data.to_vec().into(),
-                framing_error: None,
-            };
-            (incoming, Some(refusal))
-        }
+        Ok(envelope) => Incoming::new(SOURCE, None, envelope.to_string().into()),
+        Err(refusal) => Incoming::refused(
+            SOURCE,
+            Some(routing_key.to_string().into()),
+            data.to_vec().into(),
+            refusal,
+        ),
     }
 }
 
@@ -91,12 +80,17 @@ fn event_time(
     properties: &BasicProperties,
 ) -> Result<Option<f64>, Refusal> {
     if let Some(sent_at) = headers.get(SENT_AT) {
-        let parsed = sent_at.as_str().map(parse_time);
-        return match parsed {
-            Some(Ok(seconds)) => Ok(Some(seconds)),
-            _ => Err(Refusal {
+        let Some(text) = sent_at.as_str() else {
+            return Err(Refusal {
                 reason: "bad_timestamp",
-                detail: format!("sent-at {sent_at} is not an ISO 8601 time"),
+                detail: format!("sent-at {sent_at} is not a string"),
+            });
+        };
+        return match parse_time(text) {
+            Ok(seconds) => Ok(Some(seconds)),
+            Err(invalid) => Err(Refusal {
+                reason: "bad_timestamp",
+                detail: format!("sent-at: {invalid}"),
             }),
         };
     }
@@ -177,9 +171,8 @@ mod tests {
     #[test]
     fn a_fedora_messaging_message_becomes_a_datanommer_envelope() {
         let properties = fedora_messaging_properties(Some("2026-9b1b5c4a"));
-        let (incoming, refusal) =
-            to_incoming(TOPIC, &properties, br#"{"comment": {"text": "ok"}}"#);
-        assert!(refusal.is_none());
+        let incoming = to_incoming(TOPIC, &properties, br#"{"comment": {"text": "ok"}}"#);
+        assert!(incoming.refusal.is_none());
         assert_eq!(incoming.source, SOURCE);
         let envelope = Envelope::parse(&incoming.body).expect("a valid envelope");
         assert_eq!(envelope.topic, TOPIC);
@@ -204,7 +197,8 @@ mod tests {
             (Some("id"), b"\xff\xfe", "not_utf8"),
         ];
         for (id, body, reason) in cases {
-            let (incoming, refusal) = to_incoming(TOPIC, &fedora_messaging_properties(id), body);
+            let incoming = to_incoming(TOPIC, &fedora_messaging_properties(id), body);
+            let refusal = incoming.refusal.as_ref();
             assert_eq!(refusal.map(|refusal| refusal.reason), Some(reason));
             assert_eq!(&incoming.body[..], body);
             assert_eq!(incoming.transport_topic.as_deref(), Some(TOPIC.as_bytes()));
@@ -221,19 +215,47 @@ mod tests {
         let bad = BasicProperties::default()
             .with_message_id("id".into())
             .with_headers(headers);
-        let (_, refusal) = to_incoming(TOPIC, &bad, b"{}");
+        let refused = to_incoming(TOPIC, &bad, b"{}");
+        let refusal = refused.refusal.as_ref();
         assert_eq!(refusal.map(|refusal| refusal.reason), Some("bad_timestamp"));
+        let detail = refusal.map(|refusal| refusal.detail.as_str());
+        assert_eq!(
+            detail,
+            Some(
+                r#"sent-at: invalid time "yesterday": expected epoch seconds or ISO 8601 (e.g. 2019-08-06T19:06:17Z), between 1970 and 2200"#
+            )
+        );
+        // A time, but one we do not take: said so, not called unreadable.
+        let mut far = FieldTable::default();
+        far.insert(
+            SENT_AT.into(),
+            AMQPValue::LongString(LongString::from("9999-12-31T23:59:59+00:00")),
+        );
+        let far = BasicProperties::default()
+            .with_message_id("id".into())
+            .with_headers(far);
+        let refused = to_incoming(TOPIC, &far, b"{}");
+        let detail = refused
+            .refusal
+            .as_ref()
+            .map(|refusal| refusal.detail.as_str());
+        assert_eq!(
+            detail,
+            Some(
+                r#"sent-at: time "9999-12-31T23:59:59+00:00" is out of the supported range: 1970 to 2200"#
+            )
+        );
 
         let stamped = BasicProperties::default()
             .with_message_id("id".into())
             .with_timestamp(1_700_000_000);
-        let (incoming, refusal) = to_incoming(TOPIC, &stamped, b"{}");
-        assert!(refusal.is_none());
+        let incoming = to_incoming(TOPIC, &stamped, b"{}");
+        assert!(incoming.refusal.is_none());
         let envelope = Envelope::parse(&incoming.body).expect("valid");
         assert_eq!(envelope.timestamp, Some(1_700_000_000.0));
 
         let untimed = BasicProperties::default().with_message_id("id".into());
-        let (incoming, _) = to_incoming(TOPIC, &untimed, b"{}");
+        let incoming = to_incoming(TOPIC, &untimed, b"{}");
         let missing = Envelope::parse(&incoming.body).expect_err("no time");
         assert_eq!(missing.reason(), "missing_timestamp");
     }

@@ -27,6 +27,7 @@ use lapin::options::{
 use lapin::tcp::OwnedTLSConfig;
 use lapin::types::FieldTable;
 use lapin::{Acker, Channel, Connection, ConnectionProperties};
+use statscache_shared::admin::Health;
 use statscache_shared::config::AmqpConfig;
 use statscache_shared::retry::backoff;
 use std::sync::Arc;
@@ -36,14 +37,13 @@ use tokio_util::sync::CancellationToken;
 pub use error::AmqpError;
 
 use crate::metrics::Metrics;
-use crate::source::{Handoff, Incoming, Outcome, Refusal};
+use crate::source::{Handoff, Incoming, Outcome};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One delivery on its way through the relay, with what settles it on the broker.
 pub struct AmqpDelivery {
     incoming: Incoming,
-    refusal: Option<Refusal>,
     acker: Acker,
 }
 
@@ -53,15 +53,11 @@ impl Handoff for AmqpDelivery {
         &self.incoming
     }
 
-    fn refusal(&self) -> Option<&Refusal> {
-        self.refusal.as_ref()
-    }
-
     /// Stored and dead-lettered deliveries are acked (a poison message must not come back
     /// forever); one the relay gave up on is given back to the queue.
     async fn settle(self, outcome: Outcome) {
         let settled = match outcome {
-            Outcome::Stored | Outcome::DeadLettered => {
+            Outcome::Stored | Outcome::Duplicate | Outcome::DeadLettered => {
                 self.acker.ack(BasicAckOptions::default()).await
             }
             Outcome::GivenUp => {
@@ -79,11 +75,17 @@ impl Handoff for AmqpDelivery {
     }
 }
 
+/// The readiness condition this source sets while it is not consuming.
+const CONDITION: &str = "amqp";
+
 pub struct AmqpSource {
     config: AmqpConfig,
     tls: OwnedTLSConfig,
     prefetch: u16,
     metrics: Arc<Metrics>,
+    /// Not ready while the broker is not consuming-to: messages wait in its queue meanwhile,
+    /// so nothing is lost, but an operator must see the outage in the probe.
+    health: Health,
 }
 
 impl AmqpSource {
@@ -93,14 +95,17 @@ impl AmqpSource {
         config: AmqpConfig,
         max_in_flight: usize,
         metrics: Arc<Metrics>,
+        health: Health,
     ) -> Result<AmqpSource, AmqpError> {
         let tls = config::tls_config(&config)?;
         let prefetch = u16::try_from(max_in_flight.max(1)).unwrap_or(u16::MAX);
+        health.set_condition(CONDITION, Some("connecting".to_string()));
         Ok(AmqpSource {
             config,
             tls,
             prefetch,
             metrics,
+            health,
         })
     }
 
@@ -124,6 +129,8 @@ impl AmqpSource {
                         .source_errors
                         .with_label_values(&[message::SOURCE])
                         .inc();
+                    self.health
+                        .set_condition(CONDITION, Some(format!("down: {error}")));
                     tracing::warn!(%error, "AMQP consumer failed; reconnecting");
                 }
             }
@@ -181,6 +188,7 @@ impl AmqpSource {
             .await
             .map_err(|detail| self.setup_error("basic.consume", detail))?;
         tracing::info!(queue, routing_keys = ?self.config.routing_keys, prefetch = self.prefetch, "consuming from AMQP");
+        self.health.set_condition(CONDITION, None);
         *attempt = 0;
         while let Some(delivered) = consumer.next().await {
             let delivery = delivered.map_err(|detail| AmqpError::Consume {
@@ -191,14 +199,13 @@ impl AmqpSource {
                 .received
                 .with_label_values(&[message::SOURCE])
                 .inc();
-            let (incoming, refusal) = message::to_incoming(
+            let incoming = message::to_incoming(
                 delivery.routing_key.as_str(),
                 &delivery.properties,
                 &delivery.data,
             );
             let handoff = AmqpDelivery {
                 incoming,
-                refusal,
                 acker: delivery.acker,
             };
             if relay.send(handoff).await.is_err() {

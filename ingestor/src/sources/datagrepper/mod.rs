@@ -53,7 +53,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use client::Filters;
 pub use error::{BackfillError, FailedWindow, FailedWindows};
-pub use progress::{newest_event_time, ProgressStore};
+pub use progress::{newest_in_stream, Newest, ProgressStore};
 pub use window::Window;
 
 use crate::metrics::Metrics;
@@ -90,6 +90,8 @@ pub struct Progress {
     pub failed: usize,
     /// Distinct messages handed to the relay (and stored, or dead-lettered).
     pub messages: u64,
+    /// Of those, stored new to the stream (the others it held already, or were invalid).
+    pub new_messages: u64,
     /// Requests that failed and were tried again.
     pub failed_requests: u64,
 }
@@ -191,8 +193,9 @@ impl Backfill {
             progress.failed_requests += fetched.failures.requests;
             self.dead_letter_bad_answers(fetched.failures.bad_answers)
                 .await;
-            let (stored, summary) = self.relay_window(fetched.collected).await?;
-            progress.messages += stored as u64;
+            let (handed, summary) = self.relay_window(fetched.collected).await?;
+            progress.messages += handed as u64;
+            progress.new_messages += summary.stored as u64;
             let outcome = if summary.given_up > 0 {
                 // Not in the stream: the window must be fetched again, not recorded complete.
                 let reason = format!("{} messages could not be stored", summary.given_up);
@@ -203,14 +206,14 @@ impl Backfill {
             match outcome {
                 Outcome::Complete => {
                     if let Some(store) = &self.progress_store {
-                        store.record_complete(&self.scope, window, stored).await;
+                        store.record_complete(&self.scope, window, handed).await;
                     }
                     progress.complete += 1;
                     self.metrics
                         .backfill_windows
                         .with_label_values(&["complete"])
                         .inc();
-                    tracing::debug!(%window, messages = stored, "backfill window complete");
+                    tracing::debug!(%window, messages = handed, "backfill window complete");
                 }
                 Outcome::Failed(reason) => {
                     tracing::error!(%window, %reason, "backfill window failed: its history may be incomplete");
@@ -306,12 +309,7 @@ impl Backfill {
                 .with_label_values(&[SOURCE_NAME])
                 .inc();
             self.metrics.backfill_messages.inc();
-            let incoming = Incoming {
-                source: SOURCE_NAME,
-                transport_topic: None,
-                body: message.body,
-                framing_error: None,
-            };
+            let incoming = Incoming::new(SOURCE_NAME, None, message.body);
             if sender.send(incoming).await.is_err() {
                 break; // the relay run ended early; its join error says why
             }
@@ -437,8 +435,11 @@ pub async fn backfill_lost_spans(
         let Some(span) = span else { return };
         let range = lost_span_range(span);
         match backfill.run(range, false, &shutdown).await {
+            Ok(progress) if progress.new_messages >= span.missing => {
+                tracing::info!(%range, missing = span.missing, fetched = progress.messages, new = progress.new_messages, "backfilled a span fedmsg's `i` said was lost: datagrepper had the messages missing");
+            }
             Ok(progress) => {
-                tracing::info!(%range, missing = span.missing, fetched = progress.messages, "backfilled a span fedmsg's `i` said was lost");
+                tracing::warn!(%range, missing = span.missing, fetched = progress.messages, new = progress.new_messages, "backfilled a span fedmsg's `i` said was lost, but datagrepper had fewer new messages than were missing: the rest stay lost until reconciliation finds them (datagrepper may lag) or for good");
             }
             Err(interrupted @ BackfillError::Interrupted { .. }) => {
                 tracing::info!(%range, %interrupted, "lost span not backfilled; the next start-up backfill fetches it");
@@ -479,8 +480,8 @@ pub async fn backfill_downtime(
         tracing::info!("start-up backfill disabled (startup-max-backfill = 0s)");
         return;
     }
-    let newest = match progress::newest_event_time(jetstream, nats).await {
-        Ok(newest) => newest,
+    let newest = match progress::newest_in_stream(jetstream, nats).await {
+        Ok(newest) => newest.map(|newest| newest.event_time),
         Err(error) => {
             tracing::warn!(%error, "backfilling the longest allowed range");
             None

@@ -23,13 +23,13 @@
 //! be complete is fetched again, and fetching twice is safe (identities de-duplicate). So such
 //! failures are logged, not fatal.
 
-use async_nats::jetstream::stream::{self, LastRawMessageErrorKind};
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
-use statscache_shared::config::{NatsConfig, StorageKind};
+use statscache_shared::config::NatsConfig;
 use statscache_shared::message::Envelope;
-use statscache_shared::nats::HEADER_EVENT_TIME;
+use statscache_shared::nats::{open_bucket, Bucket, HEADER_EVENT_TIME};
 
 use super::client::Filters;
 use super::error::BackfillError;
@@ -45,47 +45,23 @@ pub struct ProgressStore {
 impl ProgressStore {
     /// Opens the bucket, creating it on first use and bringing its retention in line with the
     /// stream's.
-    ///
-    /// The bucket's stream is declared here with the settings async-nats gives KV buckets,
-    /// rather than with `create_key_value`: that one first reads the account information,
-    /// which async-nats 0.51 cannot parse from nats-server 2.9 (Debian's).
     pub async fn open(
         jetstream: &jetstream::Context,
         nats: &NatsConfig,
         bucket: &str,
     ) -> Result<ProgressStore, BackfillError> {
-        let failed = |action: &'static str, detail: String| BackfillError::Progress {
-            bucket: bucket.to_string(),
-            action,
-            detail,
-        };
-        let stream_config = stream::Config {
-            name: format!("KV_{bucket}"),
-            description: Some(
-                "statscache-ingestor: completed datagrepper backfill windows".to_string(),
-            ),
-            subjects: vec![format!("$KV.{bucket}.>")],
-            max_messages_per_subject: 1,
+        let settings = Bucket {
+            name: bucket,
+            description: "statscache-ingestor: completed datagrepper backfill windows",
             max_age: nats.max_age,
-            storage: match nats.storage {
-                StorageKind::File => stream::StorageType::File,
-                StorageKind::Memory => stream::StorageType::Memory,
-            },
-            num_replicas: nats.replicas,
-            discard: stream::DiscardPolicy::New,
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            ..Default::default()
         };
-        jetstream
-            .create_or_update_stream(stream_config)
+        let store = open_bucket(jetstream, nats, settings)
             .await
-            .map_err(|error| failed("create the bucket", error.to_string()))?;
-        let store = jetstream
-            .get_key_value(bucket)
-            .await
-            .map_err(|error| failed("open the bucket", error.to_string()))?;
+            .map_err(|error| BackfillError::Progress {
+                bucket: bucket.to_string(),
+                action: "open the bucket",
+                detail: error.to_string(),
+            })?;
         Ok(ProgressStore {
             store,
             bucket: bucket.to_string(),
@@ -206,15 +182,27 @@ pub fn scope(filters: &Filters) -> String {
     scope
 }
 
-/// The event time of the message that arrived last in the stream, `None` when it is empty.
+/// The message that arrived last in the stream: when it arrived (the server's clock) and its
+/// event time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Newest {
+    /// Epoch seconds the stream stored it at.
+    pub arrival: f64,
+    /// Its envelope's time, epoch seconds.
+    pub event_time: f64,
+}
+
+/// The message that arrived last in the stream, `None` when it is empty.
 ///
-/// The last arrival, not the greatest event time: the stream is ordered by arrival. If the last
-/// arrival was itself old (the end of a backfill), the start-up backfill reaches further back
-/// than needed, which costs requests, not correctness.
-pub async fn newest_event_time(
+/// The last arrival, not the greatest event time: the stream is ordered by arrival. Its arrival
+/// says since when nothing was received (a backfilled or late copy of old history can be the
+/// last to arrive: its event time is no measure of downtime); its event time is where the
+/// start-up backfill begins (if it was itself old, the backfill reaches further back than
+/// needed, which costs requests, not correctness).
+pub async fn newest_in_stream(
     jetstream: &jetstream::Context,
     nats: &NatsConfig,
-) -> Result<Option<f64>, BackfillError> {
+) -> Result<Option<Newest>, BackfillError> {
     let failed = |detail: String| BackfillError::NewestInStream {
         stream: nats.stream.clone(),
         detail,
@@ -229,14 +217,21 @@ pub async fn newest_event_time(
         Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
         Err(error) => return Err(failed(error.to_string())),
     };
+    let arrival = last.time.unix_timestamp_nanos() as f64 / 1e9;
     if let Some(header) = last.headers.get(HEADER_EVENT_TIME) {
         if let Ok(event_time) = header.as_str().parse::<f64>() {
-            return Ok(Some(event_time));
+            return Ok(Some(Newest {
+                arrival,
+                event_time,
+            }));
         }
     }
     // Published by something other than the relay: the envelope has the time too.
     match Envelope::parse(&last.payload) {
-        Ok(envelope) => Ok(Some(envelope.event_time())),
+        Ok(envelope) => Ok(Some(Newest {
+            arrival,
+            event_time: envelope.event_time(),
+        })),
         Err(invalid) => Err(failed(format!(
             "message {} has no event time: {invalid}",
             last.sequence

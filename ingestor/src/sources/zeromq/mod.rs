@@ -1,17 +1,19 @@
-//! fedmsg over ZeroMQ: SUB sockets connected to the configured endpoints.
+//! fedmsg over ZeroMQ: SUB connections to the configured endpoints.
 //!
-//! One task per endpoint ([`subscriber`]), each with its own socket, so a dead endpoint never
-//! delays the others. It reconnects as libzmq does, around the `zeromq` crate's own reconnection
-//! ([`connection`] says why), and tracks fedmsg's `i` to detect losses ([`sequence`]). A fedmsg
-//! message is a two-frame multipart `[topic, json envelope]`; anything else is passed on with a
-//! framing error so the relay can dead-letter it. A PUB drops what a SUB missed, so what the
-//! source cannot see (a loss with no later message, topic-filtered subscriptions) is left to
-//! reconciliation with datagrepper.
+//! One task per endpoint ([`subscriber`]), each with its own connection, so a dead endpoint
+//! never delays the others. The ZMTP client is our own ([`zmtp`] says why): it bounds what a
+//! peer can make us buffer before anything is allocated, and answers ZMTP heartbeats. Each
+//! endpoint is kept subscribed as libzmq would keep it, and fedmsg's `i` is tracked per
+//! publishing process to detect losses ([`sequence`], [`publisher`]). A fedmsg message is a
+//! two-frame multipart `[topic, json envelope]`; anything else is passed on refused, so the
+//! relay can dead-letter it. A PUB drops what a SUB missed, so what the source cannot see (a
+//! loss with no later message, topic-filtered subscriptions) is left to reconciliation with
+//! datagrepper.
 
-mod connection;
-mod error;
+pub mod publisher;
 mod sequence;
 mod subscriber;
+pub mod zmtp;
 
 use std::sync::Arc;
 
@@ -20,32 +22,40 @@ use bytes::Bytes;
 use statscache_shared::config::ZeroMqConfig;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use zeromq::ZmqMessage;
-
-pub use error::ZeroMqError;
 
 use crate::metrics::Metrics;
-use crate::source::{Incoming, LostSpan, Source};
+use crate::source::{Incoming, LostSpan, Refusal, Source};
+use publisher::Restored;
 use subscriber::Subscriber;
+
+/// The `Statscache-Source` and metric label of this source.
+const SOURCE: &str = "zeromq";
 
 pub struct ZeroMqSource {
     config: ZeroMqConfig,
+    max_message_bytes: usize,
     metrics: Arc<Metrics>,
     lost_spans: Option<mpsc::Sender<LostSpan>>,
+    restored: Restored,
 }
 
 impl ZeroMqSource {
-    /// A source for `config`'s endpoints; spans that fedmsg's `i` says were lost go to
-    /// `lost_spans` (for backfill) if given.
+    /// A source for `config`'s endpoints. Messages over `max_message_bytes` (all frames) end
+    /// their connection unread. Spans that fedmsg's `i` says were lost go to `lost_spans` (for
+    /// backfill) if given; `restored` is what the stream says each endpoint carried before.
     pub fn new(
         config: ZeroMqConfig,
+        max_message_bytes: usize,
         metrics: Arc<Metrics>,
         lost_spans: Option<mpsc::Sender<LostSpan>>,
+        restored: Restored,
     ) -> ZeroMqSource {
         ZeroMqSource {
             config,
+            max_message_bytes,
             metrics,
             lost_spans,
+            restored,
         }
     }
 }
@@ -53,42 +63,45 @@ impl ZeroMqSource {
 #[async_trait]
 impl Source for ZeroMqSource {
     fn name(&self) -> &'static str {
-        "zeromq"
+        SOURCE
     }
 
     async fn run(self: Box<Self>, relay: mpsc::Sender<Incoming>, shutdown: CancellationToken) {
+        let ZeroMqSource {
+            config,
+            max_message_bytes,
+            metrics,
+            lost_spans,
+            mut restored,
+        } = *self;
         let mut tasks = tokio::task::JoinSet::new();
-        for endpoint in &self.config.endpoints {
+        for endpoint in &config.endpoints {
+            let known = restored.take(endpoint);
             let subscriber = Subscriber {
                 endpoint: endpoint.clone(),
-                config: self.config.clone(),
+                config: config.clone(),
+                max_message_bytes,
                 relay: relay.clone(),
-                metrics: self.metrics.clone(),
-                lost_spans: self.lost_spans.clone(),
+                metrics: metrics.clone(),
+                lost_spans: lost_spans.clone(),
             };
-            tasks.spawn(subscriber.run(shutdown.clone()));
+            tasks.spawn(subscriber.run(known, shutdown.clone()));
         }
         while tasks.join_next().await.is_some() {}
     }
 }
 
-/// fedmsg frames: `[topic, envelope]`. Other shapes keep their bytes and say what is wrong.
-fn to_incoming(message: ZmqMessage) -> Incoming {
-    let mut frames: Vec<Bytes> = message.into_vec();
+/// fedmsg frames: `[topic, envelope]`. Other shapes keep their bytes and are refused.
+fn to_incoming(mut frames: Vec<Bytes>) -> Incoming {
     if frames.len() == 2 {
         let body = frames.pop().unwrap_or_default();
         let topic = frames.pop().unwrap_or_default();
-        return Incoming {
-            source: "zeromq",
-            transport_topic: Some(topic),
-            body,
-            framing_error: None,
-        };
+        return Incoming::new(SOURCE, Some(topic), body);
     }
-    let framing_error = Some(format!(
-        "expected 2 frames [topic, envelope], got {}",
-        frames.len()
-    ));
+    let refusal = Refusal {
+        reason: "bad_frames",
+        detail: format!("expected 2 frames [topic, envelope], got {}", frames.len()),
+    };
     let mut body = Vec::new();
     for (index, frame) in frames.iter().enumerate() {
         if index > 0 {
@@ -96,12 +109,7 @@ fn to_incoming(message: ZmqMessage) -> Incoming {
         }
         body.extend_from_slice(frame);
     }
-    Incoming {
-        source: "zeromq",
-        transport_topic: None,
-        body: Bytes::from(body),
-        framing_error,
-    }
+    Incoming::refused(SOURCE, None, Bytes::from(body), refusal)
 }
 
 #[cfg(test)]
@@ -110,25 +118,32 @@ mod tests {
 
     #[test]
     fn two_frames_are_topic_and_body() {
-        let mut message = ZmqMessage::from(Bytes::from_static(b"org.fedoraproject.prod.a.b"));
-        message.push_back(Bytes::from_static(b"{}"));
-        let incoming = to_incoming(message);
+        let frames = vec![
+            Bytes::from_static(b"org.fedoraproject.prod.a.b"),
+            Bytes::from_static(b"{}"),
+        ];
+        let incoming = to_incoming(frames);
         assert_eq!(
             incoming.transport_topic.as_deref(),
             Some(&b"org.fedoraproject.prod.a.b"[..])
         );
         assert_eq!(&incoming.body[..], b"{}");
-        assert!(incoming.framing_error.is_none());
+        assert!(incoming.refusal.is_none());
     }
 
     #[test]
-    fn other_frame_counts_are_framing_errors_that_keep_the_bytes() {
-        let single = to_incoming(ZmqMessage::from(Bytes::from_static(b"lonely")));
-        assert!(single.framing_error.is_some());
+    fn other_frame_counts_are_refused_with_their_bytes() {
+        let single = to_incoming(vec![Bytes::from_static(b"lonely")]);
+        assert_eq!(
+            single.refusal.map(|refusal| refusal.reason),
+            Some("bad_frames")
+        );
         assert_eq!(&single.body[..], b"lonely");
-        let mut three = ZmqMessage::from(Bytes::from_static(b"a"));
-        three.push_back(Bytes::from_static(b"b"));
-        three.push_back(Bytes::from_static(b"c"));
+        let three = vec![
+            Bytes::from_static(b"a"),
+            Bytes::from_static(b"b"),
+            Bytes::from_static(b"c"),
+        ];
         assert_eq!(&to_incoming(three).body[..], b"a\nb\nc");
     }
 }

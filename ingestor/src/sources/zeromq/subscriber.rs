@@ -1,46 +1,56 @@
 //! One endpoint, kept subscribed until shutdown, as libzmq would keep it.
 //!
-//! The cycle: probe until something listens (every `reconnect-min`, doubling up to
-//! `reconnect-max`, forever), connect a fresh socket, receive until the publisher disconnects
-//! or the connection has been silent for `idle-timeout`, start again. The idle check stands in
-//! for ZMTP heartbeats, which the `zeromq` crate lacks: a connection that died without a word
-//! (a firewall dropping idle state, a host gone) is replaced rather than listened to forever.
-//! Replacing a connection leaves a moment in which a message could be missed; on a bus that
-//! has been silent for the whole timeout that is unlikely, and fedmsg's `i` reveals it.
+//! The cycle: connect (refused at once while nothing listens; tried again every
+//! `reconnect-min`, doubling up to `reconnect-max`, forever), handshake, receive until the
+//! publisher disconnects, breaks the protocol or our bounds, or stays silent; start again.
+//! Silence is checked with ZMTP heartbeats: a connection silent for `idle-timeout` gets a PING,
+//! and only one that does not answer within [`HEARTBEAT_GRACE`] is replaced (a ZMTP 3.0
+//! publisher, which knows no PING, is replaced at once), so a quiet but healthy publisher is
+//! never cut off, while one that died without a word (a firewall dropping idle state, a host
+//! gone) is not listened to forever.
 //!
 //! Every message's `i` goes through the endpoint's [`SequenceTracker`] (when subscribed to
 //! every topic), which outlives the connections, so what is lost while reconnecting is counted
-//! too and its time span handed to the datagrepper backfill if there is one.
+//! too and its time span handed to the datagrepper backfill if there is one; each message takes
+//! its publisher's sequence to the stream in a header, for the next start-up.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use futures::StreamExt;
 use statscache_shared::config::ZeroMqConfig;
+use statscache_shared::nats::HEADER_PUBLISHER;
 use statscache_shared::retry::backoff;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use zeromq::{SocketEvent, SocketRecv, SubSocket};
 
-use super::connection;
-use super::error::ZeroMqError;
-use super::sequence::{counter_of, Finding, SequenceTracker};
+use super::publisher::Sequencer;
+use super::sequence::{Finding, GapKind, Observation, SequenceTracker};
 use super::to_incoming;
+use super::zmtp::{Connection, Endpoint, Event, ZmtpError};
 use crate::metrics::Metrics;
-use crate::source::{Incoming, LostSpan};
+use crate::source::{Incoming, LostSpan, Refusal};
+
+/// Connecting and completing the handshake, each.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a silent connection has to answer a PING before it is replaced.
+const HEARTBEAT_GRACE: Duration = Duration::from_secs(5);
 
 /// Why a connection ended.
 enum Ended {
     Shutdown,
     /// The relay is gone: the ingestor is stopping.
     RelayClosed,
-    Lost(ZeroMqError),
+    Lost(ZmtpError),
     Idle,
 }
 
 pub struct Subscriber {
     pub endpoint: String,
     pub config: ZeroMqConfig,
+    /// Largest message accepted (all frames): bigger ones end the connection unread.
+    pub max_message_bytes: usize,
     pub relay: mpsc::Sender<Incoming>,
     pub metrics: Arc<Metrics>,
     /// Where spans known to be lost go (the datagrepper backfill), if anywhere.
@@ -48,39 +58,40 @@ pub struct Subscriber {
 }
 
 impl Subscriber {
-    /// Keeps the endpoint subscribed until `shutdown`.
-    pub async fn run(self, shutdown: CancellationToken) {
-        let mut sequence = self.sequence_tracker();
+    /// Keeps the endpoint subscribed until `shutdown`; `known` is what the stream says the
+    /// endpoint carried before, oldest first.
+    pub async fn run(self, known: Vec<Observation>, shutdown: CancellationToken) {
+        let endpoint: Endpoint = match self.endpoint.parse() {
+            Ok(endpoint) => endpoint,
+            Err(detail) => {
+                tracing::error!(endpoint = %self.endpoint, %detail, "cannot subscribe to this endpoint");
+                return;
+            }
+        };
+        let started = Instant::now();
+        // Exported from the start, so "none" reads 0 rather than nothing.
+        self.metrics
+            .zeromq_protocol_errors
+            .with_label_values(&[self.endpoint.as_str(), "frame_too_large"]);
+        let mut sequence = self.sequence_tracker(&known);
+        let sequencer = Sequencer::new(&self.endpoint);
         let mut attempt = 0;
         // Replacing a silent connection is routine: logged at debug level only.
         let mut replacing_idle = false;
         loop {
-            if let Err(detail) = connection::probe(&self.endpoint).await {
-                if attempt == 0 {
-                    tracing::info!(endpoint = %self.endpoint, %detail, "nothing listens at the endpoint yet; trying again until a publisher binds it");
-                }
-                if !self.pause(attempt, &shutdown).await {
-                    return;
-                }
-                attempt = attempt.saturating_add(1);
-                continue;
-            }
             let opened = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                opened = connection::open(&self.endpoint, &self.config.topic_prefixes, self.config.reconnect_min) => opened,
+                opened = Connection::open(&endpoint, &self.config.topic_prefixes, self.max_message_bytes, CONNECT_TIMEOUT) => opened,
             };
-            let (socket, events) = match opened {
-                Ok(opened) => opened,
+            let connection = match opened {
+                Ok(connection) => connection,
                 Err(error) => {
-                    if matches!(error, ZeroMqError::NothingListens { .. }) {
-                        // The publisher went away as it was reached (killed, say): not a failure.
-                        tracing::debug!(%error, "the endpoint stopped listening; probing again");
-                    } else {
-                        self.metrics
-                            .source_errors
-                            .with_label_values(&["zeromq"])
-                            .inc();
-                        tracing::warn!(%error, "cannot subscribe to the endpoint; trying again");
+                    self.failed_to_connect(&error, attempt);
+                    if let (ZmtpError::NothingListens(_), Some(tracker)) =
+                        (&error, sequence.as_mut())
+                    {
+                        // No process is bound: the next one starts while we listen.
+                        tracker.publisher_absent();
                     }
                     if !self.pause(attempt, &shutdown).await {
                         return;
@@ -89,19 +100,23 @@ impl Subscriber {
                     continue;
                 }
             };
-            attempt = 0;
             if replacing_idle {
                 tracing::debug!(endpoint = %self.endpoint, "subscribed again");
             } else {
-                tracing::info!(endpoint = %self.endpoint, prefixes = ?self.config.topic_prefixes, "subscribed to fedmsg endpoint");
+                tracing::info!(endpoint = %self.endpoint, prefixes = ?self.config.topic_prefixes, heartbeats = connection.supports_heartbeats(), "subscribed to fedmsg endpoint");
+            }
+            if let Some(tracker) = sequence.as_mut() {
+                tracker.connected();
             }
             let ended = self
-                .receive(socket, events, sequence.as_mut(), &shutdown)
+                .receive(
+                    connection,
+                    sequence.as_mut(),
+                    &sequencer,
+                    started,
+                    &shutdown,
+                )
                 .await;
-            if let Some(tracker) = sequence.as_mut() {
-                // No next message may come to confirm a gap held back: report it now.
-                self.report(tracker.flush());
-            }
             replacing_idle = matches!(ended, Ended::Idle);
             match ended {
                 Ended::Shutdown | Ended::RelayClosed => return,
@@ -110,18 +125,55 @@ impl Subscriber {
                         .source_errors
                         .with_label_values(&["zeromq"])
                         .inc();
-                    tracing::warn!(%error, "ZeroMQ endpoint lost; reconnecting");
+                    if let Some(reason) = error.protocol_reason() {
+                        self.count_protocol_error(reason);
+                        // A peer breaking the protocol again and again is not reconnected to
+                        // in a tight loop.
+                        attempt = attempt.saturating_add(1);
+                    } else {
+                        attempt = 0;
+                    }
+                    tracing::warn!(endpoint = %self.endpoint, %error, "ZeroMQ endpoint lost; reconnecting");
+                    if attempt > 0 && !self.pause(attempt - 1, &shutdown).await {
+                        return;
+                    }
                 }
                 Ended::Idle => {
-                    tracing::debug!(endpoint = %self.endpoint, idle = ?self.config.idle_timeout, "no message for a while; replacing the connection");
+                    attempt = 0;
+                    tracing::debug!(endpoint = %self.endpoint, idle = ?self.config.idle_timeout, "no answer after a silence; replacing the connection");
                 }
             }
         }
     }
 
+    /// Logs (and counts, unless nothing listens) a failed connection attempt.
+    fn failed_to_connect(&self, error: &ZmtpError, attempt: u32) {
+        if let ZmtpError::NothingListens(detail) = error {
+            if attempt == 0 {
+                tracing::info!(endpoint = %self.endpoint, %detail, "nothing listens at the endpoint yet; trying again until a publisher binds it");
+            }
+            return;
+        }
+        self.metrics
+            .source_errors
+            .with_label_values(&["zeromq"])
+            .inc();
+        if let Some(reason) = error.protocol_reason() {
+            self.count_protocol_error(reason);
+        }
+        tracing::warn!(endpoint = %self.endpoint, %error, "cannot subscribe to the endpoint; trying again");
+    }
+
+    fn count_protocol_error(&self, reason: &'static str) {
+        self.metrics
+            .zeromq_protocol_errors
+            .with_label_values(&[self.endpoint.as_str(), reason])
+            .inc();
+    }
+
     /// The endpoint's `i` tracker, or `None` when subscribed to only some topics: `i` counts
     /// every topic the publisher sends, so gaps would be messages we never asked for.
-    fn sequence_tracker(&self) -> Option<SequenceTracker> {
+    fn sequence_tracker(&self, known: &[Observation]) -> Option<SequenceTracker> {
         let every_topic = self.config.topic_prefixes.iter().any(String::is_empty);
         if !every_topic {
             tracing::info!(endpoint = %self.endpoint, prefixes = ?self.config.topic_prefixes, "subscribed to some topics only: fedmsg's `i` counts every topic, so sequence gaps are not tracked");
@@ -131,7 +183,16 @@ impl Subscriber {
         let label = [self.endpoint.as_str()];
         self.metrics.sequence_gaps.with_label_values(&label);
         self.metrics.missing_messages.with_label_values(&label);
-        Some(SequenceTracker::default())
+        let now = chrono::Utc::now().timestamp_micros() as f64 / 1e6;
+        let mut tracker = SequenceTracker::new(now);
+        if !known.is_empty() {
+            for observation in known {
+                tracker.restore(*observation);
+            }
+            tracker.end_restore();
+            tracing::info!(endpoint = %self.endpoint, messages = known.len(), multiplexing = tracker.is_multiplexing(), "publishers' sequences read back from the stream");
+        }
+        Some(tracker)
     }
 
     /// Waits before connection attempt `attempt + 1`; `false` if shutdown came first.
@@ -147,97 +208,143 @@ impl Subscriber {
         }
     }
 
-    /// Relays what the socket receives until the connection ends.
+    /// Relays what the connection receives until it ends.
     async fn receive(
         &self,
-        mut socket: SubSocket,
-        mut events: futures::channel::mpsc::Receiver<SocketEvent>,
+        mut connection: Connection,
         mut sequence: Option<&mut SequenceTracker>,
+        sequencer: &Sequencer,
+        started: Instant,
         shutdown: &CancellationToken,
     ) -> Ended {
         let idle_timeout = self.config.idle_timeout;
         let checks_idle = !idle_timeout.is_zero();
-        // Reset by every message; never selected when the check is disabled.
+        let mut pinged = false;
+        // Reset by everything the peer sends; never selected when the check is disabled.
         let silence = tokio::time::sleep(idle_timeout);
         tokio::pin!(silence);
         loop {
-            tokio::select! {
+            let event = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Ended::Shutdown,
-                event = events.next() => match event {
-                    Some(SocketEvent::Disconnected(_)) | None => {
-                        return Ended::Lost(ZeroMqError::Disconnected { endpoint: self.endpoint.clone() });
+                event = connection.recv() => event,
+                _ = &mut silence, if checks_idle => {
+                    if pinged || !connection.ping() {
+                        return Ended::Idle;
                     }
-                    Some(_) => continue,
-                },
-                received = socket.recv() => {
-                    let message = match received {
-                        Ok(message) => message,
-                        Err(error) => {
-                            let endpoint = self.endpoint.clone();
-                            return Ended::Lost(ZeroMqError::Receive { endpoint, detail: error.to_string() });
-                        }
-                    };
-                    silence.as_mut().reset(Instant::now() + idle_timeout);
-                    self.metrics.received.with_label_values(&["zeromq"]).inc();
-                    let incoming = to_incoming(message);
-                    if let Some(tracker) = sequence.as_deref_mut() {
-                        self.track(tracker, &incoming);
-                    }
-                    if self.relay.send(incoming).await.is_err() {
-                        return Ended::RelayClosed;
-                    }
+                    pinged = true;
+                    silence.as_mut().reset(Instant::now() + HEARTBEAT_GRACE.min(idle_timeout));
+                    continue;
                 }
-                _ = &mut silence, if checks_idle => return Ended::Idle,
+            };
+            let frames = match event {
+                Ok(Event::Message(frames)) => frames,
+                Ok(Event::Heartbeat) => {
+                    pinged = false;
+                    silence.as_mut().reset(Instant::now() + idle_timeout);
+                    continue;
+                }
+                Err(error) => {
+                    if let ZmtpError::Protocol(violation) = &error {
+                        // What came of the message is kept, with why the connection ended.
+                        let refusal = Refusal {
+                            reason: violation.reason(),
+                            detail: format!(
+                                "{violation}; the connection to {} was dropped",
+                                self.endpoint
+                            ),
+                        };
+                        let partial = to_incoming(connection.partial_message().to_vec());
+                        let refused = Incoming::refused(
+                            "zeromq",
+                            partial.transport_topic,
+                            partial.body,
+                            refusal,
+                        );
+                        if self.relay.send(refused).await.is_err() {
+                            return Ended::RelayClosed;
+                        }
+                    }
+                    return Ended::Lost(error);
+                }
+            };
+            pinged = false;
+            silence.as_mut().reset(Instant::now() + idle_timeout);
+            self.metrics.received.with_label_values(&["zeromq"]).inc();
+            let mut incoming = to_incoming(frames);
+            if let Some(tracker) = sequence.as_deref_mut() {
+                self.track(tracker, sequencer, &mut incoming, started);
+            }
+            if self.relay.send(incoming).await.is_err() {
+                return Ended::RelayClosed;
             }
         }
     }
 
-    fn track(&self, tracker: &mut SequenceTracker, incoming: &Incoming) {
-        if incoming.framing_error.is_some() {
+    /// Takes the message's sequence, and adds it to the message as a header.
+    fn track(
+        &self,
+        tracker: &mut SequenceTracker,
+        sequencer: &Sequencer,
+        incoming: &mut Incoming,
+        started: Instant,
+    ) {
+        if incoming.refusal.is_some() {
             return;
         }
-        if let Some((i, timestamp)) = counter_of(&incoming.body) {
-            self.report(tracker.observe(i, timestamp));
+        let topic = incoming.transport_topic.clone().unwrap_or_default();
+        let Some(sequenced) = sequencer.sequenced(&topic, &incoming.body) else {
+            return;
+        };
+        incoming.headers.push((HEADER_PUBLISHER, sequenced.header));
+        let was_multiplexing = tracker.is_multiplexing();
+        let arrival = started.elapsed().as_secs_f64();
+        for finding in tracker.observe(sequenced.observation, arrival) {
+            self.report(finding);
+        }
+        for implausible in tracker.take_implausible() {
+            tracing::warn!(endpoint = %self.endpoint, publisher = %format!("{:016x}", implausible.key), last_i = implausible.last_i, next_i = implausible.next_i, "fedmsg's `i` jumped implausibly far: not counted as lost (a forged or broken counter)");
+        }
+        if tracker.is_multiplexing() && !was_multiplexing {
+            tracing::info!(endpoint = %self.endpoint, "this endpoint carries several publishing processes (a fedmsg relay or gateway): sequence gaps are tracked per process, and a process first heard after its first messages is not counted as a loss here");
         }
     }
 
     /// Counts, logs and hands on for backfill what the tracker found.
-    fn report(&self, finding: Option<Finding>) {
+    fn report(&self, finding: Finding) {
         let endpoint = self.endpoint.as_str();
-        match finding {
-            None => {}
-            Some(Finding::Interleaved) => {
-                tracing::warn!(endpoint, "several publishers' `i` counters interleave on this endpoint (a fedmsg relay or gateway): sequence gaps are no longer tracked on it; reconciliation with datagrepper still finds losses");
+        let span = finding.span;
+        self.metrics
+            .sequence_gaps
+            .with_label_values(&[endpoint])
+            .inc();
+        self.metrics
+            .missing_messages
+            .with_label_values(&[endpoint])
+            .inc_by(span.missing);
+        let publisher = format!("{:016x}", finding.key);
+        let what = match finding.kind {
+            GapKind::Jump => {
+                "fedmsg's `i` jumped: messages sent between these event times were lost"
             }
-            Some(Finding::Gap {
-                last_i,
-                next_i,
-                span,
-            }) => {
-                self.metrics
-                    .sequence_gaps
-                    .with_label_values(&[endpoint])
-                    .inc();
-                self.metrics
-                    .missing_messages
-                    .with_label_values(&[endpoint])
-                    .inc_by(span.missing);
-                tracing::warn!(
-                    endpoint,
-                    last_i,
-                    next_i,
-                    missing = span.missing,
-                    after = span.after,
-                    before = span.before,
-                    backfill = self.lost_spans.is_some(),
-                    "fedmsg's `i` jumped: messages sent between these event times were lost"
-                );
-                if let Some(lost_spans) = &self.lost_spans {
-                    if lost_spans.try_send(span).is_err() {
-                        tracing::warn!(endpoint, "too many lost spans waiting for their backfill; reconciliation will find this one");
-                    }
-                }
+            GapKind::Head => {
+                "a new publishing process was first heard after its first messages: they were lost"
+            }
+        };
+        tracing::warn!(
+            endpoint,
+            publisher,
+            last_i = finding.last_i,
+            next_i = finding.next_i,
+            missing = span.missing,
+            after = span.after,
+            before = span.before,
+            backfill = self.lost_spans.is_some(),
+            "{what}"
+        );
+        if let Some(lost_spans) = &self.lost_spans {
+            if lost_spans.try_send(span).is_err() {
+                tracing::warn!(endpoint, "too many lost spans waiting for their backfill; reconciliation will find this one");
             }
         }
     }
