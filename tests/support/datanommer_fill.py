@@ -5,7 +5,8 @@ usage: datanommer_fill.py POSTGRES_URL FILE
 
 Creates datanommer's tables with its own models (its SQLAlchemy metadata: what `init(...,
 create=True)` creates, without the TimescaleDB extension it asks for, which Debian's PostgreSQL
-lacks), then stores each line of FILE (a fedmsg envelope) as datanommer stores a message:
+lacks: its `create_hypertable` call is answered by a function that does nothing), then stores
+each line of FILE (a fedmsg envelope) as datanommer stores a message:
 envelopes without `headers["sent-at"]` through `Message.create` (what datanommer's fedmsg-era
 consumer did: agent, certificate, signature... as the envelope gives them), the others through
 `datanommer.models.add` with a fedora-messaging message (what datanommer's consumer does now),
@@ -18,7 +19,7 @@ import datetime
 import json
 import sys
 
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, func, select, text
 
 import datanommer.models as datanommer
 from fedora_messaging import message as fedora_message
@@ -26,6 +27,13 @@ from fedora_messaging import message as fedora_message
 url, path = sys.argv[1], sys.argv[2]
 engine = create_engine(url.replace("postgresql://", "postgresql+psycopg2://"), future=True)
 datanommer.init(engine=engine)
+# datanommer makes `messages` a TimescaleDB hypertable right after creating it; without the
+# extension, a function of that name that does nothing lets its own DDL run as written.
+with engine.begin() as connection:
+    connection.execute(text(
+        "CREATE OR REPLACE FUNCTION create_hypertable(relation regclass, time_column name) "
+        "RETURNS void LANGUAGE sql AS 'SELECT NULL::void'"
+    ))
 datanommer.DeclarativeBase.metadata.create_all(engine)
 
 with open(path) as lines:
