@@ -19,8 +19,9 @@ pub fn real_lines() -> Vec<String> {
     text.lines().map(str::to_string).collect()
 }
 
-/// 2026-11-20T12:00:00Z: the first of [`restamped_corpus`]'s messages.
-pub const RESTAMPED_FROM: f64 = 1_795_694_400.0;
+/// 2026-10-01T12:00:00Z: the first of [`restamped_corpus`]'s messages (the api reads up to
+/// now by default: 2 000 of them, 23 days, end in the past).
+pub const RESTAMPED_FROM: f64 = 1_790_856_000.0;
 
 /// `count` corpus envelopes that carry a `msg_id` (the corpus again, under new ids, when it runs
 /// out), re-stamped a quarter of an hour apart plus a fraction from [`RESTAMPED_FROM`]: close

@@ -53,7 +53,7 @@ fn add_bad_rows(postgres: &PostgresServer) {
                 DATABASE,
                 &format!(
                     "INSERT INTO messages (msg_id, i, topic, timestamp, category, msg) \
-                     VALUES ('{msg_id}', 0, '{topic}', '2026-11-20 12:00:00', 'x', '{msg}')"
+                     VALUES ('{msg_id}', 0, '{topic}', '2026-10-01 12:00:00', 'x', '{msg}')"
                 ),
             )
             .expect("insert a bad row");

@@ -569,6 +569,68 @@ async fn a_plugin_added_later_is_filled_by_a_replay_and_a_rebuild_changes_nothin
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_added_after_the_stream_forgot_its_history_is_filled_from_the_archive() {
+    let stack = Stack::start().await;
+    let (_worker, _) = stack.worker(&[], &[]).await;
+    publish_to_stream(&stack.servers.nats.url, &real_lines(), true).await;
+    let by_category = reference_counts(category_of);
+    stack
+        .wait_for_statistic("volume-by-category", &by_category)
+        .await;
+    wait_for_consumer_drained(&stack.servers.nats.url).await;
+    // The stream's retention passed: it holds none of those messages any more.
+    let client = async_nats::connect(&stack.servers.nats.url)
+        .await
+        .expect("nats");
+    let mut stream = async_nats::jetstream::new(client)
+        .get_stream("FEDMSG")
+        .await
+        .expect("stream");
+    stream.purge().await.expect("purge the stream");
+    assert_eq!(stream.info().await.expect("info").state.messages, 0);
+
+    let config = tempfile::NamedTempFile::new().expect("config file");
+    std::fs::write(
+        config.path(),
+        "[[worker.plugins]]\nname = \"Messages per category\"\nkind = \"count\"\nkey = \"category\"\n",
+    )
+    .expect("write config");
+    let config_path = config.path().to_string_lossy().into_owned();
+    let env = stack.servers.env(&[]);
+    for args in [
+        vec![
+            "--config",
+            config_path.as_str(),
+            "replay",
+            "--plugin",
+            "messages-per-category",
+            "--from-archive",
+        ],
+        vec![
+            "replay",
+            "--plugin",
+            "volume-by-category",
+            "--from-archive",
+            "--rebuild",
+        ],
+    ] {
+        let output = run_command("worker", &env, &args).await;
+        assert!(
+            output.status.success(),
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    for plugin in ["messages-per-category", "volume-by-category"] {
+        assert_eq!(
+            served_counts(&stack.api, plugin).await,
+            Some(by_category.clone()),
+            "{plugin}"
+        );
+    }
+}
+
 /// The corpus lines whose usernames and packages fedmsg.meta's own tests state (and which the
 /// offline port can reproduce), with those expectations.
 fn lines_with_meta_expectations() -> Vec<(String, Vec<String>, Vec<String>)> {

@@ -87,6 +87,8 @@ pub enum WorkerError {
     Turn(#[from] identity::turns::TurnError),
     #[error(transparent)]
     Bootstrap(#[from] bootstrap::BootstrapError),
+    #[error("cannot read the archive of stored messages: {0}")]
+    Archive(clickhouse::error::Error),
     #[error("generate: {0}")]
     Generate(String),
     #[error("cannot rebuild or check the rollups of {plugin}: {source}")]

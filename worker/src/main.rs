@@ -32,10 +32,15 @@ enum Command {
         /// Start at this stream sequence.
         #[arg(long, conflicts_with = "since")]
         from_sequence: Option<u64>,
-        /// Start with messages that reached the stream at or after this time
-        /// (epoch seconds or ISO 8601, e.g. 2026-11-01T00:00:00Z).
+        /// Start with messages that reached the stream at or after this time (with
+        /// `--from-archive`: whose event time is at or after it), epoch seconds or ISO 8601
+        /// (e.g. 2026-11-01T00:00:00Z).
         #[arg(long, value_parser = parse_time)]
         since: Option<f64>,
+        /// Replay the stored messages (ClickHouse's `messages`, in time order) instead of the
+        /// stream: for history older than the stream's retention.
+        #[arg(long, conflicts_with = "from_sequence")]
+        from_archive: bool,
         /// Drop the plugins' facts and rollups first, to rebuild a statistic whose logic changed.
         #[arg(long)]
         rebuild: bool,
@@ -120,12 +125,16 @@ async fn main() -> anyhow::Result<()> {
             plugins,
             from_sequence,
             since,
+            from_archive,
             rebuild,
         } => {
-            let start = match (from_sequence, since) {
-                (Some(sequence), _) => statscache_worker::ReplayStart::Sequence(sequence),
-                (None, Some(seconds)) => statscache_worker::ReplayStart::ArrivedSince(seconds),
-                (None, None) => statscache_worker::ReplayStart::Sequence(1),
+            let start = match (from_archive, from_sequence, since) {
+                (true, _, since) => statscache_worker::ReplayStart::Archive(since.unwrap_or(0.0)),
+                (false, Some(sequence), _) => statscache_worker::ReplayStart::Sequence(sequence),
+                (false, None, Some(seconds)) => {
+                    statscache_worker::ReplayStart::ArrivedSince(seconds)
+                }
+                (false, None, None) => statscache_worker::ReplayStart::Sequence(1),
             };
             let request = statscache_worker::ReplayRequest {
                 plugins,

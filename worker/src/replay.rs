@@ -1,20 +1,26 @@
 //! `statscache-worker replay`: re-run plugins over a range of the stream with an ephemeral
 //! consumer beside the durable one, to fill a plugin added after the fact or re-run one whose
-//! logic changed (`--rebuild`).
+//! logic changed (`--rebuild`); or over the archive (`--from-archive`: the stored messages,
+//! for history older than the stream's retention).
 
 use std::sync::Arc;
 
 use async_nats::jetstream::consumer::DeliverPolicy;
+use bytes::Bytes;
+use serde::Deserialize;
 use statscache_shared::admin::Health;
 use statscache_shared::config::Config;
+use statscache_shared::message::Envelope;
+use statscache_shared::progress::Progress;
 use statscache_shared::schema;
 use tokio_util::sync::CancellationToken;
 
 use crate::faults::Faults;
 use crate::identity::turns::Turns;
+use crate::plugin::Message;
 use crate::service::{prepare, process_name};
-use crate::writer::Writer;
-use crate::{consumer, metrics, plugins, WorkerError};
+use crate::writer::{Pending, Writer};
+use crate::{consumer, meta, metrics, plugins, WorkerError};
 
 /// Where a replay starts.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -23,7 +29,14 @@ pub enum ReplayStart {
     Sequence(u64),
     /// Messages that arrived in the stream at or after this time (epoch seconds).
     ArrivedSince(f64),
+    /// The archive, not the stream: the stored messages (ClickHouse's `messages`, one copy per
+    /// identity) whose event time is at or after this time (epoch seconds), in time order,
+    /// however long ago the stream forgot them.
+    Archive(f64),
 }
+
+/// Messages read from the archive at a time.
+const ARCHIVE_BATCH: u64 = 5_000;
 
 /// What `statscache-worker replay` does: re-run `plugins` over a range of the stream.
 #[derive(Debug, Clone)]
@@ -59,50 +72,6 @@ pub async fn replay(
         }
     }
     let prepared = prepare(&config, &chosen).await?;
-    let mut stream = prepared.stream;
-    let consumer_error = |detail: String| WorkerError::Consumer {
-        name: "replay".into(),
-        detail,
-    };
-    let stream_end = stream
-        .info()
-        .await
-        .map_err(|e| consumer_error(e.to_string()))?
-        .state
-        .last_sequence;
-    let last_sequence = match stored_by_workers(&mut stream, &config.worker.consumer).await {
-        Some(floor) if floor < stream_end => {
-            tracing::info!(
-                floor,
-                stream_end,
-                "the replay stops where the workers are: they store what follows, with every plugin"
-            );
-            floor
-        }
-        _ => stream_end,
-    };
-    let deliver_policy = match request.start {
-        ReplayStart::Sequence(sequence) => DeliverPolicy::ByStartSequence {
-            start_sequence: sequence.max(1),
-        },
-        ReplayStart::ArrivedSince(seconds) => {
-            let start_time = time::OffsetDateTime::from_unix_timestamp(seconds as i64)
-                .map_err(|e| consumer_error(format!("bad start time: {e}")))?;
-            DeliverPolicy::ByStartTime { start_time }
-        }
-    };
-    let mut consumer_config = consumer::consumer_config(&config);
-    consumer_config.durable_name = None;
-    consumer_config.description = Some(format!("statscache replay into {:?}", request.plugins));
-    consumer_config.deliver_policy = deliver_policy;
-    consumer_config.inactive_threshold = std::time::Duration::from_secs(300);
-    let ephemeral = stream
-        .create_consumer(consumer_config)
-        .await
-        .map_err(|e| consumer_error(e.to_string()))?;
-    tracing::info!(plugins = ?request.plugins, start = ?request.start, last_sequence, "replaying");
-
-    let turns = Turns::open(&prepared.jetstream, &config.nats, &process_name("replay")).await?;
     let registry = prometheus::Registry::new();
     let writer = Writer {
         config,
@@ -113,6 +82,56 @@ pub async fn replay(
         health: Health::default(),
         faults: Faults::default(),
     };
+    let consumer_error = |detail: String| WorkerError::Consumer {
+        name: "replay".into(),
+        detail,
+    };
+    let deliver_policy = match request.start {
+        ReplayStart::Archive(since) => return replay_archive(&writer, since, &shutdown).await,
+        ReplayStart::Sequence(sequence) => DeliverPolicy::ByStartSequence {
+            start_sequence: sequence.max(1),
+        },
+        ReplayStart::ArrivedSince(seconds) => {
+            let start_time = time::OffsetDateTime::from_unix_timestamp(seconds as i64)
+                .map_err(|e| consumer_error(format!("bad start time: {e}")))?;
+            DeliverPolicy::ByStartTime { start_time }
+        }
+    };
+    let mut stream = prepared.stream;
+    let stream_end = stream
+        .info()
+        .await
+        .map_err(|e| consumer_error(e.to_string()))?
+        .state
+        .last_sequence;
+    let last_sequence = match stored_by_workers(&mut stream, &writer.config.worker.consumer).await {
+        Some(floor) if floor < stream_end => {
+            tracing::info!(
+                floor,
+                stream_end,
+                "the replay stops where the workers are: they store what follows, with every plugin"
+            );
+            floor
+        }
+        _ => stream_end,
+    };
+    let mut consumer_config = consumer::consumer_config(&writer.config);
+    consumer_config.durable_name = None;
+    consumer_config.description = Some(format!("statscache replay into {:?}", request.plugins));
+    consumer_config.deliver_policy = deliver_policy;
+    consumer_config.inactive_threshold = std::time::Duration::from_secs(300);
+    let ephemeral = stream
+        .create_consumer(consumer_config)
+        .await
+        .map_err(|e| consumer_error(e.to_string()))?;
+    tracing::info!(plugins = ?request.plugins, start = ?request.start, last_sequence, "replaying");
+
+    let turns = Turns::open(
+        &writer.jetstream,
+        &writer.config.nats,
+        &process_name("replay"),
+    )
+    .await?;
     let replayer = consumer::Consumer {
         writer,
         consumer: ephemeral,
@@ -131,4 +150,85 @@ async fn stored_by_workers(
         stream.get_consumer(durable).await.ok()?;
     let info = consumer.info().await.ok()?;
     Some(info.ack_floor.stream_sequence)
+}
+
+/// A stored message as the archive replay reads it.
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct Archived {
+    time: u32,
+    msg_id: String,
+    body: String,
+    source: String,
+}
+
+/// Replays the archive from event time `since` into `writer`'s plugins: every stored message,
+/// once (the copy that counts, which the writer recognises as such: its identity row has the
+/// fingerprint of these bytes), a batch of [`ARCHIVE_BATCH`] at a time in `(time, msg_id)`
+/// order, the sort key of `messages`. Returns the number of messages stored.
+async fn replay_archive(
+    writer: &Writer,
+    since: f64,
+    shutdown: &CancellationToken,
+) -> Result<u64, WorkerError> {
+    let failed = |source| WorkerError::Archive(source);
+    let since = since.max(0.0) as u32;
+    let total: u64 = writer
+        .clickhouse
+        .query("SELECT count() FROM messages WHERE time >= toDateTime(?)")
+        .bind(since)
+        .fetch_one()
+        .await
+        .map_err(failed)?;
+    tracing::info!(since, total, "replaying the archive");
+    let mut bar = Progress::new("replaying the archive", "messages", total);
+    let (mut after_time, mut after_id) = (since, String::new());
+    let mut stored = 0;
+    while !shutdown.is_cancelled() {
+        let archived: Vec<Archived> = writer
+            .clickhouse
+            .query(
+                "SELECT toUInt32(time) AS time, msg_id, body, source FROM messages \
+                 WHERE time >= toDateTime(?) AND (time > toDateTime(?) OR msg_id > ?) \
+                 ORDER BY time, msg_id LIMIT ?",
+            )
+            .bind(after_time)
+            .bind(after_time)
+            .bind(after_id.as_str())
+            .bind(ARCHIVE_BATCH)
+            .fetch_all()
+            .await
+            .map_err(failed)?;
+        let Some(last) = archived.last() else {
+            break;
+        };
+        (after_time, after_id) = (last.time, last.msg_id.clone());
+        let mut pending = Vec::with_capacity(archived.len());
+        for row in archived {
+            let envelope = match Envelope::parse(row.body.as_bytes()) {
+                Ok(envelope) => envelope,
+                Err(error) => {
+                    tracing::warn!(msg_id = %row.msg_id, %error, "a stored message no longer parses; skipped");
+                    continue;
+                }
+            };
+            let meta = meta::extract(&envelope);
+            pending.push(Pending {
+                message: Message {
+                    identity: envelope.identity(),
+                    envelope,
+                    meta,
+                    stream_sequence: 0,
+                },
+                payload: Bytes::from(row.body),
+                source: row.source,
+            });
+        }
+        if writer.store(&pending, &[], shutdown).await?.is_none() {
+            break;
+        }
+        stored += pending.len() as u64;
+        bar.advance_to(stored, &crate::tables::month_name(u64::from(after_time)));
+    }
+    bar.finish();
+    Ok(stored)
 }
