@@ -36,15 +36,13 @@ use lapin::types::FieldTable;
 use serde_json::Value;
 use statscache_shared::message::Envelope;
 use statscache_shared::topic::topic_to_subject;
+use statscache_tests::bench::{peak_rss_mib, worker_rows};
 use statscache_tests::corpus::real_lines;
 use statscache_tests::{
     free_port, nats_server_binary, publish_amqp, publish_corpus, wait_for, wait_until_ok,
     ClickHouseReplicas, ClickHouseServer, NatsCluster, NatsServer, RabbitMq, Servers, Service,
     ZooKeeper, DEBIAN_NATS_SERVER,
 };
-use statscache_worker::identity::fingerprint;
-use statscache_worker::plugin::Message;
-use statscache_worker::rows::MessageRow;
 use statscache_worker::sink::{self, Batch};
 
 fn messages(count: usize) -> Vec<String> {
@@ -263,59 +261,6 @@ async fn relayed(metrics_url: &str, source: &str) -> u64 {
             .unwrap_or(0);
     }
     acked
-}
-
-/// The rows the worker writes for `lines`, computed with its own plugins.
-fn worker_rows(lines: &[String]) -> Batch {
-    let plugins =
-        statscache_worker::plugins::load(&statscache_shared::config::Config::defaults().worker)
-            .expect("plugins");
-    let mut batch = Batch::default();
-    for (sequence, line) in lines.iter().enumerate() {
-        let envelope = Envelope::parse(line.as_bytes()).expect("envelope");
-        let meta = statscache_worker::meta::extract(&envelope);
-        let message = Message {
-            identity: envelope.identity(),
-            envelope,
-            meta,
-            stream_sequence: sequence as u64,
-        };
-        batch.push_message(
-            MessageRow::new(
-                &message,
-                line.clone(),
-                "bench".into(),
-                message.envelope.event_time() as u32,
-            ),
-            fingerprint::of_copy(line.as_bytes()),
-            fingerprint::of_content(&message.envelope.msg),
-        );
-        for plugin in &plugins {
-            if !plugin.info().topics.matches(&message.envelope.topic) {
-                continue;
-            }
-            let mut facts = Vec::new();
-            plugin.process(&message, &mut facts).expect("process");
-            batch.push_facts(&plugin.info().table, &message, &mut facts);
-        }
-    }
-    batch
-}
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    for line in status.lines() {
-        if let Some(rest) = line.strip_prefix("VmHWM:") {
-            let kib: f64 = rest
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse()
-                .unwrap_or(0.0);
-            return kib / 1024.0;
-        }
-    }
-    0.0
 }
 
 async fn bench_store(count: usize, batch_size: usize) -> (f64, f64, f64) {

@@ -33,6 +33,7 @@
 //! on how fast something happened.
 
 pub mod amqp;
+pub mod bench;
 pub mod browser;
 pub mod clickhouse_cluster;
 pub mod corpus;
