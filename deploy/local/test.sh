@@ -14,6 +14,11 @@ python3 deploy/kubernetes/validate.py
 # Every test binary runs even after a failure, so one run reports every failing test.
 mkdir -p target
 cargo test --workspace --no-fail-fast -- --test-threads=2 2>&1 | tee target/test-output.txt
-# One closing line for the whole suite (cargo prints one per test binary).
+# Each test binary's time, slowest first (docs/testing.md says which are slow and why), then one
+# closing line for the whole suite (cargo prints one per test binary).
+echo "test binaries by time:"
+awk '/^ *(Running|Doc-tests) / { binary = $2 }
+     /^test result:/ { sub(/s$/, "", $NF); printf "%8.1f s  %s\n", $NF, binary }' \
+  target/test-output.txt | sort -rn | head -15
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' \
   target/test-output.txt
