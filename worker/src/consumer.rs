@@ -459,11 +459,13 @@ impl Consumer {
             deliveries.push(delivery);
         }
 
+        // The plugins run outside the turn: only looking up and writing happen in it.
+        let prepared = tokio::task::block_in_place(|| self.writer.prepare(pending));
         let Some(turn) = self.take_turn(&deliveries, shutdown).await else {
             self.give_back(&deliveries).await;
             return Ok(None);
         };
-        let stored = self.writer.store(&pending, &deliveries, shutdown).await;
+        let stored = self.writer.store(prepared, &deliveries, shutdown).await;
         turn.give_back().await;
         if stored?.is_none() {
             // Shutting down before the rows were stored and rolled up.

@@ -223,10 +223,12 @@ async fn replay_archive(
                 source: row.source,
             });
         }
-        if writer.store(&pending, &[], shutdown).await?.is_none() {
+        let count = pending.len() as u64;
+        let prepared = tokio::task::block_in_place(|| writer.prepare(pending));
+        if writer.store(prepared, &[], shutdown).await?.is_none() {
             break;
         }
-        stored += pending.len() as u64;
+        stored += count;
         bar.advance_to(stored, &crate::tables::month_name(u64::from(after_time)));
     }
     bar.finish();

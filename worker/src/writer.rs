@@ -26,7 +26,7 @@ use crate::identity::copies::{self, Candidate, StoredCopy, Verdict};
 use crate::identity::fingerprint;
 use crate::key_counts;
 use crate::metrics::Metrics;
-use crate::plugin::{Fact, Message, Plugin};
+use crate::plugin::{Fact, Message, Plugin, PluginError};
 use crate::quorum;
 use crate::rollup::{self, Touched};
 use crate::rows::{CopyRow, MessageRow};
@@ -62,30 +62,105 @@ pub struct Writer {
     pub faults: Faults,
 }
 
+/// A message with its rows computed, before it is known whether it counts: running the
+/// plugins is the CPU-heavy part of storing, and can go on while an earlier batch is written.
+pub struct Prepared {
+    pending: Pending,
+    fingerprint: u64,
+    content_fingerprint: u64,
+    row: MessageRow,
+    /// Each plugin's facts, by plugin index, or why the plugin failed on the message.
+    facts: Vec<(usize, Result<Vec<Fact>, PluginError>)>,
+}
+
+/// A batch written: its rows, for the rollups, and how many facts each plugin gained.
+pub struct Written {
+    batch: Batch,
+    facts_per_plugin: Vec<usize>,
+}
+
 impl Writer {
-    /// Stores `pending` (in the order copies are decided between them: stream order, or the
-    /// bootstrap's reading order), extending the ack deadlines of `held` meanwhile. Returns how
+    /// Computes the rows of `pending`: every plugin whose topics and backlog take a message runs
+    /// on it. No I/O.
+    pub fn prepare(&self, pending: Vec<Pending>) -> Vec<Prepared> {
+        let now = f64::from(now_seconds());
+        let mut prepared = Vec::with_capacity(pending.len());
+        for item in pending {
+            let message = &item.message;
+            let envelope = &message.envelope;
+            let timestamp = envelope.event_time();
+            let mut facts = Vec::new();
+            for (index, plugin) in self.plugins.iter().enumerate() {
+                let info = plugin.info();
+                if !info.takes(&envelope.topic, timestamp, now) {
+                    continue;
+                }
+                self.metrics
+                    .processed
+                    .with_label_values(&[&info.identifier])
+                    .inc();
+                let mut found = Vec::new();
+                let outcome = plugin.process(message, &mut found).map(|()| found);
+                facts.push((index, outcome));
+            }
+            let body = String::from_utf8_lossy(&item.payload).into_owned();
+            let row = MessageRow::new(message, body, item.source.clone(), now_seconds());
+            prepared.push(Prepared {
+                fingerprint: fingerprint::of_copy(&item.payload),
+                content_fingerprint: fingerprint::of_content(&envelope.msg),
+                row,
+                facts,
+                pending: item,
+            });
+        }
+        prepared
+    }
+
+    /// Stores `prepared` (in the order copies are decided between them: stream order, or the
+    /// bootstrap's reading order): [`Writer::write`], then [`Writer::roll_up`]. Returns how
     /// many rows each plugin's facts gained, or `None` if shutdown came first (nothing is then
     /// known to be stored).
     pub async fn store(
         &self,
-        pending: &[Pending],
+        prepared: Vec<Prepared>,
         held: &[jetstream::Message],
         shutdown: &CancellationToken,
     ) -> Result<Option<Vec<usize>>, WorkerError> {
-        let Some(verdicts) = self.verdicts_until_known(pending, held, shutdown).await else {
+        let Some(written) = self.write(prepared, held, shutdown).await? else {
             return Ok(None);
         };
+        if !self.roll_up(&written, held, shutdown).await {
+            return Ok(None);
+        }
+        Ok(Some(written.facts_per_plugin))
+    }
+
+    /// Decides which copy of each identity counts and writes the rows: the counted copies'
+    /// messages, identities, history rows and facts, the others' copy rows. The rollups of
+    /// what it touched are still to be recomputed ([`Writer::roll_up`]). `None` if shutdown
+    /// came first.
+    pub async fn write(
+        &self,
+        prepared: Vec<Prepared>,
+        held: &[jetstream::Message],
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Written>, WorkerError> {
+        let started = Instant::now();
+        let Some(verdicts) = self.verdicts_until_known(&prepared, held, shutdown).await else {
+            return Ok(None);
+        };
+        let looked_up = started.elapsed();
+        let messages = prepared.len();
         let mut batch = Batch::default();
         let mut facts_per_plugin = vec![0usize; self.plugins.len()];
-        for (item, verdict) in pending.iter().zip(verdicts) {
+        for (item, verdict) in prepared.into_iter().zip(verdicts) {
             match verdict {
                 Verdict::Counts => {
                     self.add_rows(item, &mut batch, &mut facts_per_plugin)
                         .await?;
                 }
                 Verdict::Copy { canonical, differs } => {
-                    self.add_copy(item, &canonical, &differs, &mut batch);
+                    self.add_copy(&item.pending, &canonical, &differs, &mut batch);
                 }
             }
         }
@@ -93,91 +168,107 @@ impl Writer {
             return Ok(None);
         }
         self.faults.facts_written();
-        if !self.roll_up_until_done(&batch, held, shutdown).await {
-            return Ok(None);
-        }
-        for (index, plugin) in self.plugins.iter().enumerate() {
-            if facts_per_plugin[index] > 0 {
-                plugin.on_batch_written(facts_per_plugin[index]);
-            }
-        }
-        Ok(Some(facts_per_plugin))
+        tracing::debug!(
+            messages,
+            ?looked_up,
+            written = ?(started.elapsed() - looked_up),
+            "batch written"
+        );
+        Ok(Some(Written {
+            batch,
+            facts_per_plugin,
+        }))
     }
 
-    /// Adds the rows of `pending`, the copy of its identity that counts: its message, identity
-    /// and history rows, and every plugin's facts. A plugin that fails on it has the message
+    /// Recomputes the rollups and key counts of what `written` touched, then tells the plugins.
+    /// `false` if shutdown came first.
+    pub async fn roll_up(
+        &self,
+        written: &Written,
+        held: &[jetstream::Message],
+        shutdown: &CancellationToken,
+    ) -> bool {
+        if !self
+            .roll_up_until_done(&written.batch, held, shutdown)
+            .await
+        {
+            return false;
+        }
+        for (index, plugin) in self.plugins.iter().enumerate() {
+            if written.facts_per_plugin[index] > 0 {
+                plugin.on_batch_written(written.facts_per_plugin[index]);
+            }
+        }
+        true
+    }
+
+    /// Adds the rows of `prepared`, the copy of its identity that counts: its message, identity
+    /// and history rows, and every plugin's facts. A plugin that failed on it has the message
     /// dead-lettered for that plugin; the others count it.
     async fn add_rows(
         &self,
-        pending: &Pending,
+        prepared: Prepared,
         batch: &mut Batch,
         facts_per_plugin: &mut [usize],
     ) -> Result<(), WorkerError> {
-        let message = &pending.message;
-        let envelope = &message.envelope;
-        let timestamp = envelope.event_time();
-        let body = String::from_utf8_lossy(&pending.payload).into_owned();
+        let message = &prepared.pending.message;
         batch.push_message(
-            MessageRow::new(message, body, pending.source.clone(), now_seconds()),
-            fingerprint::of_copy(&pending.payload),
-            fingerprint::of_content(&envelope.msg),
+            prepared.row,
+            prepared.fingerprint,
+            prepared.content_fingerprint,
         );
-
-        let mut facts: Vec<Fact> = Vec::new();
-        for (index, plugin) in self.plugins.iter().enumerate() {
-            let info = plugin.info();
-            if !info.takes(&envelope.topic, timestamp, f64::from(now_seconds())) {
-                continue;
-            }
-            facts.clear();
-            self.metrics
-                .processed
-                .with_label_values(&[&info.identifier])
-                .inc();
-            if let Err(error) = plugin.process(message, &mut facts) {
-                // The message still counts for every other plugin; this plugin's failure is kept.
-                let detail = format!("plugin {}: {error}", info.identifier);
-                let letter = DeadLetter {
-                    service: "worker",
-                    reason: "plugin_error",
-                    detail,
-                    payload: &pending.payload,
-                    headers: vec![(HEADER_STREAM_SEQUENCE, message.stream_sequence.to_string())],
-                };
-                nats::publish_dead_letter(&self.jetstream, &self.config.nats, letter)
-                    .await
-                    .map_err(WorkerError::DeadLetter)?;
-                self.metrics
-                    .dead_letters
-                    .with_label_values(&["plugin_error"])
-                    .inc();
-                continue;
-            }
+        for (index, outcome) in prepared.facts {
+            let info = self.plugins[index].info();
+            let mut facts = match outcome {
+                Ok(facts) => facts,
+                Err(error) => {
+                    // The message still counts for every other plugin; this failure is kept.
+                    let detail = format!("plugin {}: {error}", info.identifier);
+                    let letter = DeadLetter {
+                        service: "worker",
+                        reason: "plugin_error",
+                        detail,
+                        payload: &prepared.pending.payload,
+                        headers: vec![(
+                            HEADER_STREAM_SEQUENCE,
+                            message.stream_sequence.to_string(),
+                        )],
+                    };
+                    nats::publish_dead_letter(&self.jetstream, &self.config.nats, letter)
+                        .await
+                        .map_err(WorkerError::DeadLetter)?;
+                    self.metrics
+                        .dead_letters
+                        .with_label_values(&["plugin_error"])
+                        .inc();
+                    continue;
+                }
+            };
             facts_per_plugin[index] += batch.push_facts(&info.table, message, &mut facts);
         }
         Ok(())
     }
 
-    /// Which of `pending` (in the order copies are decided) is the copy of its identity that
+    /// Which of `prepared` (in the order copies are decided) is the copy of its identity that
     /// counts (`identity::copies`), looked up until ClickHouse answers; `None` if shutdown came
     /// first.
     async fn verdicts_until_known(
         &self,
-        pending: &[Pending],
+        prepared: &[Prepared],
         held: &[jetstream::Message],
         shutdown: &CancellationToken,
     ) -> Option<Vec<Verdict>> {
-        let mut candidates = Vec::with_capacity(pending.len());
+        let mut candidates = Vec::with_capacity(prepared.len());
         let mut identities = BTreeSet::new();
-        for item in pending {
-            let message = &item.message;
+        for item in prepared {
+            let message = &item.pending.message;
             identities.insert(message.identity.clone());
             candidates.push(Candidate {
                 identity: message.identity.clone(),
                 timestamp: message.envelope.event_time(),
                 topic: message.envelope.topic.clone(),
-                fingerprint: fingerprint::of_copy(&item.payload),
-                content_fingerprint: fingerprint::of_content(&message.envelope.msg),
+                fingerprint: item.fingerprint,
+                content_fingerprint: item.content_fingerprint,
             });
         }
         if candidates.is_empty() {

@@ -26,6 +26,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream::kv;
 use bytes::Bytes;
 use statscache_shared::admin::Health;
 use statscache_shared::config::Config;
@@ -37,7 +38,7 @@ use crate::faults::Faults;
 use crate::identity::turns::Turns;
 use crate::plugin::Message;
 use crate::service::{prepare, process_name};
-use crate::writer::{Pending, Writer};
+use crate::writer::{Pending, Prepared, Writer, Written};
 use crate::{meta, metrics, plugins, WorkerError};
 use dump::Dump;
 use postgres::Postgres;
@@ -182,7 +183,7 @@ pub async fn bootstrap(
         name: request.name.clone(),
         detail,
     };
-    let mut position = match progress_store.get(&request.name).await {
+    let position = match progress_store.get(&request.name).await {
         Ok(Some(value)) => std::str::from_utf8(&value)
             .ok()
             .and_then(Position::decode)
@@ -208,46 +209,134 @@ pub async fn bootstrap(
     let remaining = reader.remaining(&position).await?;
     let mut bar = Progress::new("bootstrapping", "messages", remaining);
     let mut report = BootstrapReport::default();
-    while !shutdown.is_cancelled() {
-        let rows = match reader.rows_after(&position, request.batch_size).await {
-            Ok(rows) => rows,
+    // Three batches at once: one read and prepared (its plugins run), the one before written
+    // in its turn, the one before that rolled up and recorded.
+    let size = request.batch_size;
+    let mut current = load(&mut reader, &writer, &position, size, &shutdown).await?;
+    let mut written_before: Option<(Written, Position, u64)> = None;
+    while let Some(batch) = current.take() {
+        let (written, rolled_up, next) = tokio::join!(
+            write_in_turn(&turns, &writer, batch.prepared, &shutdown),
+            roll_up(&writer, written_before.as_ref(), &shutdown),
+            load(&mut reader, &writer, &batch.last, size, &shutdown),
+        );
+        if let Some((_, last, rows)) = written_before.take() {
+            if !rolled_up {
+                break;
+            }
+            record(&progress_store, &request.name, &last).await?;
+            report.read += rows;
+            bar.advance_to(report.read, &last.timestamp);
+        }
+        let Some(written) = written? else {
+            break;
+        };
+        report.rejected += batch.rejected;
+        written_before = Some((written, batch.last, batch.rows));
+        current = next?;
+    }
+    if let Some((written, last, rows)) = written_before {
+        if writer.roll_up(&written, &[], &shutdown).await {
+            record(&progress_store, &request.name, &last).await?;
+            report.read += rows;
+            bar.advance_to(report.read, &last.timestamp);
+        }
+    }
+    report.finished = !shutdown.is_cancelled();
+    bar.finish();
+    Ok(report)
+}
+
+/// A batch read and prepared.
+struct Loaded {
+    prepared: Vec<Prepared>,
+    /// Its last row's position.
+    last: Position,
+    /// Rows read, messages or not.
+    rows: u64,
+    /// Rows that were not messages (dead-lettered).
+    rejected: u64,
+}
+
+/// The next batch after `after`, read (again until datanommer answers), its rows made messages
+/// and prepared; `None` at the end, or once shutdown came.
+async fn load(
+    reader: &mut Reader,
+    writer: &Writer,
+    after: &Position,
+    size: usize,
+    shutdown: &CancellationToken,
+) -> Result<Option<Loaded>, WorkerError> {
+    let rows = loop {
+        if shutdown.is_cancelled() {
+            return Ok(None);
+        }
+        match reader.rows_after(after, size).await {
+            Ok(rows) => break rows,
             Err(error) => {
                 tracing::warn!(%error, "cannot read datanommer; retrying");
                 tokio::time::sleep(RETRY).await;
-                continue;
             }
-        };
-        let Some(last) = rows.last().map(|row| row.position.clone()) else {
-            report.finished = true;
-            break;
-        };
-        let (pending, rejected) = pending_messages(&writer, rows).await?;
-        report.rejected += rejected;
-        let turn = loop {
-            match turns.bootstrap_turn().await {
-                Ok(turn) => break turn,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot take a turn; retrying");
-                    tokio::time::sleep(RETRY).await;
-                }
-            }
-        };
-        let stored = writer.store(&pending, &[], &shutdown).await;
-        turn.give_back().await;
-        if stored?.is_none() {
-            break;
         }
-        let batch = pending.len() as u64 + rejected;
-        progress_store
-            .put(&request.name, Bytes::from(last.encode()))
-            .await
-            .map_err(|error| progress_error(error.to_string()))?;
-        position = last;
-        report.read += batch;
-        bar.advance_to(report.read, &position.timestamp);
+    };
+    let Some(last) = rows.last().map(|row| row.position.clone()) else {
+        return Ok(None);
+    };
+    let count = rows.len() as u64;
+    let (pending, rejected) = pending_messages(writer, rows).await?;
+    let prepared = tokio::task::block_in_place(|| writer.prepare(pending));
+    Ok(Some(Loaded {
+        prepared,
+        last,
+        rows: count,
+        rejected,
+    }))
+}
+
+/// Writes `prepared` in the bootstrap's turn (taken again until NATS answers); `None` if
+/// shutdown came first.
+async fn write_in_turn(
+    turns: &Turns,
+    writer: &Writer,
+    prepared: Vec<Prepared>,
+    shutdown: &CancellationToken,
+) -> Result<Option<Written>, WorkerError> {
+    let turn = loop {
+        match turns.bootstrap_turn().await {
+            Ok(turn) => break turn,
+            Err(error) => {
+                tracing::warn!(%error, "cannot take a turn; retrying");
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    };
+    let written = writer.write(prepared, &[], shutdown).await;
+    turn.give_back().await;
+    written
+}
+
+/// Rolls `written` up, if there is a batch; whether it is done (`true` if there is none).
+async fn roll_up(
+    writer: &Writer,
+    written: Option<&(Written, Position, u64)>,
+    shutdown: &CancellationToken,
+) -> bool {
+    match written {
+        Some((written, _, _)) => writer.roll_up(written, &[], shutdown).await,
+        None => true,
     }
-    bar.finish();
-    Ok(report)
+}
+
+/// Records that everything up to `last` is stored and rolled up.
+async fn record(store: &kv::Store, name: &str, last: &Position) -> Result<(), WorkerError> {
+    store
+        .put(name, Bytes::from(last.encode()))
+        .await
+        .map_err(|error| BootstrapError::Progress {
+            name: name.to_string(),
+            detail: error.to_string(),
+        })?;
+    Ok(())
 }
 
 /// The messages of `rows`, in reading order; a row that cannot be a message is dead-lettered

@@ -14,8 +14,8 @@ use serde::Deserialize;
 use statscache_shared::sql::placeholders;
 
 /// Identities per lookup query: keeps the statement well under ClickHouse's
-/// `max_query_size` (256 KiB), at up to 256 bytes an identity.
-const IDENTITIES_PER_QUERY: usize = 500;
+/// `max_query_size` (256 KiB), at up to 256 bytes an identity (fedmsg's are 41).
+const IDENTITIES_PER_QUERY: usize = 800;
 
 /// A stored copy of an identity: a row of `message_identities`.
 #[derive(Debug, Clone, PartialEq, Row, Deserialize)]
@@ -67,8 +67,8 @@ pub async fn stored(
     client: &clickhouse::Client,
     identities: &BTreeSet<String>,
 ) -> Result<HashMap<String, Vec<StoredCopy>>, clickhouse::error::Error> {
-    let mut found: HashMap<String, Vec<StoredCopy>> = HashMap::new();
     let all: Vec<&String> = identities.iter().collect();
+    let mut lookups = Vec::new();
     for chunk in all.chunks(IDENTITIES_PER_QUERY) {
         let sql = format!(
             "SELECT msg_id, timestamp, topic, fingerprint, content_fingerprint \
@@ -79,7 +79,12 @@ pub async fn stored(
         for identity in chunk {
             query = query.bind(identity.as_str());
         }
-        for copy in query.fetch_all::<StoredCopy>().await? {
+        lookups.push(query.fetch_all::<StoredCopy>());
+    }
+    // A few queries at once: a large batch (a bootstrap's) is looked up in one round trip.
+    let mut found: HashMap<String, Vec<StoredCopy>> = HashMap::new();
+    for answer in futures::future::try_join_all(lookups).await? {
+        for copy in answer {
             found.entry(copy.msg_id.clone()).or_default().push(copy);
         }
     }
