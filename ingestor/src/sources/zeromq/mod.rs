@@ -1,15 +1,19 @@
-//! fedmsg over ZeroMQ: SUB connections to the configured endpoints.
+//! fedmsg over ZeroMQ: SUB sockets of the `zeromq` crate, one per configured endpoint.
 //!
-//! One task per endpoint ([`subscriber`]), each with its own connection, so a dead endpoint
-//! never delays the others. The ZMTP client is our own ([`zmtp`] says why): it bounds what a
-//! peer can make us buffer before anything is allocated, and answers ZMTP heartbeats. Each
-//! endpoint is kept subscribed as libzmq would keep it, and fedmsg's `i` is tracked per
-//! publishing process to detect losses ([`sequence`], [`publisher`]). A fedmsg message is a
-//! two-frame multipart `[topic, json envelope]`; anything else is passed on refused, so the
-//! relay can dead-letter it. A PUB drops what a SUB missed, so what the source cannot see (a
-//! loss with no later message, topic-filtered subscriptions) is left to reconciliation with
-//! datagrepper.
+//! One task per endpoint ([`subscriber`]), each with its own socket, so a dead endpoint never
+//! delays the others. Each socket reaches its publisher through a [`guard`] of ours, which
+//! bounds what a peer can make us buffer before anything is allocated, drops messages over
+//! the limit, and answers ZMTP heartbeats, none of which the crate does (the guard says why);
+//! the socket connects to the guard over a private IPC listener ([`loopback`]). Each endpoint
+//! is kept subscribed as libzmq would keep it, and fedmsg's `i` is tracked per publishing
+//! process to detect losses ([`sequence`], [`publisher`]). A fedmsg message is a two-frame
+//! multipart `[topic, json envelope]`; anything else is passed on refused, so the relay can
+//! dead-letter it. A PUB drops what a SUB missed, so what the source cannot see (a loss with
+//! no later message, topic-filtered subscriptions) is left to reconciliation with datagrepper.
 
+mod error;
+mod guard;
+mod loopback;
 pub mod publisher;
 mod sequence;
 mod subscriber;
@@ -23,8 +27,11 @@ use statscache_shared::config::ZeroMqConfig;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+pub use error::ZeroMqError;
+
 use crate::metrics::Metrics;
 use crate::source::{Incoming, LostSpan, Refusal, Source};
+use loopback::Loopback;
 use publisher::Restored;
 use subscriber::Subscriber;
 
@@ -37,26 +44,30 @@ pub struct ZeroMqSource {
     metrics: Arc<Metrics>,
     lost_spans: Option<mpsc::Sender<LostSpan>>,
     restored: Restored,
+    loopback: Arc<Loopback>,
 }
 
 impl ZeroMqSource {
-    /// A source for `config`'s endpoints. Messages over `max_message_bytes` (all frames) end
-    /// their connection unread. Spans that fedmsg's `i` says were lost go to `lost_spans` (for
+    /// A source for `config`'s endpoints. Messages over `max_message_bytes` (all frames) are
+    /// dropped unread. Spans that fedmsg's `i` says were lost go to `lost_spans` (for
     /// backfill) if given; `restored` is what the stream says each endpoint carried before.
+    /// Fails if the private directory of the sockets' listeners cannot be made.
     pub fn new(
         config: ZeroMqConfig,
         max_message_bytes: usize,
         metrics: Arc<Metrics>,
         lost_spans: Option<mpsc::Sender<LostSpan>>,
         restored: Restored,
-    ) -> ZeroMqSource {
-        ZeroMqSource {
+    ) -> Result<ZeroMqSource, ZeroMqError> {
+        let loopback = Loopback::new().map_err(ZeroMqError::Loopback)?;
+        Ok(ZeroMqSource {
             config,
             max_message_bytes,
             metrics,
             lost_spans,
             restored,
-        }
+            loopback: Arc::new(loopback),
+        })
     }
 }
 
@@ -73,6 +84,7 @@ impl Source for ZeroMqSource {
             metrics,
             lost_spans,
             mut restored,
+            loopback,
         } = *self;
         let mut tasks = tokio::task::JoinSet::new();
         for endpoint in &config.endpoints {
@@ -84,6 +96,7 @@ impl Source for ZeroMqSource {
                 relay: relay.clone(),
                 metrics: metrics.clone(),
                 lost_spans: lost_spans.clone(),
+                loopback: loopback.clone(),
             };
             tasks.spawn(subscriber.run(known, shutdown.clone()));
         }

@@ -1,0 +1,31 @@
+use super::guard::GuardError;
+use super::zmtp::ConnectError;
+
+/// Why the ZeroMQ source could not start, or an endpoint's subscription failed or ended.
+#[derive(Debug, thiserror::Error)]
+pub enum ZeroMqError {
+    #[error("cannot listen for the zeromq socket (private directory or socket file): {0}")]
+    Loopback(std::io::Error),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error(transparent)]
+    Guard(#[from] GuardError),
+    #[error("the zeromq socket failed: {0}")]
+    Socket(#[from] zeromq::ZmqError),
+    #[error("the zeromq socket lost its connection, and its guard did not say why")]
+    Disconnected,
+}
+
+impl ZeroMqError {
+    /// Whether the publisher is to blame: it is then reconnected to after a growing pause, not
+    /// in a tight loop.
+    pub fn is_publisher_fault(&self) -> bool {
+        match self {
+            ZeroMqError::Guard(error) => error.is_publisher_fault(),
+            ZeroMqError::Loopback(_)
+            | ZeroMqError::Connect(_)
+            | ZeroMqError::Socket(_)
+            | ZeroMqError::Disconnected => false,
+        }
+    }
+}
