@@ -4,7 +4,7 @@ use super::zmtp::ConnectError;
 /// Why the ZeroMQ source could not start, or an endpoint's subscription failed or ended.
 #[derive(Debug, thiserror::Error)]
 pub enum ZeroMqError {
-    #[error("cannot listen for the zeromq socket (private directory or socket file): {0}")]
+    #[error("cannot make a private listener for the zeromq socket: {0}")]
     Loopback(std::io::Error),
     #[error(transparent)]
     Connect(#[from] ConnectError),
@@ -17,15 +17,13 @@ pub enum ZeroMqError {
 }
 
 impl ZeroMqError {
-    /// Whether the publisher is to blame: it is then reconnected to after a growing pause, not
-    /// in a tight loop.
-    pub fn is_publisher_fault(&self) -> bool {
+    /// Whether it may well happen again at once (the publisher breaking ZMTP, no listener to
+    /// be made): the endpoint is then tried again after a growing pause, not in a tight loop.
+    pub fn backs_off(&self) -> bool {
         match self {
             ZeroMqError::Guard(error) => error.is_publisher_fault(),
-            ZeroMqError::Loopback(_)
-            | ZeroMqError::Connect(_)
-            | ZeroMqError::Socket(_)
-            | ZeroMqError::Disconnected => false,
+            ZeroMqError::Loopback(_) => true,
+            ZeroMqError::Connect(_) | ZeroMqError::Socket(_) | ZeroMqError::Disconnected => false,
         }
     }
 }

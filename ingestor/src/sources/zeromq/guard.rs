@@ -549,7 +549,7 @@ fn error_reason(data: &Bytes) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::zeromq::loopback::Loopback;
+    use crate::sources::zeromq::loopback;
     use crate::sources::zeromq::zmtp::codec::peer;
     use crate::sources::zeromq::zmtp::{self, Endpoint};
     use futures::StreamExt;
@@ -574,7 +574,6 @@ mod tests {
         metrics: Arc<Metrics>,
         /// The publisher's end of its connection.
         publisher: TcpStream,
-        _loopback: Loopback,
     }
 
     /// The publisher's greeting and READY of a `socket_type` socket.
@@ -599,9 +598,8 @@ mod tests {
             .expect("connect");
         let (mut publisher, _) = publisher_listener.accept().await.expect("accept");
         publisher.write_all(&first).await.expect("write");
-        let loopback = Loopback::new().expect("loopback");
-        let listener = loopback.listen().expect("listen");
-        let socket_endpoint = listener.endpoint();
+        let listener = loopback::listen().expect("listen");
+        let socket_endpoint = listener.endpoint().to_string();
         let registry = prometheus::Registry::new();
         let metrics = Arc::new(Metrics::new(&registry).expect("metrics"));
         let (relay, dead_letters) = mpsc::channel(16);
@@ -625,7 +623,6 @@ mod tests {
             dead_letters,
             metrics,
             publisher,
-            _loopback: loopback,
         }
     }
 

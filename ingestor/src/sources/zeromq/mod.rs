@@ -31,7 +31,6 @@ pub use error::ZeroMqError;
 
 use crate::metrics::Metrics;
 use crate::source::{Incoming, LostSpan, Refusal, Source};
-use loopback::Loopback;
 use publisher::Restored;
 use subscriber::Subscriber;
 
@@ -44,14 +43,13 @@ pub struct ZeroMqSource {
     metrics: Arc<Metrics>,
     lost_spans: Option<mpsc::Sender<LostSpan>>,
     restored: Restored,
-    loopback: Arc<Loopback>,
 }
 
 impl ZeroMqSource {
     /// A source for `config`'s endpoints. Messages over `max_message_bytes` (all frames) are
     /// dropped unread. Spans that fedmsg's `i` says were lost go to `lost_spans` (for
     /// backfill) if given; `restored` is what the stream says each endpoint carried before.
-    /// Fails if the private directory of the sockets' listeners cannot be made.
+    /// Fails if the private listeners the crate's sockets connect to cannot be made.
     pub fn new(
         config: ZeroMqConfig,
         max_message_bytes: usize,
@@ -59,14 +57,13 @@ impl ZeroMqSource {
         lost_spans: Option<mpsc::Sender<LostSpan>>,
         restored: Restored,
     ) -> Result<ZeroMqSource, ZeroMqError> {
-        let loopback = Loopback::new().map_err(ZeroMqError::Loopback)?;
+        loopback::check().map_err(ZeroMqError::Loopback)?;
         Ok(ZeroMqSource {
             config,
             max_message_bytes,
             metrics,
             lost_spans,
             restored,
-            loopback: Arc::new(loopback),
         })
     }
 }
@@ -84,7 +81,6 @@ impl Source for ZeroMqSource {
             metrics,
             lost_spans,
             mut restored,
-            loopback,
         } = *self;
         let mut tasks = tokio::task::JoinSet::new();
         for endpoint in &config.endpoints {
@@ -96,7 +92,6 @@ impl Source for ZeroMqSource {
                 relay: relay.clone(),
                 metrics: metrics.clone(),
                 lost_spans: lost_spans.clone(),
-                loopback: loopback.clone(),
             };
             tasks.spawn(subscriber.run(known, shutdown.clone()));
         }

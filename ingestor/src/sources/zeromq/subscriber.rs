@@ -35,7 +35,7 @@ use zeromq::{Socket, SocketEvent, SocketOptions, SocketRecv, SubSocket};
 
 use super::error::ZeroMqError;
 use super::guard::{Guard, GuardEnded, GuardError};
-use super::loopback::Loopback;
+use super::loopback;
 use super::publisher::Sequencer;
 use super::sequence::{Finding, GapKind, Observation, SequenceTracker};
 use super::to_incoming;
@@ -76,8 +76,6 @@ pub struct Subscriber {
     pub metrics: Arc<Metrics>,
     /// Where spans known to be lost go (the datagrepper backfill), if anywhere.
     pub lost_spans: Option<mpsc::Sender<LostSpan>>,
-    /// Where the crate's socket connects to reach the guard.
-    pub loopback: Arc<Loopback>,
 }
 
 impl Subscriber {
@@ -147,9 +145,9 @@ impl Subscriber {
                         .source_errors
                         .with_label_values(&["zeromq"])
                         .inc();
-                    if error.is_publisher_fault() {
-                        // A peer breaking the protocol again and again is not reconnected
-                        // to in a tight loop.
+                    if error.backs_off() {
+                        // A peer breaking the protocol again and again (or a listener that
+                        // cannot be made) is not tried again in a tight loop.
                         attempt = attempt.saturating_add(1);
                     } else {
                         attempt = 0;
@@ -228,11 +226,11 @@ impl Subscriber {
         connection: Connection<'_>,
         shutdown: &CancellationToken,
     ) -> Ended {
-        let listener = match self.loopback.listen() {
+        let listener = match loopback::listen() {
             Ok(listener) => listener,
             Err(error) => return Ended::Lost(ZeroMqError::Loopback(error)),
         };
-        let socket_endpoint = listener.endpoint();
+        let socket_endpoint = listener.endpoint().to_string();
         let (ready_sender, ready) = oneshot::channel();
         // A set, so that the guard is stopped with it if this ends first (shutdown).
         let mut guard_task = tokio::task::JoinSet::new();
