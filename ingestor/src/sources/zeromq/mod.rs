@@ -17,7 +17,7 @@ mod loopback;
 pub mod publisher;
 mod sequence;
 mod subscriber;
-pub mod zmtp;
+mod zmtp;
 
 use std::sync::Arc;
 

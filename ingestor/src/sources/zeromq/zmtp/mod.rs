@@ -16,7 +16,6 @@
 pub mod codec;
 pub mod transport;
 
-pub use codec::FrameError;
 pub use transport::{connect, ConnectError, Transport};
 
 /// Where a publisher listens: `tcp://host:port` or `ipc://path`, as fedmsg's `endpoints` say.
