@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks (not tests): pipeline throughput next to the raw limits of NATS, ClickHouse and
 # RabbitMQ on this machine, with release builds. BENCH_MESSAGES sets the message count (default
-# 20000); BENCH_STAGES=throughput,delay,recovery,cluster picks stages (all by default); BENCH_RATE
+# 20000); BENCH_STAGES=throughput,delay,recovery,cluster picks stages (all by default; ingest is
+# throughput's ZeroMQ stage alone); BENCH_RATE
 # and BENCH_SECONDS set the steady load of the delay and recovery stages (800 msg/s, 30 s);
 # BENCH_DELAY_ROUNDS the delay stage's rounds (2: each nats-server goes first in one); the
 # cluster stage runs the pipeline end to end on 3 nats-servers + 2 ClickHouse replicas next to

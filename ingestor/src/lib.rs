@@ -52,6 +52,8 @@ pub enum IngestorError {
     Backfill(#[from] BackfillError),
     #[error(transparent)]
     Amqp(#[from] sources::amqp::AmqpError),
+    #[error(transparent)]
+    ZeroMq(#[from] sources::zeromq::ZeroMqError),
     #[error("cannot tail the stream: {0}")]
     Tail(String),
 }
@@ -168,7 +170,7 @@ pub async fn run(
     if !config.ingestor.zeromq.endpoints.is_empty() {
         let restored = restore_publisher_sequences(&jetstream, &config).await;
         // A message can be stored only if its envelope fits NATS' `max_payload` (the topic
-        // frame comes beside it): anything bigger ends its connection before it is buffered.
+        // frame comes beside it): anything bigger is dropped before it is buffered.
         let max_message_bytes = jetstream.client().max_payload() + MAX_TOPIC_BYTES;
         sources.push(Box::new(sources::zeromq::ZeroMqSource::new(
             config.ingestor.zeromq.clone(),
@@ -176,7 +178,7 @@ pub async fn run(
             metrics.clone(),
             lost_spans,
             restored,
-        )));
+        )?));
     }
     // AMQP deliveries carry their acks, so they have a relay loop of their own that settles
     // each one; it shares the relay (connection, metrics, health) with the other sources.

@@ -52,8 +52,8 @@ pub struct Metrics {
     /// Publishes (messages and dead letters) JetStream refused to store for lack of room, by
     /// stream: the service is not ready until one is stored again.
     pub store_refusals: IntCounterVec,
-    /// ZeroMQ connections dropped because the peer broke ZMTP or our bounds (a frame over the
-    /// message limit, a foreign greeting), by endpoint and reason.
+    /// ZeroMQ peers breaking ZMTP or our bounds (a message over the limit, dropped alone or
+    /// with the connection; a foreign greeting), by endpoint and reason.
     pub zeromq_protocol_errors: IntCounterVec,
     /// At start-up, seconds since the stream's newest message arrived: nothing published in
     /// that time was received live.
@@ -167,7 +167,7 @@ impl Metrics {
             )?,
             zeromq_protocol_errors: counter(
                 "statscache_ingestor_zeromq_protocol_errors_total",
-                "ZeroMQ connections dropped because the peer broke ZMTP or the message limit",
+                "ZeroMQ peers breaking ZMTP or the message limit (the message or the connection dropped)",
                 &["endpoint", "reason"],
             )?,
             startup_downtime_seconds: IntGauge::new(

@@ -157,9 +157,9 @@ pub struct ZeroMqConfig {
     pub reconnect_min: Duration,
     #[serde(with = "humantime_serde")]
     pub reconnect_max: Duration,
-    /// An endpoint silent this long is checked: its connection is replaced by a fresh one, so
-    /// a connection that died without a word (no ZMTP heartbeats in the `zeromq` crate) is not
-    /// kept forever. `0s` disables the check.
+    /// An endpoint silent this long is checked: the ZMTP guard in front of the `zeromq` socket
+    /// sends a PING, and replaces the connection if nothing answers within 5 s, so a
+    /// connection that died without a word is not kept forever. `0s` disables the check.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
 }

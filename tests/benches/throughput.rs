@@ -538,11 +538,22 @@ async fn bench_recovery(nats_binary: &std::path::Path) -> String {
 
 #[tokio::main]
 async fn main() {
-    // `BENCH_STAGES=delay,recovery` runs only those.
+    // `BENCH_STAGES=delay,recovery` runs only those; `ingest` is the ZeroMQ stage of
+    // `throughput` alone.
     let stages =
         std::env::var("BENCH_STAGES").unwrap_or("throughput,delay,recovery,cluster".into());
     if stages.contains("throughput") {
         bench_throughput().await;
+    } else if stages.split(',').any(|stage| stage == "ingest") {
+        let count = env_number("BENCH_MESSAGES", 20_000.0) as usize;
+        let (ingest, bare_publish) = bench_ingest(count).await;
+        println!("\n{count} corpus-sized messages, ZeroMQ→ingestor→JetStream vs bare async-nats publish, msg/s\n");
+        println!("| statscache | raw limit | ratio |");
+        println!("|---|---|---|");
+        println!(
+            "| {ingest:.0} | {bare_publish:.0} | {:.2} |",
+            ingest / bare_publish
+        );
     }
     if stages.contains("delay") {
         let rate = env_number("BENCH_RATE", 800.0);

@@ -36,7 +36,7 @@ async fn bad_input_is_counted_and_dead_lettered_and_good_messages_still_flow() {
     let mut input = tempfile::NamedTempFile::new().expect("input file");
     // Just over NATS' 1 MiB payload, so never storable, yet within what the ZeroMQ source
     // reads (the payload limit and a topic): dead-lettered, cut, and the connection kept. (A
-    // bigger message ends the connection unread: `zeromq_edge.rs`.)
+    // bigger message is dropped unread: `zeromq_edge.rs`.)
     let giant = format!(
         r#"{{"topic":"org.fedoraproject.prod.big.payload","msg":{{"blob":"{}"}},"timestamp":1600000000}}"#,
         "x".repeat(1024 * 1024 - 60)

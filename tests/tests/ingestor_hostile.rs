@@ -4,7 +4,8 @@
 //! message around it is stored, and afterwards the ingestor is ready and stops on one SIGTERM.
 //!
 //! Messages are as big as the ZeroMQ source reads (NATS' payload limit and a topic): bigger
-//! ones end their connection unread, which `zeromq_edge.rs` tests with a raw ZMTP peer.
+//! ones are dropped unread, which `zeromq_edge.rs` tests with a raw ZMTP peer and a real
+//! publisher.
 //!
 //! The property test draws a few hundred multipart messages (arbitrary bytes, CR/LF in topics,
 //! odd identities, huge frames, envelopes at the payload limit) from `proptest` strategies, with

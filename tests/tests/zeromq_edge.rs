@@ -433,8 +433,9 @@ async fn a_gap_in_i_is_backfilled_from_datagrepper_without_waiting_for_reconcili
 
 /// A peer at a configured endpoint declaring frames over the message limit (NATS' payload
 /// limit and a topic) — just over it, 64 GiB, 2^63 and 2^64 − 1 bytes, and 300 MB sent for
-/// real — loses each connection, counted, before anything is buffered: the ingestor lives,
-/// stays small, and a real publisher on another endpoint loses nothing meanwhile.
+/// real — loses each connection, counted, before anything is buffered (the one just over the
+/// limit, whose body never comes, once it has stalled): the ingestor lives, stays small, and a
+/// real publisher on another endpoint loses nothing meanwhile.
 #[tokio::test(flavor = "multi_thread")]
 async fn frames_over_the_limit_end_their_connection_unread_and_other_endpoints_keep_flowing() {
     const MESSAGES: u64 = 300;
@@ -526,7 +527,8 @@ async fn frames_over_the_limit_end_their_connection_unread_and_other_endpoints_k
 }
 
 /// libzmq publishers (and proxies) may send ZMTP heartbeats: every PING is answered and the
-/// connection kept, so nothing is lost (the `zeromq` crate dropped the connection at each).
+/// connection kept, so nothing is lost (the `zeromq` crate alone dropped the connection at
+/// each; the guard in front of it answers them).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_libzmq_publisher_sending_heartbeats_every_100ms_loses_nothing() {
     const MESSAGES: u64 = 10_000;
@@ -568,6 +570,66 @@ async fn a_libzmq_publisher_sending_heartbeats_every_100ms_loses_nothing() {
         ),
         0.0,
         "a connection was lost: {text}"
+    );
+    assert_eq!(
+        endpoint_metric(&text, "missing_messages_total", &endpoint),
+        0.0,
+        "{text}"
+    );
+    publisher.kill().await.expect("stop the publisher");
+}
+
+/// A real publisher's one message over the limit (3 MiB, among 200 valid ones) is dropped
+/// unread and dead-lettered, and costs nothing else: the connection is kept, and every
+/// message after it is stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_publishers_one_message_over_the_limit_costs_only_itself() {
+    const MESSAGES: u64 = 200;
+    let nats = NatsServer::start().await;
+    let endpoint = format!("tcp://127.0.0.1:{}", free_port());
+    let (_ingestor, admin) = start_ingestor(&nats, std::slice::from_ref(&endpoint), &[]).await;
+    let jetstream = jetstream_of(&nats).await;
+    let work = tempfile::TempDir::new().expect("temp dir");
+
+    let mut messages = envelopes("around-giant", MESSAGES, epoch_now());
+    let giant = json!({
+        "topic": "org.fedoraproject.prod.edge.giant",
+        "msg": {"blob": "x".repeat(3 << 20)},
+        "msg_id": "2026-edge-giant",
+        "i": 1,
+        "timestamp": epoch_now(),
+        "username": "giant",
+    });
+    messages.insert(MESSAGES as usize / 2, giant);
+    let file = write_lines(&work.path().join("giant.jsonl"), &messages);
+    // It stays bound after sending, so that its exit is no lost connection.
+    let mut publisher = publisher_command(&endpoint, &[file])
+        .args(["--subscribers", "1", "--linger", "600"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start the publisher");
+    wait_for_stream(&jetstream, MESSAGES).await;
+
+    let reasons = header_values(&nats.url, "STATSCACHE_DEAD_LETTER", "Statscache-Reason").await;
+    assert_eq!(reasons, ["frame_too_large"]);
+    let details = header_values(&nats.url, "STATSCACHE_DEAD_LETTER", "Statscache-Detail").await;
+    assert!(details[0].contains("connection kept"), "{details:?}");
+    let text = admin_metrics(admin).await;
+    assert_eq!(
+        metric(
+            &text,
+            "statscache_ingestor_source_errors_total{source=\"zeromq\"}"
+        ),
+        0.0,
+        "the connection was lost: {text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            &format!("statscache_ingestor_zeromq_protocol_errors_total{{endpoint=\"{endpoint}\",reason=\"frame_too_large\"}}")
+        ),
+        1.0,
+        "{text}"
     );
     assert_eq!(
         endpoint_metric(&text, "missing_messages_total", &endpoint),

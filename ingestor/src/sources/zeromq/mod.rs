@@ -1,19 +1,23 @@
-//! fedmsg over ZeroMQ: SUB connections to the configured endpoints.
+//! fedmsg over ZeroMQ: SUB sockets of the `zeromq` crate, one per configured endpoint.
 //!
-//! One task per endpoint ([`subscriber`]), each with its own connection, so a dead endpoint
-//! never delays the others. The ZMTP client is our own ([`zmtp`] says why): it bounds what a
-//! peer can make us buffer before anything is allocated, and answers ZMTP heartbeats. Each
-//! endpoint is kept subscribed as libzmq would keep it, and fedmsg's `i` is tracked per
-//! publishing process to detect losses ([`sequence`], [`publisher`]). A fedmsg message is a
-//! two-frame multipart `[topic, json envelope]`; anything else is passed on refused, so the
-//! relay can dead-letter it. A PUB drops what a SUB missed, so what the source cannot see (a
-//! loss with no later message, topic-filtered subscriptions) is left to reconciliation with
-//! datagrepper.
+//! One task per endpoint ([`subscriber`]), each with its own socket, so a dead endpoint never
+//! delays the others. Each socket reaches its publisher through a [`guard`] of ours, which
+//! bounds what a peer can make us buffer before anything is allocated, drops messages over
+//! the limit, and answers ZMTP heartbeats, none of which the crate does (the guard says why);
+//! the socket connects to the guard over a private IPC listener ([`loopback`]). Each endpoint
+//! is kept subscribed as libzmq would keep it, and fedmsg's `i` is tracked per publishing
+//! process to detect losses ([`sequence`], [`publisher`]). A fedmsg message is a two-frame
+//! multipart `[topic, json envelope]`; anything else is passed on refused, so the relay can
+//! dead-letter it. A PUB drops what a SUB missed, so what the source cannot see (a loss with
+//! no later message, topic-filtered subscriptions) is left to reconciliation with datagrepper.
 
+mod error;
+mod guard;
+mod loopback;
 pub mod publisher;
 mod sequence;
 mod subscriber;
-pub mod zmtp;
+mod zmtp;
 
 use std::sync::Arc;
 
@@ -22,6 +26,8 @@ use bytes::Bytes;
 use statscache_shared::config::ZeroMqConfig;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+pub use error::ZeroMqError;
 
 use crate::metrics::Metrics;
 use crate::source::{Incoming, LostSpan, Refusal, Source};
@@ -40,23 +46,25 @@ pub struct ZeroMqSource {
 }
 
 impl ZeroMqSource {
-    /// A source for `config`'s endpoints. Messages over `max_message_bytes` (all frames) end
-    /// their connection unread. Spans that fedmsg's `i` says were lost go to `lost_spans` (for
+    /// A source for `config`'s endpoints. Messages over `max_message_bytes` (all frames) are
+    /// dropped unread. Spans that fedmsg's `i` says were lost go to `lost_spans` (for
     /// backfill) if given; `restored` is what the stream says each endpoint carried before.
+    /// Fails if the private listeners the crate's sockets connect to cannot be made.
     pub fn new(
         config: ZeroMqConfig,
         max_message_bytes: usize,
         metrics: Arc<Metrics>,
         lost_spans: Option<mpsc::Sender<LostSpan>>,
         restored: Restored,
-    ) -> ZeroMqSource {
-        ZeroMqSource {
+    ) -> Result<ZeroMqSource, ZeroMqError> {
+        loopback::check().map_err(ZeroMqError::Loopback)?;
+        Ok(ZeroMqSource {
             config,
             max_message_bytes,
             metrics,
             lost_spans,
             restored,
-        }
+        })
     }
 }
 

@@ -1,13 +1,20 @@
 //! One endpoint, kept subscribed until shutdown, as libzmq would keep it.
 //!
-//! The cycle: connect (refused at once while nothing listens; tried again every
-//! `reconnect-min`, doubling up to `reconnect-max`, forever), handshake, receive until the
-//! publisher disconnects, breaks the protocol or our bounds, or stays silent; start again.
-//! Silence is checked with ZMTP heartbeats: a connection silent for `idle-timeout` gets a PING,
-//! and only one that does not answer within [`HEARTBEAT_GRACE`] is replaced (a ZMTP 3.0
-//! publisher, which knows no PING, is replaced at once), so a quiet but healthy publisher is
-//! never cut off, while one that died without a word (a firewall dropping idle state, a host
-//! gone) is not listened to forever.
+//! The cycle: connect to the publisher (refused at once while nothing listens; tried again
+//! every `reconnect-min`, doubling up to `reconnect-max`, forever); then a fresh `zeromq` SUB
+//! socket, subscribed to the configured prefixes, connects through a [`Guard`] holding that
+//! connection, and what it receives is relayed until the connection ends (the publisher goes,
+//! breaks ZMTP or our limits, or stays silent: the guard says which); the socket is dropped
+//! and the cycle starts again.
+//!
+//! Why a fresh socket per connection rather than the crate's own reconnection: after a
+//! disconnect the crate reconnects on a fixed schedule growing to 30 s that cannot be
+//! configured, so a publisher binding again during one of its pauses would be missed for that
+//! long, and what it sent meanwhile lost. Connecting to the publisher first, ourselves, tells
+//! an absent publisher (refused at once) from a present one without probing it, and the
+//! crate's connect, to a listener that is there, succeeds on its first try. The socket is
+//! known to be drained when the crate reports the disconnect: the guard hands it everything
+//! decoded before closing its side.
 //!
 //! Every message's `i` goes through the endpoint's [`SequenceTracker`] (when subscribed to
 //! every topic), which outlives the connections, so what is lost while reconnecting is counted
@@ -17,39 +24,53 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use statscache_shared::config::ZeroMqConfig;
 use statscache_shared::nats::HEADER_PUBLISHER;
 use statscache_shared::retry::backoff;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use zeromq::{Socket, SocketEvent, SocketOptions, SocketRecv, SubSocket};
 
+use super::error::ZeroMqError;
+use super::guard::{Guard, GuardEnded, GuardError};
+use super::loopback;
 use super::publisher::Sequencer;
 use super::sequence::{Finding, GapKind, Observation, SequenceTracker};
 use super::to_incoming;
-use super::zmtp::{Connection, Endpoint, Event, ZmtpError};
+use super::zmtp::{self, ConnectError, Endpoint, Transport};
 use crate::metrics::Metrics;
-use crate::source::{Incoming, LostSpan, Refusal};
+use crate::source::{Incoming, LostSpan};
 
-/// Connecting and completing the handshake, each.
+/// Connecting to the publisher, and the crate's connect and handshake through the guard, each.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long a silent connection has to answer a PING before it is replaced.
-const HEARTBEAT_GRACE: Duration = Duration::from_secs(5);
+/// How long a guard has to end once the crate's socket is gone (it ends at once).
+const GUARD_EXIT: Duration = Duration::from_secs(5);
 
 /// Why a connection ended.
 enum Ended {
     Shutdown,
     /// The relay is gone: the ingestor is stopping.
     RelayClosed,
-    Lost(ZmtpError),
+    Lost(ZeroMqError),
     Idle,
+}
+
+/// Why the crate's socket stopped receiving.
+enum Received {
+    Shutdown,
+    RelayClosed,
+    /// It reported the disconnect: everything it was handed is relayed.
+    Disconnected,
+    Failed(zeromq::ZmqError),
 }
 
 pub struct Subscriber {
     pub endpoint: String,
     pub config: ZeroMqConfig,
-    /// Largest message accepted (all frames): bigger ones end the connection unread.
+    /// Largest message accepted (all frames): bigger ones are dropped unread.
     pub max_message_bytes: usize,
     pub relay: mpsc::Sender<Incoming>,
     pub metrics: Arc<Metrics>,
@@ -73,21 +94,28 @@ impl Subscriber {
         self.metrics
             .zeromq_protocol_errors
             .with_label_values(&[self.endpoint.as_str(), "frame_too_large"]);
+        let guard = Guard {
+            endpoint: Arc::from(self.endpoint.as_str()),
+            max_message_bytes: self.max_message_bytes,
+            idle_timeout: self.config.idle_timeout,
+            metrics: self.metrics.clone(),
+            relay: self.relay.clone(),
+        };
         let mut sequence = self.sequence_tracker(&known);
         let sequencer = Sequencer::new(&self.endpoint);
         let mut attempt = 0;
         // Replacing a silent connection is routine: logged at debug level only.
         let mut replacing_idle = false;
         loop {
-            let opened = tokio::select! {
+            let connected = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                opened = Connection::open(&endpoint, &self.config.topic_prefixes, self.max_message_bytes, CONNECT_TIMEOUT) => opened,
+                connected = zmtp::connect(&endpoint, CONNECT_TIMEOUT) => connected,
             };
-            let connection = match opened {
-                Ok(connection) => connection,
+            let publisher = match connected {
+                Ok(publisher) => publisher,
                 Err(error) => {
                     self.failed_to_connect(&error, attempt);
-                    if let (ZmtpError::NothingListens(_), Some(tracker)) =
+                    if let (ConnectError::NothingListens(_), Some(tracker)) =
                         (&error, sequence.as_mut())
                     {
                         // No process is bound: the next one starts while we listen.
@@ -100,22 +128,14 @@ impl Subscriber {
                     continue;
                 }
             };
-            if replacing_idle {
-                tracing::debug!(endpoint = %self.endpoint, "subscribed again");
-            } else {
-                tracing::info!(endpoint = %self.endpoint, prefixes = ?self.config.topic_prefixes, heartbeats = connection.supports_heartbeats(), "subscribed to fedmsg endpoint");
-            }
-            if let Some(tracker) = sequence.as_mut() {
-                tracker.connected();
-            }
+            let connection = Connection {
+                sequence: sequence.as_mut(),
+                sequencer: &sequencer,
+                started,
+                replacing_idle,
+            };
             let ended = self
-                .receive(
-                    connection,
-                    sequence.as_mut(),
-                    &sequencer,
-                    started,
-                    &shutdown,
-                )
+                .subscribe(publisher, &guard, connection, &shutdown)
                 .await;
             replacing_idle = matches!(ended, Ended::Idle);
             match ended {
@@ -125,10 +145,9 @@ impl Subscriber {
                         .source_errors
                         .with_label_values(&["zeromq"])
                         .inc();
-                    if let Some(reason) = error.protocol_reason() {
-                        self.count_protocol_error(reason);
-                        // A peer breaking the protocol again and again is not reconnected to
-                        // in a tight loop.
+                    if error.backs_off() {
+                        // A peer breaking the protocol again and again (or a listener that
+                        // cannot be made) is not tried again in a tight loop.
                         attempt = attempt.saturating_add(1);
                     } else {
                         attempt = 0;
@@ -147,8 +166,8 @@ impl Subscriber {
     }
 
     /// Logs (and counts, unless nothing listens) a failed connection attempt.
-    fn failed_to_connect(&self, error: &ZmtpError, attempt: u32) {
-        if let ZmtpError::NothingListens(detail) = error {
+    fn failed_to_connect(&self, error: &ConnectError, attempt: u32) {
+        if let ConnectError::NothingListens(detail) = error {
             if attempt == 0 {
                 tracing::info!(endpoint = %self.endpoint, %detail, "nothing listens at the endpoint yet; trying again until a publisher binds it");
             }
@@ -158,17 +177,7 @@ impl Subscriber {
             .source_errors
             .with_label_values(&["zeromq"])
             .inc();
-        if let Some(reason) = error.protocol_reason() {
-            self.count_protocol_error(reason);
-        }
         tracing::warn!(endpoint = %self.endpoint, %error, "cannot subscribe to the endpoint; trying again");
-    }
-
-    fn count_protocol_error(&self, reason: &'static str) {
-        self.metrics
-            .zeromq_protocol_errors
-            .with_label_values(&[self.endpoint.as_str(), reason])
-            .inc();
     }
 
     /// The endpoint's `i` tracker, or `None` when subscribed to only some topics: `i` counts
@@ -208,75 +217,116 @@ impl Subscriber {
         }
     }
 
-    /// Relays what the connection receives until it ends.
-    async fn receive(
+    /// One connection to the publisher: a guard in front of it, a fresh socket of the crate
+    /// through the guard, until either ends.
+    async fn subscribe(
         &self,
-        mut connection: Connection,
-        mut sequence: Option<&mut SequenceTracker>,
-        sequencer: &Sequencer,
-        started: Instant,
+        publisher: Box<dyn Transport>,
+        guard: &Guard,
+        connection: Connection<'_>,
         shutdown: &CancellationToken,
     ) -> Ended {
-        let idle_timeout = self.config.idle_timeout;
-        let checks_idle = !idle_timeout.is_zero();
-        let mut pinged = false;
-        // Reset by everything the peer sends; never selected when the check is disabled.
-        let silence = tokio::time::sleep(idle_timeout);
-        tokio::pin!(silence);
+        let listener = match loopback::listen() {
+            Ok(listener) => listener,
+            Err(error) => return Ended::Lost(ZeroMqError::Loopback(error)),
+        };
+        let socket_endpoint = listener.endpoint().to_string();
+        let (ready_sender, ready) = oneshot::channel();
+        // A set, so that the guard is stopped with it if this ends first (shutdown).
+        let mut guard_task = tokio::task::JoinSet::new();
+        guard_task.spawn(guard.clone().run(publisher, listener, ready_sender));
+        let received = self
+            .receive(&socket_endpoint, ready, connection, shutdown)
+            .await;
+        let socket_failure = match received {
+            Received::Shutdown => return Ended::Shutdown,
+            Received::RelayClosed => return Ended::RelayClosed,
+            Received::Disconnected => None,
+            Received::Failed(error) => Some(error),
+        };
+        // The socket is gone: a guard still relaying sees its side closed, and ends.
+        let guard_ended = match tokio::time::timeout(GUARD_EXIT, guard_task.join_next()).await {
+            Ok(Some(Ok(ended))) => Some(ended),
+            // Stuck (aborted with the set) or panicked: the socket's side is all we know.
+            _ => None,
+        };
+        match (guard_ended, socket_failure) {
+            (Some(GuardEnded::Idle), _) => Ended::Idle,
+            (Some(GuardEnded::RelayClosed), _) => Ended::RelayClosed,
+            // The crate closed first: its own error says why.
+            (Some(GuardEnded::Lost(GuardError::SubscriberClosed)) | None, Some(error)) => {
+                Ended::Lost(ZeroMqError::Socket(error))
+            }
+            (Some(GuardEnded::Lost(error)), _) => Ended::Lost(ZeroMqError::Guard(error)),
+            (None, None) => Ended::Lost(ZeroMqError::Disconnected),
+        }
+    }
+
+    /// Connects a fresh SUB socket of the crate to `socket_endpoint` (the guard) and relays
+    /// what it receives until it reports the disconnect; the socket goes with the call (and
+    /// with it the crate's own reconnection).
+    async fn receive(
+        &self,
+        socket_endpoint: &str,
+        ready: oneshot::Receiver<bool>,
+        mut connection: Connection<'_>,
+        shutdown: &CancellationToken,
+    ) -> Received {
+        let mut options = SocketOptions::default();
+        options.connect_timeout(CONNECT_TIMEOUT);
+        let mut socket = SubSocket::with_options(options);
+        let mut events = socket.monitor();
+        for prefix in &self.config.topic_prefixes {
+            // No peer yet: remembered, and sent once the publisher's READY has come.
+            if let Err(error) = socket.subscribe(prefix).await {
+                return Received::Failed(error);
+            }
+        }
+        let connected = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return Received::Shutdown,
+            connected = socket.connect(socket_endpoint) => connected,
+        };
+        if let Err(error) = connected {
+            return Received::Failed(error);
+        }
+        // The guard said it before handing the crate the READY the connect waited for.
+        let heartbeats = ready.await.unwrap_or(false);
+        if connection.replacing_idle {
+            tracing::debug!(endpoint = %self.endpoint, "subscribed again");
+        } else {
+            tracing::info!(endpoint = %self.endpoint, prefixes = ?self.config.topic_prefixes, heartbeats, "subscribed to fedmsg endpoint");
+        }
+        if let Some(tracker) = connection.sequence.as_deref_mut() {
+            tracker.connected();
+        }
         loop {
-            let event = tokio::select! {
+            let received = tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => return Ended::Shutdown,
-                event = connection.recv() => event,
-                _ = &mut silence, if checks_idle => {
-                    if pinged || !connection.ping() {
-                        return Ended::Idle;
-                    }
-                    pinged = true;
-                    silence.as_mut().reset(Instant::now() + HEARTBEAT_GRACE.min(idle_timeout));
-                    continue;
-                }
+                _ = shutdown.cancelled() => return Received::Shutdown,
+                // Reported once the crate has handed out every message of the connection.
+                event = events.next() => match event {
+                    Some(SocketEvent::Disconnected(_)) | None => return Received::Disconnected,
+                    Some(_) => continue,
+                },
+                received = socket.recv() => received,
             };
-            let frames = match event {
-                Ok(Event::Message(frames)) => frames,
-                Ok(Event::Heartbeat) => {
-                    pinged = false;
-                    silence.as_mut().reset(Instant::now() + idle_timeout);
-                    continue;
-                }
-                Err(error) => {
-                    if let ZmtpError::Protocol(violation) = &error {
-                        // What came of the message is kept, with why the connection ended.
-                        let refusal = Refusal {
-                            reason: violation.reason(),
-                            detail: format!(
-                                "{violation}; the connection to {} was dropped",
-                                self.endpoint
-                            ),
-                        };
-                        let partial = to_incoming(connection.partial_message().to_vec());
-                        let refused = Incoming::refused(
-                            "zeromq",
-                            partial.transport_topic,
-                            partial.body,
-                            refusal,
-                        );
-                        if self.relay.send(refused).await.is_err() {
-                            return Ended::RelayClosed;
-                        }
-                    }
-                    return Ended::Lost(error);
-                }
+            let message = match received {
+                Ok(message) => message,
+                Err(error) => return Received::Failed(error),
             };
-            pinged = false;
-            silence.as_mut().reset(Instant::now() + idle_timeout);
             self.metrics.received.with_label_values(&["zeromq"]).inc();
-            let mut incoming = to_incoming(frames);
-            if let Some(tracker) = sequence.as_deref_mut() {
-                self.track(tracker, sequencer, &mut incoming, started);
+            let mut incoming = to_incoming(message.into_vec());
+            if let Some(tracker) = connection.sequence.as_deref_mut() {
+                self.track(
+                    tracker,
+                    connection.sequencer,
+                    &mut incoming,
+                    connection.started,
+                );
             }
             if self.relay.send(incoming).await.is_err() {
-                return Ended::RelayClosed;
+                return Received::RelayClosed;
             }
         }
     }
@@ -348,4 +398,13 @@ impl Subscriber {
             }
         }
     }
+}
+
+/// What one connection's messages go through, beside the subscriber's own settings.
+struct Connection<'a> {
+    sequence: Option<&'a mut SequenceTracker>,
+    sequencer: &'a Sequencer,
+    started: Instant,
+    /// Whether it replaces a silent one (logged at debug level only).
+    replacing_idle: bool,
 }

@@ -5,6 +5,13 @@
 //! at most one message under the limit is buffered, whatever the header says (a 9-byte header
 //! may declare 2^64 − 1 bytes). It yields whole messages (the frames up to one without the
 //! MORE flag) and commands, and leaves everything else in the buffer until more bytes come.
+//!
+//! A message over the limit but within a second, larger bound is *discarded*: the decoder
+//! reports it once ([`Decoded::Oversized`], with the frames received before it broke the
+//! limit) and then drops its bytes as they come, never holding more than what one read
+//! brought, so one oversized message from a legitimate publisher costs only itself. A message
+//! declared beyond that bound ends the connection ([`FrameError::FrameTooLarge`]): nobody
+//! waits for gigabytes that will be thrown away.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -77,17 +84,6 @@ impl Greeting {
     }
 }
 
-/// Our greeting: ZMTP 3.1, `NULL` mechanism, client side.
-pub fn greeting() -> [u8; GREETING_LEN] {
-    let mut bytes = [0u8; GREETING_LEN];
-    bytes[0] = 0xff;
-    bytes[9] = 0x7f;
-    bytes[10] = 3;
-    bytes[11] = 1;
-    bytes[12..12 + MECHANISM_NULL.len()].copy_from_slice(MECHANISM_NULL);
-    bytes
-}
-
 /// Parses the peer's 64-byte greeting.
 pub fn parse_greeting(bytes: &[u8; GREETING_LEN]) -> Result<Greeting, FrameError> {
     // The signature: 0xFF, eight bytes of padding, then a byte whose low bit is set (0x7F);
@@ -130,31 +126,19 @@ pub fn put_command(out: &mut BytesMut, name: &[u8], data: &[u8]) {
     out.put_slice(data);
 }
 
-/// The READY command of a SUB socket.
-pub fn put_ready(out: &mut BytesMut) {
-    let mut metadata = BytesMut::new();
-    put_property(&mut metadata, b"Socket-Type", b"SUB");
-    put_command(out, b"READY", &metadata);
-}
-
 /// A PING without context; the TTL is 0 (we ask the peer for nothing beyond a PONG).
 pub fn put_ping(out: &mut BytesMut) {
     put_command(out, b"PING", &[0, 0]);
 }
 
-/// A subscription to `prefix`, ZMTP 3.0's way (a message `0x01` + prefix), which 3.1 peers
-/// accept too.
-pub fn put_subscription(out: &mut BytesMut, prefix: &[u8]) {
-    put_frame_header(out, 0, 1 + prefix.len());
-    out.put_u8(1);
-    out.put_slice(prefix);
-}
-
-fn put_property(out: &mut BytesMut, name: &[u8], value: &[u8]) {
-    out.put_u8(name.len() as u8);
-    out.put_slice(name);
-    out.put_u32(value.len() as u32);
-    out.put_slice(value);
+/// Appends a message: its frames, each but the last with the MORE flag.
+pub fn put_message(out: &mut BytesMut, frames: &[Bytes]) {
+    let last = frames.len().saturating_sub(1);
+    for (index, frame) in frames.iter().enumerate() {
+        let flags = if index < last { FLAG_MORE } else { 0 };
+        put_frame_header(out, flags, frame.len());
+        out.put_slice(frame);
+    }
 }
 
 fn put_frame_header(out: &mut BytesMut, flags: u8, len: usize) {
@@ -234,30 +218,87 @@ pub enum Decoded {
     /// A whole message: its frames, in order.
     Message(Vec<Bytes>),
     Command(Command),
+    /// A message over the limit, now being dropped: the frames received before the one that
+    /// broke the limit, and what that one declared. Its remaining bytes are dropped as they
+    /// come; the messages after it are decoded as usual.
+    Oversized {
+        frames: Vec<Bytes>,
+        violation: FrameError,
+    },
 }
 
 /// Frames after the greeting, bounded by the message limit before any body is buffered.
 #[derive(Debug)]
 pub struct Decoder {
     max_message_bytes: usize,
+    /// Largest message (all frames, as declared) dropped rather than ending the connection.
+    max_discard_bytes: u64,
     /// Frames of the message being received (those sent with MORE).
     frames: Vec<Bytes>,
     frame_bytes: usize,
+    /// The oversized message being dropped, if any.
+    discard: Option<Discard>,
+}
+
+/// Where the decoder is in an oversized message it drops.
+#[derive(Debug, Clone, Copy)]
+struct Discard {
+    /// Bytes of the current frame's body still to drop.
+    body_left: u64,
+    /// Whether more frames of the message follow this one.
+    more: bool,
+    /// Bytes the message declared so far, all frames.
+    declared: u64,
+    frames: usize,
 }
 
 /// A frame header, read without consuming it.
-struct Header {
-    flags: u8,
-    header_len: usize,
-    body_len: u64,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub flags: u8,
+    pub header_len: usize,
+    pub body_len: u64,
+}
+
+impl Header {
+    pub fn is_command(&self) -> bool {
+        self.flags & FLAG_COMMAND != 0
+    }
+
+    pub fn has_more(&self) -> bool {
+        self.flags & FLAG_MORE != 0
+    }
+}
+
+/// The frame header at the front of `buffer`, or `None` if it is not all there yet.
+pub fn peek_header(buffer: &[u8]) -> Option<Header> {
+    let &flags = buffer.first()?;
+    let (header_len, body_len) = if flags & FLAG_LONG != 0 {
+        let size = buffer.get(1..9)?;
+        let mut size_bytes = [0u8; 8];
+        size_bytes.copy_from_slice(size);
+        (9, u64::from_be_bytes(size_bytes))
+    } else {
+        (2, u64::from(*buffer.get(1)?))
+    };
+    Some(Header {
+        flags,
+        header_len,
+        body_len,
+    })
 }
 
 impl Decoder {
-    pub fn new(max_message_bytes: usize) -> Decoder {
+    /// A decoder yielding messages of at most `max_message_bytes` (all frames), dropping
+    /// larger ones that declare at most `max_discard_bytes` in all, and refusing the others
+    /// ([`FrameError::FrameTooLarge`]).
+    pub fn new(max_message_bytes: usize, max_discard_bytes: u64) -> Decoder {
         Decoder {
             max_message_bytes,
+            max_discard_bytes,
             frames: Vec::new(),
             frame_bytes: 0,
+            discard: None,
         }
     }
 
@@ -266,92 +307,175 @@ impl Decoder {
         &self.frames
     }
 
-    /// Takes the next message or command from the front of `buffer`, or `Ok(None)` when more
-    /// bytes are needed: [`Decoder::wanted`] says how many at most.
+    /// Whether an oversized message's bytes are being dropped.
+    pub fn is_discarding(&self) -> bool {
+        self.discard.is_some()
+    }
+
+    /// Takes the next message or command from the front of `buffer` (or reports a message
+    /// over the limit that is being dropped), or `Ok(None)` when more bytes are needed:
+    /// [`Decoder::wanted`] says how many at most.
     pub fn decode(&mut self, buffer: &mut BytesMut) -> Result<Option<Decoded>, FrameError> {
         loop {
-            let Some(header) = self.header(buffer)? else {
+            if let Some(discard) = self.discard.as_mut() {
+                // At most the buffer's length, so it fits in usize.
+                let dropped = discard.body_left.min(buffer.len() as u64) as usize;
+                buffer.advance(dropped);
+                discard.body_left -= dropped as u64;
+                if discard.body_left > 0 {
+                    return Ok(None);
+                }
+                if !discard.more {
+                    self.discard = None;
+                }
+            }
+            let Some(header) = peek_header(buffer) else {
                 return Ok(None);
             };
-            // Checked against the limits already; fits in usize since below them.
+            if header.is_command() {
+                if header.body_len > MAX_COMMAND_BYTES {
+                    return Err(FrameError::CommandTooLarge {
+                        declared: header.body_len,
+                    });
+                }
+                // At most MAX_COMMAND_BYTES.
+                let body_len = header.body_len as usize;
+                if buffer.len() < header.header_len + body_len {
+                    return Ok(None);
+                }
+                buffer.advance(header.header_len);
+                let body = buffer.split_to(body_len).freeze();
+                return Ok(Some(Decoded::Command(Command::parse(body)?)));
+            }
+            if let Some(discard) = self.discard.as_mut() {
+                // The next frame of the message being dropped: its body goes too.
+                discard.frames += 1;
+                if discard.frames > MAX_FRAMES {
+                    return Err(FrameError::TooManyFrames);
+                }
+                discard.declared = discard.declared.saturating_add(header.body_len);
+                if discard.declared > self.max_discard_bytes {
+                    return Err(FrameError::FrameTooLarge {
+                        declared: header.body_len,
+                        limit: self.max_message_bytes,
+                        buffered: 0,
+                    });
+                }
+                buffer.advance(header.header_len);
+                discard.body_left = header.body_len;
+                discard.more = header.has_more();
+                continue;
+            }
+            if self.frames.len() >= MAX_FRAMES {
+                return Err(FrameError::TooManyFrames);
+            }
+            let room = self.max_message_bytes.saturating_sub(self.frame_bytes);
+            if header.body_len > room as u64 {
+                return self.start_discard(buffer, header);
+            }
+            // Within the room, so it fits in usize.
             let body_len = header.body_len as usize;
             if buffer.len() < header.header_len + body_len {
                 return Ok(None);
             }
             buffer.advance(header.header_len);
             let body = buffer.split_to(body_len).freeze();
-            if header.flags & FLAG_COMMAND != 0 {
-                return Ok(Some(Decoded::Command(Command::parse(body)?)));
-            }
             self.frame_bytes += body.len();
             self.frames.push(body);
-            if header.flags & FLAG_MORE == 0 {
+            if !header.has_more() {
                 self.frame_bytes = 0;
                 return Ok(Some(Decoded::Message(std::mem::take(&mut self.frames))));
             }
         }
     }
 
-    /// How many more bytes the item at the front of `buffer` needs (at least 1: a header byte
-    /// when nothing is known yet). Never more than a message under the limit.
-    pub fn wanted(&self, buffer: &BytesMut) -> usize {
-        match self.header(buffer) {
-            Ok(Some(header)) => {
-                let total = header.header_len + header.body_len as usize;
-                total.saturating_sub(buffer.len()).max(1)
-            }
-            // An incomplete header: the long form is 9 bytes at most.
-            Ok(None) => 9usize.saturating_sub(buffer.len()).max(1),
-            // The next decode reports it.
-            Err(_) => 1,
+    /// A frame over the room left in the message: the message is dropped from here if its
+    /// declared size is within the discard bound, else refused.
+    fn start_discard(
+        &mut self,
+        buffer: &mut BytesMut,
+        header: Header,
+    ) -> Result<Option<Decoded>, FrameError> {
+        let violation = FrameError::FrameTooLarge {
+            declared: header.body_len,
+            limit: self.max_message_bytes,
+            buffered: self.frame_bytes,
+        };
+        let declared = (self.frame_bytes as u64).saturating_add(header.body_len);
+        if declared > self.max_discard_bytes {
+            return Err(violation);
         }
+        buffer.advance(header.header_len);
+        self.discard = Some(Discard {
+            body_left: header.body_len,
+            more: header.has_more(),
+            declared,
+            frames: self.frames.len() + 1,
+        });
+        self.frame_bytes = 0;
+        Ok(Some(Decoded::Oversized {
+            frames: std::mem::take(&mut self.frames),
+            violation,
+        }))
     }
 
-    /// The header at the front of `buffer`, checked against the limits; `None` if incomplete.
-    fn header(&self, buffer: &[u8]) -> Result<Option<Header>, FrameError> {
-        let Some(&flags) = buffer.first() else {
-            return Ok(None);
-        };
-        let (header_len, body_len) = if flags & FLAG_LONG != 0 {
-            let Some(size) = buffer.get(1..9) else {
-                return Ok(None);
-            };
-            let mut size_bytes = [0u8; 8];
-            size_bytes.copy_from_slice(size);
-            (9, u64::from_be_bytes(size_bytes))
-        } else {
-            let Some(&size) = buffer.get(1) else {
-                return Ok(None);
-            };
-            (2, u64::from(size))
-        };
-        if flags & FLAG_COMMAND != 0 {
-            if body_len > MAX_COMMAND_BYTES {
-                return Err(FrameError::CommandTooLarge { declared: body_len });
-            }
-        } else {
-            if self.frames.len() >= MAX_FRAMES {
-                return Err(FrameError::TooManyFrames);
-            }
-            let room = self.max_message_bytes.saturating_sub(self.frame_bytes);
-            if body_len > room as u64 {
-                return Err(FrameError::FrameTooLarge {
-                    declared: body_len,
-                    limit: self.max_message_bytes,
-                    buffered: self.frame_bytes,
-                });
-            }
+    /// How many more bytes the item at the front of `buffer` needs (at least 1: a header byte
+    /// when nothing is known yet, or any byte of a body being dropped). Never more than a
+    /// message under the limit or a command.
+    pub fn wanted(&self, buffer: &BytesMut) -> usize {
+        if self.discard.is_some() {
+            return 1;
         }
-        Ok(Some(Header {
-            flags,
-            header_len,
-            body_len,
-        }))
+        let Some(header) = peek_header(buffer) else {
+            // An incomplete header: the long form is 9 bytes at most.
+            return 9usize.saturating_sub(buffer.len()).max(1);
+        };
+        let room = if header.is_command() {
+            MAX_COMMAND_BYTES
+        } else {
+            self.max_message_bytes.saturating_sub(self.frame_bytes) as u64
+        };
+        if header.body_len > room {
+            // The next decode refuses it, or starts dropping it.
+            return 1;
+        }
+        // Within the room, so it fits in usize.
+        let total = header.header_len + header.body_len as usize;
+        total.saturating_sub(buffer.len()).max(1)
+    }
+}
+
+/// What a libzmq peer sends, for tests here and in the guard's.
+#[cfg(test)]
+pub mod peer {
+    use super::*;
+
+    /// libzmq's greeting: ZMTP 3.1, `NULL`, not as server.
+    pub fn greeting() -> [u8; GREETING_LEN] {
+        let mut bytes = [0u8; GREETING_LEN];
+        bytes[0] = 0xff;
+        bytes[9] = 0x7f;
+        bytes[10] = 3;
+        bytes[11] = 1;
+        bytes[12..12 + MECHANISM_NULL.len()].copy_from_slice(MECHANISM_NULL);
+        bytes
+    }
+
+    /// The READY command of a `socket_type` socket.
+    pub fn put_ready(out: &mut BytesMut, socket_type: &[u8]) {
+        let mut metadata = BytesMut::new();
+        let name = b"Socket-Type";
+        metadata.put_u8(name.len() as u8);
+        metadata.put_slice(name);
+        metadata.put_u32(socket_type.len() as u32);
+        metadata.put_slice(socket_type);
+        put_command(out, b"READY", &metadata);
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::peer::{greeting, put_ready};
     use super::*;
     use proptest::prelude::*;
 
@@ -366,7 +490,7 @@ mod tests {
     }
 
     #[test]
-    fn our_greeting_is_read_back_as_zmtp_3_1_null() {
+    fn a_libzmq_greeting_is_read_as_zmtp_3_1_null() {
         let greeting = parse_greeting(&greeting()).expect("valid");
         assert_eq!(greeting, Greeting { major: 3, minor: 1 });
         assert!(greeting.supports_heartbeats());
@@ -398,7 +522,7 @@ mod tests {
     fn a_two_frame_message_and_commands_are_decoded() {
         let mut buffer = message_bytes(&[b"topic", &[b'x'; 300]]);
         put_ping_with(&mut buffer, b"ctx");
-        let mut decoder = Decoder::new(1024);
+        let mut decoder = Decoder::new(1024, 1024);
         let Some(Decoded::Message(frames)) = decoder.decode(&mut buffer).expect("valid") else {
             panic!("a message");
         };
@@ -425,8 +549,9 @@ mod tests {
     #[test]
     fn ready_metadata_is_read_case_insensitively() {
         let mut buffer = BytesMut::new();
-        put_ready(&mut buffer);
-        let Some(Decoded::Command(ready)) = Decoder::new(16).decode(&mut buffer).expect("valid")
+        put_ready(&mut buffer, b"SUB");
+        let Some(Decoded::Command(ready)) =
+            Decoder::new(16, 16).decode(&mut buffer).expect("valid")
         else {
             panic!("a command");
         };
@@ -437,12 +562,12 @@ mod tests {
     }
 
     #[test]
-    fn a_declared_size_over_the_limit_is_refused_from_its_header_alone() {
-        for declared in [1025u64, 1 << 36, 1 << 63, u64::MAX] {
+    fn a_declared_size_over_the_discard_bound_is_refused_from_its_header_alone() {
+        for declared in [2049u64, 1 << 36, 1 << 63, u64::MAX] {
             let mut buffer = BytesMut::new();
             buffer.put_u8(FLAG_LONG);
             buffer.put_u64(declared);
-            let mut decoder = Decoder::new(1024);
+            let mut decoder = Decoder::new(1024, 2048);
             let refused = decoder.decode(&mut buffer);
             assert_eq!(
                 refused,
@@ -453,9 +578,10 @@ mod tests {
                 })
             );
         }
-        // The limit is the whole message's: the second frame does not fit beside the first.
+        // The limit is the whole message's: the second frame does not fit beside the first
+        // (and, with no room to drop it, ends the connection).
         let mut buffer = message_bytes(&[&[b'a'; 600], &[b'b'; 600]]);
-        let mut decoder = Decoder::new(1024);
+        let mut decoder = Decoder::new(1024, 1024);
         assert_eq!(
             decoder.decode(&mut buffer).map_err(|e| e.reason()),
             Err("frame_too_large")
@@ -465,7 +591,7 @@ mod tests {
         command.put_u8(FLAG_COMMAND | FLAG_LONG);
         command.put_u64(MAX_COMMAND_BYTES + 1);
         assert_eq!(
-            Decoder::new(1024)
+            Decoder::new(1024, 1 << 20)
                 .decode(&mut command)
                 .map_err(|e| e.reason()),
             Err("command_too_large")
@@ -478,31 +604,95 @@ mod tests {
         let frames = vec![empty; MAX_FRAMES + 1];
         let mut buffer = message_bytes(&frames);
         assert_eq!(
-            Decoder::new(1024).decode(&mut buffer),
+            Decoder::new(1024, 1024).decode(&mut buffer),
             Err(FrameError::TooManyFrames)
         );
     }
 
     #[test]
+    fn a_message_over_the_limit_is_dropped_unbuffered_and_the_next_one_decoded() {
+        let mut decoder = Decoder::new(1024, 1 << 20);
+        let mut buffer = message_bytes(&[b"topic", &[b'x'; 5000], &[b'y'; 3000]]);
+        put_ping_with(&mut buffer, b"p");
+        buffer.extend_from_slice(&message_bytes(&[b"next", b"{}"]));
+        // Only the header is needed to know: the body is dropped as it comes.
+        let mut arriving = buffer.split_to(2 + 5 + 9);
+        assert_eq!(
+            decoder.decode(&mut arriving),
+            Ok(Some(Decoded::Oversized {
+                frames: vec![Bytes::from_static(b"topic")],
+                violation: FrameError::FrameTooLarge {
+                    declared: 5000,
+                    limit: 1024,
+                    buffered: 5
+                }
+            }))
+        );
+        assert!(decoder.is_discarding());
+        while buffer.len() > 1000 {
+            arriving.extend_from_slice(&buffer.split_to(700));
+            assert_eq!(decoder.decode(&mut arriving), Ok(None));
+            assert!(arriving.is_empty(), "nothing of the message is kept");
+            assert_eq!(decoder.wanted(&arriving), 1);
+        }
+        arriving.extend_from_slice(&buffer);
+        let Some(Decoded::Command(ping)) = decoder.decode(&mut arriving).expect("valid") else {
+            panic!("the PING after the dropped message");
+        };
+        assert_eq!(&ping.name[..], b"PING");
+        assert!(!decoder.is_discarding());
+        assert_eq!(
+            decoder.decode(&mut arriving),
+            Ok(Some(Decoded::Message(vec![
+                Bytes::from_static(b"next"),
+                Bytes::from_static(b"{}")
+            ])))
+        );
+    }
+
+    #[test]
+    fn a_dropped_message_that_keeps_declaring_past_the_bound_is_refused() {
+        let mut decoder = Decoder::new(1024, 2048);
+        let mut buffer = message_bytes(&[&[b'a'; 1000], &[b'b'; 1000], &[b'c'; 100]]);
+        assert!(matches!(
+            decoder.decode(&mut buffer),
+            Ok(Some(Decoded::Oversized { .. }))
+        ));
+        assert_eq!(
+            decoder.decode(&mut buffer),
+            Err(FrameError::FrameTooLarge {
+                declared: 100,
+                limit: 1024,
+                buffered: 0
+            })
+        );
+    }
+
+    #[test]
     fn what_is_wanted_never_exceeds_the_limit() {
-        let mut decoder = Decoder::new(1024);
+        let mut decoder = Decoder::new(1024, 1 << 20);
         let mut buffer = BytesMut::new();
         assert_eq!(decoder.wanted(&buffer), 9);
         buffer.put_u8(FLAG_LONG);
         buffer.put_u64(1000);
         assert_eq!(decoder.decode(&mut buffer), Ok(None));
         assert_eq!(decoder.wanted(&buffer), 1000);
+        let mut over = BytesMut::new();
+        over.put_u8(FLAG_LONG);
+        over.put_u64(1 << 19);
+        assert_eq!(decoder.wanted(&over), 1);
     }
 
     proptest! {
         /// Whatever bytes come, decoding never panics and never buffers a message over the
-        /// limit: it yields, waits for bytes it may take, or refuses.
+        /// limit: it yields, drops, waits for bytes it may take, or refuses.
         #[test]
         fn arbitrary_bytes_are_decoded_refused_or_waited_for(
             bytes in prop::collection::vec(any::<u8>(), 0..4096),
             limit in 0usize..2048,
+            discard in 0u64..8192,
         ) {
-            let mut decoder = Decoder::new(limit);
+            let mut decoder = Decoder::new(limit, discard);
             let mut buffer = BytesMut::from(&bytes[..]);
             loop {
                 match decoder.decode(&mut buffer) {
@@ -513,6 +703,10 @@ mod tests {
                     }
                     Ok(Some(Decoded::Command(command))) => {
                         prop_assert!(command.data.len() as u64 <= MAX_COMMAND_BYTES);
+                    }
+                    Ok(Some(Decoded::Oversized { frames, .. })) => {
+                        let total: usize = frames.iter().map(Bytes::len).sum();
+                        prop_assert!(total <= limit);
                     }
                     Ok(None) => {
                         prop_assert!(decoder.wanted(&buffer) <= limit.max(MAX_COMMAND_BYTES as usize) + 9);
@@ -535,7 +729,7 @@ mod tests {
                 let slices: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
                 wire.extend_from_slice(&message_bytes(&slices));
             }
-            let mut decoder = Decoder::new(1200);
+            let mut decoder = Decoder::new(1200, 1200);
             let mut buffer = BytesMut::new();
             let mut decoded = Vec::new();
             let mut rest = &wire[..];
@@ -552,6 +746,60 @@ mod tests {
                 .iter()
                 .map(|frames| Decoded::Message(frames.iter().map(|f| Bytes::copy_from_slice(f)).collect()))
                 .collect();
+            prop_assert_eq!(decoded, expected);
+        }
+
+        /// Messages over the limit (within the discard bound) are reported once, with the
+        /// frames before the one that broke the limit, and cost no other message, however the
+        /// bytes are cut.
+        #[test]
+        fn oversized_messages_are_dropped_and_the_others_survive_any_split(
+            messages in prop::collection::vec(
+                prop::collection::vec(prop::collection::vec(any::<u8>(), 0..800), 1..4), 1..8),
+            cuts in prop::collection::vec(1usize..700, 1..40),
+        ) {
+            const LIMIT: usize = 1200;
+            let mut wire = BytesMut::new();
+            let mut expected = Vec::new();
+            for frames in &messages {
+                let slices: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+                wire.extend_from_slice(&message_bytes(&slices));
+                let mut kept = Vec::new();
+                let mut size = 0;
+                let mut oversized = None;
+                for frame in frames {
+                    if size + frame.len() > LIMIT {
+                        oversized = Some(FrameError::FrameTooLarge {
+                            declared: frame.len() as u64,
+                            limit: LIMIT,
+                            buffered: size,
+                        });
+                        break;
+                    }
+                    size += frame.len();
+                    kept.push(Bytes::copy_from_slice(frame));
+                }
+                expected.push(match oversized {
+                    Some(violation) => Decoded::Oversized { frames: kept, violation },
+                    None => Decoded::Message(kept),
+                });
+            }
+            // At most 3 × 799 bytes declared: all within the bound.
+            let mut decoder = Decoder::new(LIMIT, 2400);
+            let mut buffer = BytesMut::new();
+            let mut decoded = Vec::new();
+            let mut rest = &wire[..];
+            let mut cut = cuts.iter().cycle();
+            while !rest.is_empty() {
+                let take = (*cut.next().unwrap_or(&1)).min(rest.len());
+                buffer.extend_from_slice(&rest[..take]);
+                rest = &rest[take..];
+                while let Some(item) = decoder.decode(&mut buffer).expect("within the bound") {
+                    decoded.push(item);
+                }
+                prop_assert!(buffer.len() <= LIMIT + 9 + 700);
+            }
+            prop_assert!(!decoder.is_discarding());
             prop_assert_eq!(decoded, expected);
         }
     }

@@ -1,32 +1,22 @@
-//! A ZMTP 3 SUB client: just what subscribing to a fedmsg publisher takes, with bounds.
-//!
-//! Why our own and not the `zeromq` crate (0.7), which earlier versions used: its decoder
-//! reserves whatever size a frame header declares before the body arrives (a 9-byte header
-//! declaring 64 GiB aborted the ingestor on the failed allocation), it has no message size
-//! limit, and it does not know ZMTP 3.1's PING: a libzmq publisher with `ZMQ_HEARTBEAT_IVL` set
-//! made it drop the connection at every heartbeat, losing what was in flight. Its reconnection
-//! also needed supervising from outside (see the git history of `subscriber.rs`). Patching it
-//! would have meant vendoring and maintaining a fork of ~8 000 lines, of which a subscriber uses
-//! a few hundred: the greeting, the NULL handshake, subscriptions, frames, and the heartbeat
-//! commands, which are this module.
+//! ZMTP 3, as far as the guard in front of the `zeromq` crate needs it: framing without I/O
+//! and the connection to a publisher.
 //!
 //! - [`codec`]: greeting, commands and a frame decoder that checks every declared size against
 //!   the message limit from the header alone, so at most one message under the limit is ever
-//!   buffered; nothing is allocated for what a peer merely declares.
-//! - [`Connection`]: one TCP or IPC connection: connect (refused at once when nothing
-//!   listens: no hidden retries, the caller's schedule decides), handshake with a deadline,
-//!   subscriptions, then messages; PINGs are answered with PONGs as they come, and
-//!   [`Connection::ping`] asks a ZMTP 3.1 peer whether it is still there.
+//!   buffered and nothing is allocated for what a peer merely declares; a message over the
+//!   limit is dropped as it comes (up to a bound) without costing the ones after it.
+//! - [`transport`]: one TCP or IPC connect to a publisher, refused at once when nothing
+//!   listens (no hidden retries: the subscriber's schedule decides).
 //!
-//! Supported: ZMTP 3.0 and 3.1 peers (libzmq 4.x: pyzmq, fedmsg) with the NULL mechanism,
-//! PUB or XPUB sockets. ZMTP 1.0/2.0 peers (libzmq 2 and 3) and CURVE/PLAIN are refused with
-//! a reason.
+//! Written from RFC 23 (ZMTP 3.0) and RFC 37 (ZMTP 3.1). Supported publishers: ZMTP 3.0 and
+//! 3.1 peers (libzmq 4.x: pyzmq, fedmsg) with the NULL mechanism, PUB or XPUB sockets. ZMTP
+//! 1.0/2.0 peers (libzmq 2 and 3) and CURVE/PLAIN are refused with a reason. Why the crate
+//! needs a guard at all: [`super::guard`].
 
 pub mod codec;
-mod connection;
+pub mod transport;
 
-pub use codec::FrameError;
-pub use connection::{Connection, Event, ZmtpError};
+pub use transport::{connect, ConnectError, Transport};
 
 /// Where a publisher listens: `tcp://host:port` or `ipc://path`, as fedmsg's `endpoints` say.
 #[derive(Debug, Clone, PartialEq, Eq)]
