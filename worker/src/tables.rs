@@ -101,24 +101,36 @@ pub async fn rebuild_rollups(
     let total = work.iter().map(|(_, months)| months.len() as u64).sum();
     let mut progress = Progress::new("rebuilding rollups", "months", total);
     for (info, months) in &work {
-        let failed = |source| rollup_error(info, source);
         for (index, month) in months.iter().enumerate() {
-            rollup::rebuild_month(clickhouse, &info.table, info.kind, *month)
-                .await
-                .map_err(failed)?;
-            key_counts::refill_month(clickhouse, &info.table, *month)
-                .await
-                .map_err(failed)?;
-            if ends_a_year(months, index) {
-                rollup::rebuild_year(clickhouse, &info.table, info.kind, *month)
-                    .await
-                    .map_err(failed)?;
-            }
+            rebuild_month(clickhouse, info, *month, ends_a_year(months, index)).await?;
             progress.step(&format!("{} {}", info.identifier, month_name(*month)));
         }
     }
     progress.finish();
     Ok(total)
+}
+
+/// Recomputes `month` of one plugin — every level and the key counts — from its facts, then
+/// its year from its months if `and_year`. Safe while workers run (see `rollup`).
+pub async fn rebuild_month(
+    clickhouse: &clickhouse::Client,
+    info: &plugin::PluginInfo,
+    month: u64,
+    and_year: bool,
+) -> Result<(), WorkerError> {
+    let failed = |source| rollup_error(info, source);
+    rollup::rebuild_month(clickhouse, &info.table, info.kind, month)
+        .await
+        .map_err(failed)?;
+    key_counts::refill_month(clickhouse, &info.table, month)
+        .await
+        .map_err(failed)?;
+    if and_year {
+        rollup::rebuild_year(clickhouse, &info.table, info.kind, month)
+            .await
+            .map_err(failed)?;
+    }
+    Ok(())
 }
 
 /// Whether `months[index]` is the last of its year in `months` (ascending): where a rebuild or

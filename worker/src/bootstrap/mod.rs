@@ -31,6 +31,7 @@ use bytes::Bytes;
 use statscache_shared::admin::Health;
 use statscache_shared::config::Config;
 use statscache_shared::nats::{self, open_bucket, Bucket, DeadLetter};
+use statscache_shared::period::Level;
 use statscache_shared::progress::Progress;
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +39,7 @@ use crate::faults::Faults;
 use crate::identity::turns::Turns;
 use crate::plugin::Message;
 use crate::service::{prepare, process_name};
+use crate::tables::rebuild_month;
 use crate::writer::{Pending, Prepared, Writer, Written};
 use crate::{meta, metrics, plugins, WorkerError};
 use dump::Dump;
@@ -210,41 +212,111 @@ pub async fn bootstrap(
     let mut bar = Progress::new("bootstrapping", "messages", remaining);
     let mut report = BootstrapReport::default();
     // Three batches at once: one read and prepared (its plugins run), the one before written
-    // in its turn, the one before that rolled up and recorded.
+    // in its turn, and behind them the months read past rolled up and the position recorded.
     let size = request.batch_size;
+    let mut months = MonthsToRollUp::default();
     let mut current = load(&mut reader, &writer, &position, size, &shutdown).await?;
-    let mut written_before: Option<(Written, Position, u64)> = None;
+    let mut written_before: Option<(Vec<u64>, Position, u64)> = None;
     while let Some(batch) = current.take() {
+        let finished_months = written_before
+            .as_ref()
+            .map(|(months, _, _)| months.as_slice());
         let (written, rolled_up, next) = tokio::join!(
             write_in_turn(&turns, &writer, batch.prepared, &shutdown),
-            roll_up(&writer, written_before.as_ref(), &shutdown),
+            roll_up_months(&writer, finished_months.unwrap_or_default(), false),
             load(&mut reader, &writer, &batch.last, size, &shutdown),
         );
         if let Some((_, last, rows)) = written_before.take() {
-            if !rolled_up {
-                break;
-            }
+            rolled_up?;
             record(&progress_store, &request.name, &last).await?;
             report.read += rows;
             bar.advance_to(report.read, &last.timestamp);
         }
-        let Some(written) = written? else {
+        if written?.is_none() {
             break;
-        };
+        }
         report.rejected += batch.rejected;
-        written_before = Some((written, batch.last, batch.rows));
+        let finished = months.read_up_to(batch.first_epoch, batch.last_epoch);
+        written_before = Some((finished, batch.last, batch.rows));
         current = next?;
     }
-    if let Some((written, last, rows)) = written_before {
-        if writer.roll_up(&written, &[], &shutdown).await {
-            record(&progress_store, &request.name, &last).await?;
-            report.read += rows;
-            bar.advance_to(report.read, &last.timestamp);
-        }
+    if let Some((finished, last, rows)) = written_before {
+        roll_up_months(&writer, &finished, false).await?;
+        record(&progress_store, &request.name, &last).await?;
+        report.read += rows;
+        bar.advance_to(report.read, &last.timestamp);
     }
+    // The month being read when the bootstrap stopped, and its year: complete as far as read.
+    roll_up_months(&writer, &months.open(), true).await?;
     report.finished = !shutdown.is_cancelled();
     bar.finish();
     Ok(report)
+}
+
+/// The months a bootstrap has written facts into and not rolled up yet. A batch's rollups are
+/// not recomputed batch by batch (a month would be recomputed at each of its hundreds of
+/// batches, a year at each of its thousands): datanommer is read in time order, so once the
+/// reading has passed a month, all of its facts are written, and the month is recomputed
+/// once, every key of it, from its facts, with its year when the year is passed too. Statistics
+/// of the month being read are low until then. A bootstrap resumed after a crash recomputes
+/// the months it reads past from all of their facts, those written before the crash included.
+#[derive(Debug, Default)]
+struct MonthsToRollUp {
+    /// The first month with facts not rolled up, if any.
+    first: Option<u64>,
+}
+
+impl MonthsToRollUp {
+    /// Facts of `[first_epoch, last_epoch]` written: returns the months now read past (month
+    /// starts, ascending), which are then taken as rolled up.
+    fn read_up_to(&mut self, first_epoch: f64, last_epoch: f64) -> Vec<u64> {
+        let reading = Level::Month.start(last_epoch.max(0.0) as u64);
+        let first = *self
+            .first
+            .get_or_insert(Level::Month.start(first_epoch.max(0.0) as u64));
+        let mut finished = Vec::new();
+        let mut month = first;
+        while month < reading {
+            finished.push(month);
+            month = Level::Month.next(month);
+        }
+        self.first = Some(reading);
+        finished
+    }
+
+    /// The month being read, if any.
+    fn open(&self) -> Vec<u64> {
+        self.first.into_iter().collect()
+    }
+}
+
+/// Rolls `months` (month starts, ascending) of every plugin up from their facts; each year is
+/// recomputed from its months after its last month here, or after the last one if `last_year`.
+async fn roll_up_months(
+    writer: &Writer,
+    months: &[u64],
+    last_year: bool,
+) -> Result<(), WorkerError> {
+    for (index, month) in months.iter().enumerate() {
+        let year_passed = match months.get(index + 1) {
+            Some(next) => Level::Year.start(*next) != Level::Year.start(*month),
+            None => {
+                last_year
+                    || Level::Year.start(Level::Month.next(*month)) != Level::Year.start(*month)
+            }
+        };
+        let mut rebuilds = Vec::with_capacity(writer.plugins.len());
+        for plugin in &writer.plugins {
+            rebuilds.push(rebuild_month(
+                &writer.clickhouse,
+                plugin.info(),
+                *month,
+                year_passed,
+            ));
+        }
+        futures::future::try_join_all(rebuilds).await?;
+    }
+    Ok(())
 }
 
 /// A batch read and prepared.
@@ -252,6 +324,9 @@ struct Loaded {
     prepared: Vec<Prepared>,
     /// Its last row's position.
     last: Position,
+    /// Its first and last rows' times, epoch seconds.
+    first_epoch: f64,
+    last_epoch: f64,
     /// Rows read, messages or not.
     rows: u64,
     /// Rows that were not messages (dead-lettered).
@@ -279,15 +354,19 @@ async fn load(
             }
         }
     };
-    let Some(last) = rows.last().map(|row| row.position.clone()) else {
+    let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
         return Ok(None);
     };
+    let (first_epoch, last_epoch) = (first.epoch, last.epoch);
+    let last = last.position.clone();
     let count = rows.len() as u64;
     let (pending, rejected) = pending_messages(writer, rows).await?;
     let prepared = tokio::task::block_in_place(|| writer.prepare(pending));
     Ok(Some(Loaded {
         prepared,
         last,
+        first_epoch,
+        last_epoch,
         rows: count,
         rejected,
     }))
@@ -313,18 +392,6 @@ async fn write_in_turn(
     let written = writer.write(prepared, &[], shutdown).await;
     turn.give_back().await;
     written
-}
-
-/// Rolls `written` up, if there is a batch; whether it is done (`true` if there is none).
-async fn roll_up(
-    writer: &Writer,
-    written: Option<&(Written, Position, u64)>,
-    shutdown: &CancellationToken,
-) -> bool {
-    match written {
-        Some((written, _, _)) => writer.roll_up(written, &[], shutdown).await,
-        None => true,
-    }
 }
 
 /// Records that everything up to `last` is stored and rolled up.
